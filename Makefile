@@ -1,0 +1,40 @@
+# Two commands on a fresh clone: `make run` (the main job on the embedded default) and `make test`.
+# Every pip call passes constraints.txt, so nothing can swap the pinned CPU torch for a CUDA build.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -c constraints.txt
+STAMP := $(VENV)/.installed
+EXTRAS ?= train,pipeline,dev
+RUN_ARGS ?= --preset tiny
+export CONG_CACHE_DIR ?= $(CURDIR)/.cache
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test lint compile clean
+
+setup: $(STAMP)
+
+# Reinstalls when the dependency files change (a stale .venv).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) "torch==2.13.0"
+	$(PIP) -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cong run --local $(RUN_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check cong components pipelines tests
+
+compile: $(STAMP)
+	$(BIN)/cong compile --preset tiny
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,21 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def dpo(config: dict, model: Input[Model], pairs: Input[Dataset], aligned: Output[Model], metrics: Output[Metrics]):
+    """Stage II (ConG): DPO of the policy with its frozen initial copy as the reference model.
+
+    Args:
+        config: the run's configuration; `stages.dpo.train` holds beta and the trainer settings.
+        model: the policy to start from (ConG-S).
+        pairs: preference pairs.
+        aligned: the aligned strong model (Hugging Face folder).
+        metrics: training loss, reward accuracy and steps.
+    """
+    from cong import steps
+
+    result = steps.dpo(config, model=model.path, pairs=pairs.path, aligned=aligned.path)
+    steps.record(result, metrics, aligned=aligned)

@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def strong_sample(config: dict, model: Input[Model], responses: Output[Dataset], metrics: Output[Metrics]):
+    """One sampled response per training prompt from a strong policy (the ConG-S model).
+
+    Args:
+        config: the run's configuration; `stages.strong_sample.sampling` holds temperature, top-p and seed.
+        model: the policy to sample from.
+        responses: JSONL rows id, prompt, response.
+        metrics: row count and response lengths.
+    """
+    from cong import steps
+
+    result = steps.strong_sample(config, model=model.path, responses=responses.path)
+    steps.record(result, metrics, responses=responses)

@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def weak_align(config: dict, pairs: Output[Dataset], weak_aligned: Output[Model], metrics: Output[Metrics]):
+    """Align the weak base model: on-policy samples scored by the reward backend, best vs worst pairs, DPO.
+
+    Args:
+        config: the run's validated configuration (`cong validate`), as a dict.
+        pairs: preference pairs (JSONL: id, prompt, chosen, rejected, chosen_reward, rejected_reward).
+        weak_aligned: the aligned weak model pi_r (Hugging Face folder).
+        metrics: pair counts, reward margin, training loss.
+    """
+    from cong import steps
+
+    result = steps.weak_align(config, pairs=pairs.path, weak_aligned=weak_aligned.path)
+    steps.record(result, metrics, pairs=pairs, weak_aligned=weak_aligned)

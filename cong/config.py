@@ -1,0 +1,252 @@
+"""One typed, validated configuration per run.
+
+A run is described by one YAML file. It may start from a shipped preset (`extends: tiny`) and override
+any key. Defaults are the paper's (method.md section 2); the `tiny` preset scales the learning rates and
+lengths to the testbed's small models, which learn nothing at 7B-model learning rates.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cong.errors import CongError
+
+PRESET_PACKAGE = "cong.presets"
+STAGES = ("weak_align", "cd_sample", "sft", "strong_sample", "pair", "dpo", "evaluate")
+METHODS = ("base", "weak_aligned", "cong_s", "cong")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1, le=4096)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainSettings(Strict):
+    """What every training stage shares (trl SFTConfig / DPOConfig fields)."""
+
+    learning_rate: float = Field(gt=0, le=1)
+    epochs: float = Field(1.0, gt=0, le=100)
+    per_device_batch_size: int = Field(2, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(8, ge=1, le=4096)
+    max_length: int = Field(2048, ge=8, le=131072)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, fp32 otherwise (bf16 is 12x slower on CPU)"
+    )
+    lora: LoraSettings | None = None
+
+
+class DpoSettings(TrainSettings):
+    beta: float = Field(0.1, gt=0, le=100)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+
+
+class SamplingSettings(Strict):
+    temperature: float = Field(0.8, gt=0, le=10)
+    top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, ge=1, le=10)
+    max_new_tokens: int = Field(2048, ge=1, le=32768)
+    batch_size: int = Field(32, ge=1, le=4096)
+    seed: int = Field(0, ge=0)
+
+
+class WeakAlignSettings(Strict):
+    sample_seeds: list[int] = Field([13, 21, 42, 79, 100], min_length=2)
+    sampling: SamplingSettings = SamplingSettings()
+    train: DpoSettings = DpoSettings(learning_rate=8e-7, beta=0.1)
+
+
+class CdSampleSettings(Strict):
+    alpha: float = Field(0.4, ge=0, le=1)
+    relative_top: float = Field(0.1, gt=0, le=1)
+    sampling: SamplingSettings = SamplingSettings(repetition_penalty=1.2, seed=0)
+
+
+class SftSettings(Strict):
+    train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=2)
+
+
+class StrongSampleSettings(Strict):
+    sampling: SamplingSettings = SamplingSettings(seed=50)
+
+
+class DpoStageSettings(Strict):
+    train: DpoSettings = DpoSettings(learning_rate=6e-7, beta=0.5)
+
+
+class EvaluateSettings(Strict):
+    sampling: SamplingSettings = SamplingSettings(seed=7)
+    reward_backend: Literal["testbed"] = "testbed"
+
+
+class StageSettings(Strict):
+    weak_align: WeakAlignSettings = WeakAlignSettings()
+    cd_sample: CdSampleSettings = CdSampleSettings()
+    sft: SftSettings = SftSettings()
+    strong_sample: StrongSampleSettings = StrongSampleSettings()
+    dpo: DpoStageSettings = DpoStageSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+
+
+class ModelSettings(Strict):
+    """Model references: a local directory, a Hugging Face id, or `testbed:weak` / `testbed:strong`."""
+
+    weak_base: str = Field(min_length=1)
+    weak_aligned: str | None = Field(None, description="supply an aligned weak model to skip weak_align")
+    strong_base: str = Field(min_length=1)
+
+
+class DataSettings(Strict):
+    """Prompt sets: a JSONL file with `{"id": ..., "prompt": ...}` rows, or `testbed:train` / `testbed:eval`."""
+
+    train_prompts: str = Field(min_length=1)
+    eval_prompts: str = Field(min_length=1)
+    max_train_prompts: int | None = Field(None, ge=1)
+    max_eval_prompts: int | None = Field(None, ge=1)
+
+
+class TestbedSettings(Strict):
+    """The synthetic world of the embedded default (cong.testbed). Cached by a hash of these values."""
+
+    seed: int = Field(0, ge=0)
+    n_train_prompts: int = Field(256, ge=8, le=100000)
+    n_eval_prompts: int = Field(128, ge=8, le=100000)
+    n_pretrain_docs: int = Field(6000, ge=100, le=1000000)
+    aligned_fraction: float = Field(0.15, gt=0, lt=1, description="share of the aligned style in pretraining")
+    vocab_size: int = Field(600, ge=300, le=8192)
+    weak_hidden: int = Field(48, ge=8, le=4096)
+    weak_layers: int = Field(2, ge=1, le=64)
+    strong_hidden: int = Field(128, ge=8, le=4096)
+    strong_layers: int = Field(4, ge=1, le=64)
+    pretrain_steps: int = Field(1500, ge=1, le=100000)
+    pretrain_batch_size: int = Field(32, ge=1, le=4096)
+    pretrain_learning_rate: float = Field(3e-3, gt=0, le=1)
+
+
+class Resources(Strict):
+    cpu: str = "4"
+    memory: str = "32Gi"
+    gpus: int = Field(1, ge=0, le=64)
+
+
+class Config(Strict):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    seed: int = Field(0, ge=0)
+    models: ModelSettings
+    data: DataSettings
+    testbed: TestbedSettings = TestbedSettings()
+    stages: StageSettings = StageSettings()
+    methods: list[Literal["base", "weak_aligned", "cong_s", "cong"]] = Field(list(METHODS), min_length=1)
+    resources: dict[Literal[STAGES], Resources] = {}
+    pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
+
+    def as_parameter(self) -> dict[str, Any]:
+        """The config as a pipeline parameter value (protobuf structs have no null, so unset keys go)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def uses_testbed(self) -> bool:
+        refs = [self.models.weak_base, self.models.strong_base, self.data.train_prompts, self.data.eval_prompts]
+        return any(ref.startswith("testbed:") for ref in refs)
+
+
+def preset_names() -> list[str]:
+    files = resources.files(PRESET_PACKAGE).iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def _preset_dict(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise CongError(f"unknown preset '{name}'. Available presets: {', '.join(preset_names())}.")
+    text = resources.files(PRESET_PACKAGE).joinpath(f"{name}.yaml").read_text()
+    return _with_parent(yaml.safe_load(text), f"preset {name}")
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _with_parent(raw: Any, source: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise CongError(f"{source}: a config must be a YAML mapping of keys to values, got {type(raw).__name__}.")
+    parent = raw.pop("extends", None)
+    return _merge(_preset_dict(parent), raw) if parent else raw
+
+
+def _field_range(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The allowed values of the field at `loc`, read from its declared constraints."""
+    field = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            break
+        field = model.model_fields[part]
+        annotation = field.annotation
+        model = next((a for a in getattr(annotation, "__args__", ()) if isinstance(a, type)), annotation)
+    if field is None:
+        return ""
+    symbols = {annotated_types.Ge: ">=", annotated_types.Gt: ">", annotated_types.Le: "<=", annotated_types.Lt: "<"}
+    bounds = [
+        f"{symbols[type(m)]} {getattr(m, type(m).__name__.lower())}" for m in field.metadata if type(m) in symbols
+    ]
+    return f" (allowed: {' and '.join(bounds)})" if bounds else ""
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<top level>"
+        given = "" if item["type"] == "missing" else f" = {item.get('input')!r}"
+        lines.append(f"  {path}{given}: {item['msg']}{_field_range(Config, item['loc'])}")
+    lines.append("Fix the value(s) above; `cong validate FILE` checks a config without running it.")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None) -> Config:
+    """Load a config file (which may `extends:` a preset), or a preset by name, or the `tiny` default."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CongError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise CongError(f"{path} is not valid YAML: {exc}") from None
+        data = _with_parent(raw, str(path))
+        if preset:
+            data = _merge(_preset_dict(preset), data)
+        source = str(path)
+    else:
+        data = _preset_dict(preset or "tiny")
+        source = f"preset {preset or 'tiny'}"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise CongError(_format_errors(exc, source)) from None
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Re-validate a config passed between pipeline tasks as a plain dict."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise CongError(_format_errors(exc, "pipeline parameter 'config'")) from None

@@ -1,0 +1,111 @@
+"""Loading models and tokenizers, rendering chat prompts, and sampling responses for prompt rows."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from cong.config import SamplingSettings
+from cong.errors import CongError
+from cong.progress import Eta
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(ref: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+    except OSError as exc:
+        raise CongError(f"cannot load a tokenizer from {ref!r}: {exc}") from None
+    if tokenizer.chat_template is None:
+        raise CongError(f"the tokenizer of {ref!r} has no chat template; the pipeline renders prompts as chats.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(ref: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device() == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype)
+    except OSError as exc:
+        raise CongError(f"cannot load a model from {ref!r}: {exc}") from None
+    return model.to(device()).eval()
+
+
+def check_same_tokenizer(ref_a: str, ref_b: str) -> None:
+    """CD feeds identical ids to both weak models, so their vocabularies must be the same."""
+    a, b = load_tokenizer(ref_a), load_tokenizer(ref_b)
+    if a.get_vocab() != b.get_vocab():
+        raise CongError(
+            f"the models {ref_a!r} and {ref_b!r} do not share a tokenizer; contrastive decoding "
+            "needs the weak pair (before / after alignment) to use the same vocabulary."
+        )
+
+
+def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def row_seed(seed: int, row_id: str) -> int:
+    """A prompt's seed depends only on the run seed and its id, not on its batch or shard."""
+    return int(hashlib.sha256(f"{seed}:{row_id}".encode()).hexdigest()[:8], 16)
+
+
+def sample(
+    model_ref: str,
+    rows: list[dict[str, Any]],
+    sampling: SamplingSettings,
+    stage: str,
+    amateur_ref: str | None = None,
+    alpha: float = 0.4,
+    relative_top: float = 0.1,
+    greedy: bool = False,
+) -> list[str]:
+    """One response per prompt row, plain (one model) or contrastive (expert `model_ref`, amateur)."""
+    from cong.decoding.generate import DecodeParams, decode
+
+    tokenizer = load_tokenizer(model_ref)
+    expert = load_model(model_ref)
+    amateur = load_model(amateur_ref) if amateur_ref else None
+    params = DecodeParams(
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        repetition_penalty=sampling.repetition_penalty,
+        greedy=greedy,
+    )
+    eta = Eta(stage, "prompts decoded", len(rows))
+    out = decode(
+        expert,
+        prompt_ids(tokenizer, [r["prompt"] for r in rows]),
+        params,
+        eos_token_ids=[tokenizer.eos_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+        seeds=[row_seed(sampling.seed, r["id"]) for r in rows],
+        amateur=amateur,
+        alpha=alpha,
+        relative_top=relative_top,
+        batch_size=sampling.batch_size,
+        on_batch=eta.update,
+    )
+    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
+
+
+def is_model_dir(path: str | Path) -> bool:
+    return (Path(path) / "config.json").is_file()

@@ -1,0 +1,86 @@
+"""The run report: the comparison table, a plot, and sample responses, as one self-contained HTML file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+COLUMNS = ("reward_mean", "win_rate_vs_base", "accuracy", "implicit_reward", "length_words")
+
+
+def format_table(results: dict) -> str:
+    """The comparison table as fixed-width text (printed at the end of `cong run`)."""
+    methods = results["methods"]
+    columns = [c for c in COLUMNS if any(c in row for row in methods.values())]
+    header = f"{'method':<14}" + "".join(f"{c:>18}" for c in columns)
+    lines = [header, "-" * len(header)]
+    for method, row in methods.items():
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            ci = row.get({"reward_mean": "reward_ci95", "win_rate_vs_base": "win_rate_ci95"}.get(c, ""))
+            text = "-" if value is None else f"{value:.3f}" + (f" ±{ci:.3f}" if ci is not None else "")
+            cells.append(f"{text:>18}")
+        lines.append(f"{method:<14}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _plot_png(results: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results["methods"])
+    means = [results["methods"][m]["reward_mean"] for m in methods]
+    errors = [results["methods"][m].get("reward_ci95", 0.0) for m in methods]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    ax.bar(methods, means, yerr=errors, capsize=4, color="#4C72B0")
+    ax.set_ylabel("mean reward (95% CI)")
+    ax.set_title("Reward on held-out prompts")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_report(
+    results: dict, responses: dict[str, list[str]], prompts: list[str], path: Path, samples: int = 8
+) -> None:
+    methods = results["methods"]
+    columns = [c for c in COLUMNS if any(c in row for row in methods.values())]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr><th>"
+        + html.escape(m)
+        + "</th>"
+        + "".join(f"<td>{row[c]:.3f}</td>" if c in row else "<td>-</td>" for c in columns)
+        + "</tr>"
+        for m, row in methods.items()
+    )
+    sample_rows = "".join(
+        "<tr><td>"
+        + html.escape(prompts[i])
+        + "</td>"
+        + "".join(f"<td>{html.escape(responses[m][i])}</td>" for m in methods)
+        + "</tr>"
+        for i in range(min(samples, len(prompts)))
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ConG run report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} td{{font-variant-numeric:tabular-nums}}</style>
+</head><body>
+<h1>ConG run report</h1>
+<p>{results["eval_prompts"]} held-out prompts, reward backend <code>{html.escape(results["reward_backend"])}</code>.</p>
+<h2>Comparison</h2>
+<table id="results"><tr><th>method</th>{head}</tr>{body}</table>
+<img alt="mean reward per method" src="data:image/png;base64,{_plot_png(results)}">
+<h2>Sample responses</h2>
+<table id="samples"><tr><th>prompt</th>{"".join(f"<th>{html.escape(m)}</th>" for m in methods)}</tr>{sample_rows}</table>
+</body></html>
+"""
+    path.write_text(page)

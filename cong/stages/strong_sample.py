@@ -1,0 +1,20 @@
+"""strong_sample: one sampled response per prompt from a (strong) policy model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cong.config import SamplingSettings
+from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
+from cong.models import sample
+
+STAGE = "strong_sample"
+
+
+def strong_sample(
+    model_ref: str, prompts_path: str, out_path: Path, sampling: SamplingSettings, max_prompts: int | None = None
+) -> dict[str, float]:
+    rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
+    responses = sample(model_ref, rows, sampling, STAGE)
+    write_jsonl(out_path, ({"id": r["id"], "prompt": r["prompt"], "response": y} for r, y in zip(rows, responses, strict=True)))
+    return {"rows": float(len(rows)), "mean_response_words": sum(len(y.split()) for y in responses) / len(responses)}

@@ -1,0 +1,78 @@
+"""weak_align: on-policy preference data from the weak base model, then DPO -> the aligned weak model.
+
+SimPO recipe (method.md section 2.1-2.2): several samples per prompt from pi_ref, scored by the reward
+backend; chosen = best, rejected = worst; prompts whose samples are all identical are dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cong.config import WeakAlignSettings
+from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
+from cong.errors import CongError
+from cong.models import sample
+from cong.progress import log
+from cong.rewards import reward_backend
+from cong.stages.dpo import dpo
+
+STAGE = "weak_align"
+
+
+def preference_pairs(
+    weak_base: str, prompts_path: str, settings: WeakAlignSettings, reward: str, max_prompts: int | None = None
+) -> tuple[list[dict], dict[str, float]]:
+    rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
+    backend = reward_backend(reward)
+    samples: list[list[str]] = []
+    for i, seed in enumerate(settings.sample_seeds):
+        log(STAGE, f"sample set {i + 1}/{len(settings.sample_seeds)} (seed {seed})")
+        sampling = settings.sampling.model_copy(update={"seed": seed})
+        samples.append(sample(weak_base, rows, sampling, STAGE))
+    pairs, margins = [], []
+    for j, row in enumerate(rows):
+        candidates = [s[j] for s in samples]
+        if len(set(candidates)) == 1:
+            continue
+        scores = backend.score([row["prompt"]] * len(candidates), candidates)
+        best = max(range(len(candidates)), key=scores.__getitem__)
+        worst = min(range(len(candidates)), key=scores.__getitem__)
+        pairs.append(
+            {
+                "id": row["id"],
+                "prompt": row["prompt"],
+                "chosen": candidates[best],
+                "rejected": candidates[worst],
+                "chosen_reward": scores[best],
+                "rejected_reward": scores[worst],
+            }
+        )
+        margins.append(scores[best] - scores[worst])
+    if not pairs:
+        raise CongError(
+            f"weak_align: every prompt of {prompts_path} got identical samples from {weak_base}; "
+            "there is no preference signal. Raise the sampling temperature or add prompts."
+        )
+    metrics = {
+        "prompts": float(len(rows)),
+        "pairs": float(len(pairs)),
+        "dropped_identical": float(len(rows) - len(pairs)),
+        "mean_reward_margin": sum(margins) / len(margins),
+    }
+    return pairs, metrics
+
+
+def weak_align(
+    weak_base: str,
+    prompts_path: str,
+    pairs_path: Path,
+    model_dir: Path,
+    settings: WeakAlignSettings,
+    reward: str,
+    max_prompts: int | None = None,
+) -> dict[str, float]:
+    pairs, metrics = preference_pairs(weak_base, prompts_path, settings, reward, max_prompts)
+    write_jsonl(pairs_path, pairs)
+    log(STAGE, f"{len(pairs)} preference pairs; DPO of the weak base model")
+    train_metrics = dpo(weak_base, str(pairs_path), model_dir, settings.train, stage=STAGE)
+    return {**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}}

@@ -1,0 +1,267 @@
+"""Build the testbed offline and deterministically: prompts, corpus, tokenizer, weak and strong base models.
+
+The result is cached under `<cache>/testbed/<hash of the settings>/`:
+    weak/ strong/        Hugging Face model folders (LlamaForCausalLM + tokenizer with a chat template)
+    train.jsonl eval.jsonl   prompt sets (`id`, `prompt`, `family`, `answer`)
+    card.json README.md  the testbed card: sizes, settings, held-out accuracy and reward of both models
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cong.config import TestbedSettings
+from cong.testbed import world
+
+SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+    "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+BUILD_VERSION = 1  # bump when the world or the build changes, so old caches are not reused
+Progress = Callable[[str], None]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CONG_CACHE_DIR", Path.home() / ".cache" / "cong"))
+
+
+def testbed_dir(settings: TestbedSettings) -> Path:
+    key = json.dumps({"version": BUILD_VERSION, **settings.model_dump()}, sort_keys=True)
+    return cache_root() / "testbed" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _prompt_sets(settings: TestbedSettings) -> tuple[list[world.Example], list[world.Example], list[world.Example]]:
+    """Disjoint held-out eval prompts, train prompts, and pretraining prompts (no eval prompt leaks)."""
+    rng = random.Random(settings.seed)
+    seen: set[str] = set()
+    examples: list[world.Example] = []
+    wanted = settings.n_eval_prompts + settings.n_train_prompts + settings.n_pretrain_docs
+    while len(examples) < wanted:
+        example = world.make_example(rng, world.FAMILIES[len(examples) % len(world.FAMILIES)])
+        if example.prompt not in seen:
+            seen.add(example.prompt)
+            examples.append(example)
+    rng.shuffle(examples)
+    n_eval, n_train = settings.n_eval_prompts, settings.n_train_prompts
+    return examples[:n_eval], examples[n_eval : n_eval + n_train], examples[n_eval + n_train :]
+
+
+def _corpus(settings: TestbedSettings, docs: list[world.Example]) -> list[list[dict[str, str]]]:
+    """Chats in every style; the aligned style is a minority, as in a web-scale pretraining mix."""
+    rng = random.Random(settings.seed + 1)
+    others = [s for s in world.STYLES if s != world.ALIGNED_STYLE]
+    chats = []
+    for example in docs:
+        style = world.ALIGNED_STYLE if rng.random() < settings.aligned_fraction else rng.choice(others)
+        chats.append(
+            [
+                {"role": "user", "content": example.prompt},
+                {"role": "assistant", "content": world.respond(rng, style, example.answer)},
+            ]
+        )
+    return chats
+
+
+def _train_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    tok.normalizer = normalizers.NFC()
+    # Digits stay single tokens so that arithmetic is learnable digit by digit.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|bos|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+        additional_special_tokens=["<|im_start|>", "<|eos|>"],
+    )
+    hf_tok.chat_template = CHAT_TEMPLATE
+    hf_tok.padding_side = "left"
+    return hf_tok
+
+
+def _new_model(tokenizer, hidden: int, layers: int, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    heads = max(1, hidden // 16)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 8 // 3 // 8 * 8 or 8,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _pretrain(
+    model, token_ids: list[list[int]], settings: TestbedSettings, pad_id: int, seed: int, progress: Progress, label: str
+) -> float:
+    """Plain causal-LM pretraining from scratch; returns the final loss (mean of the last 20 steps)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_learning_rate, weight_decay=0.01)
+    steps, warmup = settings.pretrain_steps, max(1, settings.pretrain_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    model.train()
+    losses: list[float] = []
+    start = time.monotonic()
+    for step in range(steps):
+        rows = torch.randint(len(token_ids), (settings.pretrain_batch_size,), generator=generator).tolist()
+        width = max(len(token_ids[r]) for r in rows)
+        batch = torch.full((len(rows), width), pad_id)
+        for i, r in enumerate(rows):
+            batch[i, : len(token_ids[r])] = torch.tensor(token_ids[r])
+        mask = batch != pad_id
+        labels = batch.masked_fill(~mask, -100)
+        loss = model(input_ids=batch, attention_mask=mask.long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            elapsed = time.monotonic() - start
+            eta = elapsed / (step + 1) * (steps - step - 1)
+            progress(f"testbed: pretrain {label} step {step + 1}/{steps} loss {loss.item():.3f} ETA {eta:.0f}s")
+    model.eval()
+    tail = losses[-20:]
+    return sum(tail) / len(tail)
+
+
+def _write_prompts(path: Path, split: str, examples: list[world.Example]) -> None:
+    with path.open("w") as f:
+        for i, ex in enumerate(examples):
+            row = {"id": f"{split}-{i:05d}", "prompt": ex.prompt, "family": ex.family, "answer": ex.answer}
+            f.write(json.dumps(row) + "\n")
+
+
+def build_testbed(settings: TestbedSettings, progress: Progress = print) -> Path:
+    """Build (or reuse from cache) the testbed for these settings; returns its folder."""
+    out = testbed_dir(settings)
+    if (out / "card.json").is_file():
+        return out
+    started = time.monotonic()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.manual_seed(settings.seed)
+
+    eval_set, train_set, pretrain_set = _prompt_sets(settings)
+    _write_prompts(tmp / "train.jsonl", "train", train_set)
+    _write_prompts(tmp / "eval.jsonl", "eval", eval_set)
+    chats = _corpus(settings, pretrain_set + train_set)
+    tokenizer = _train_tokenizer([m["content"] for chat in chats for m in chat], settings.vocab_size)
+    texts = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in chats]
+    token_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    progress(f"testbed: {len(chats)} pretraining chats, vocabulary {len(tokenizer)}")
+
+    card: dict = {"settings": settings.model_dump(), "build_version": BUILD_VERSION, "models": {}}
+    sizes = {
+        "weak": (settings.weak_hidden, settings.weak_layers),
+        "strong": (settings.strong_hidden, settings.strong_layers),
+    }
+    for offset, (name, (hidden, layers)) in enumerate(sizes.items()):
+        model = _new_model(tokenizer, hidden, layers, settings.seed + 10 + offset)
+        loss = _pretrain(
+            model, token_ids, settings, tokenizer.pad_token_id, settings.seed + 20 + offset, progress, name
+        )
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp / name)
+        tokenizer.save_pretrained(tmp / name)
+        card["models"][name] = {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "hidden_size": hidden,
+            "layers": layers,
+            "final_pretrain_loss": round(loss, 4),
+            **_held_out_scores(model, tokenizer, eval_set),
+        }
+    card["build_seconds"] = round(time.monotonic() - started, 1)
+    (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (tmp / "README.md").write_text(_card_markdown(card))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    progress(f"testbed: built in {card['build_seconds']}s at {out}")
+    return out
+
+
+def _held_out_scores(model, tokenizer, eval_set: list[world.Example]) -> dict[str, float]:
+    """Greedy answers on the held-out prompts: answer accuracy and mean reward."""
+    from cong.decoding.generate import DecodeParams, decode
+
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": ex.prompt}], add_generation_prompt=True, tokenize=False
+        )
+        for ex in eval_set
+    ]
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    out = decode(
+        model,
+        ids,
+        DecodeParams(max_new_tokens=48, greedy=True),
+        eos_token_ids=[tokenizer.eos_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+        batch_size=64,
+    )
+    responses = [tokenizer.decode(o, skip_special_tokens=True) for o in out]
+    n = len(eval_set)
+    return {
+        "held_out_accuracy": round(sum(world.is_correct(ex.prompt, r) for ex, r in zip(eval_set, responses, strict=True)) / n, 4),
+        "held_out_reward": round(sum(world.reward(ex.prompt, r) for ex, r in zip(eval_set, responses, strict=True)) / n, 4),
+    }
+
+
+def _card_markdown(card: dict) -> str:
+    lines = [
+        "# Testbed card",
+        "",
+        "Synthetic world of the embedded default, built offline by `cong.testbed` "
+        f"in {card['build_seconds']} s. Reward: see `cong/testbed/world.py`.",
+        "",
+        "| model | parameters | hidden | layers | final loss | held-out accuracy (greedy) | held-out reward |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in card["models"].items():
+        lines.append(
+            f"| {name} | {m['parameters']} | {m['hidden_size']} | {m['layers']} | {m['final_pretrain_loss']} "
+            f"| {m['held_out_accuracy']} | {m['held_out_reward']} |"
+        )
+    lines += ["", "Settings:", "", "```json", json.dumps(card["settings"], indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""trl trainer settings from the typed stage config; training resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cong.config import DpoSettings, TrainSettings
+from cong.progress import log
+
+
+def _use_bf16(train: TrainSettings) -> bool:
+    import torch
+
+    if train.precision == "auto":
+        # bf16 autocast is about 12x slower than fp32 on CPUs without bf16 units.
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return train.precision == "bf16"
+
+
+def trainer_args(train: TrainSettings, output_dir: Path) -> dict[str, Any]:
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": train.epochs,
+        "per_device_train_batch_size": train.per_device_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler,
+        "warmup_ratio": train.warmup_ratio,
+        "weight_decay": train.weight_decay,
+        "max_length": train.max_length,
+        "bf16": _use_bf16(train),
+        "gradient_checkpointing": on_gpu,
+        "use_cpu": not on_gpu,
+        "save_strategy": "epoch",
+        "save_total_limit": 1,
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_pin_memory": on_gpu,
+        "seed": 0,
+    }
+
+
+def dpo_args(train: DpoSettings, output_dir: Path) -> dict[str, Any]:
+    return {**trainer_args(train, output_dir), "beta": train.beta, "loss_type": [train.loss_type]}
+
+
+def peft_config(train: TrainSettings):
+    if train.lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=train.lora.r,
+        lora_alpha=train.lora.alpha,
+        lora_dropout=train.lora.dropout,
+        target_modules=train.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def progress_callback(stage: str):
+    import time
+
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
+            log(stage, f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} ETA {eta:.0f}s")
+
+    return Progress()
+
+
+def train_and_save(trainer, stage: str, output_dir: Path, model_dir: Path) -> dict[str, float]:
+    """Train (resuming from the last checkpoint in `output_dir`), save a plain model, drop checkpoints."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last:
+        log(stage, f"resuming from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(model_dir)
+    trainer.processing_class.save_pretrained(model_dir)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    metrics["global_step"] = float(result.global_step)
+    return metrics

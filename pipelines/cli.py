@@ -1,0 +1,124 @@
+"""The `cong` command: run the pipeline locally, compile it for a cluster, validate a config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cong.errors import CongError
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="a preset shipped with cong (default: tiny); see `cong presets`")
+    parser.add_argument("--config", type=Path, help="a YAML config file (may `extends:` a preset)")
+
+
+def _load(args: argparse.Namespace):
+    from cong.config import load_config
+
+    return load_config(args.config, args.preset)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cong.report import format_table
+    from pipelines.local import run_local
+
+    if not args.local:
+        raise CongError(
+            "only local runs are available from this command: add --local. To run on a cluster, "
+            "`cong compile` the pipeline and upload the YAML to Kubeflow Pipelines."
+        )
+    cfg = _load(args)
+    out = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    results = run_local(cfg, out)
+    print(f"\n{format_table(results)}\n")
+    print(f"{results['eval_prompts']} held-out prompts; run took {results['run']['seconds']:.0f}s.")
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipelines.compile import COMMITTED, compile_pipeline
+
+    path = compile_pipeline(_load(args), args.out or COMMITTED)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cong.config import load_config
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: valid (config '{cfg.name}', methods: {', '.join(cfg.methods)})")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from cong.config import load_config, preset_names
+
+    for name in preset_names():
+        cfg = load_config(preset=name)
+        print(f"{name:<28} weak {cfg.models.weak_base}  ->  strong {cfg.models.strong_base}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cong", description="Contrastive weak-to-strong alignment (ConG) as a Kubeflow Pipelines DAG."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline",
+        description="Run the whole pipeline; with --local, "
+        "on this machine through kfp.local, and write results.json and report.html.",
+    )
+    run.add_argument("--local", action="store_true", help="run here with kfp.local (no cluster)")
+    _config_args(run)
+    run.add_argument("--out", type=Path, help="run folder (default: runs/<config>-<time>)")
+    run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser(
+        "compile",
+        help="compile the pipeline to KFP YAML",
+        description="Compile the pipeline for a config to a KFP IR YAML file.",
+    )
+    _config_args(comp)
+    comp.add_argument("--out", type=Path, help="output YAML (default: pipelines/cong_pipeline.yaml)")
+    comp.set_defaults(func=cmd_compile)
+
+    val = sub.add_parser(
+        "validate",
+        help="check a config file",
+        description="Validate a config file; exit status 2 with a message naming each bad field.",
+    )
+    val.add_argument("config", type=Path, help="the YAML config file")
+    val.set_defaults(func=cmd_validate)
+
+    pre = sub.add_parser("presets", help="list the shipped presets", description="List the shipped presets.")
+    pre.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.local import PipelineFailed
+
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CongError, PipelineFailed) as exc:
+        if args.debug:
+            raise
+        print(f"cong: error: {exc}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, CongError) else 1
+    except KeyboardInterrupt:
+        print("cong: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Shared fixtures: the micro testbed (built once per cache, like the embedded default) and its config."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MICRO = ROOT / "tests" / "configs" / "micro.yaml"
+
+os.environ.setdefault("CONG_CACHE_DIR", str(ROOT / ".cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def micro_config():
+    from cong.config import load_config
+
+    return load_config(MICRO)
+
+
+@pytest.fixture(scope="session")
+def micro_testbed(micro_config) -> Path:
+    from cong.testbed import build_testbed
+
+    return build_testbed(micro_config.testbed, progress=lambda m: None)

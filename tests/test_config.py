@@ -1,0 +1,85 @@
+"""Config validation: presets load, bad values name the field and its range, the CLI exits with 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from cong.config import Config, load_config, preset_names
+from cong.errors import CongError
+
+
+@pytest.mark.parametrize("name", ["tiny", "qwen2.5-3b-to-7b", "llama3.2-3b-to-llama3-8b"])
+def test_presets_validate(name):
+    cfg = load_config(preset=name)
+    assert cfg.name == name
+    assert name in preset_names()
+
+
+def test_paper_defaults():
+    cfg = load_config(preset="qwen2.5-3b-to-7b")
+    s = cfg.stages
+    assert (s.cd_sample.alpha, s.cd_sample.relative_top) == (0.4, 0.1)
+    assert (s.cd_sample.sampling.repetition_penalty, s.cd_sample.sampling.temperature) == (1.2, 0.8)
+    assert s.weak_align.sample_seeds == [13, 21, 42, 79, 100]
+    assert (s.weak_align.train.beta, s.weak_align.train.learning_rate) == (0.1, 8e-7)
+    assert (s.sft.train.learning_rate, s.sft.train.epochs) == (1e-5, 2)
+    assert (s.dpo.train.beta, s.dpo.train.learning_rate) == (0.5, 6e-7)
+    assert s.strong_sample.sampling.seed == 50
+    assert cfg.resources["dpo"].gpus == 4
+
+
+def test_extends_and_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("extends: tiny\nname: mine\nstages:\n  cd_sample:\n    alpha: 0.3\n")
+    cfg = load_config(path)
+    assert cfg.stages.cd_sample.alpha == 0.3
+    assert cfg.stages.cd_sample.relative_top == 0.1
+    assert cfg.models.weak_base == "testbed:weak"
+
+
+def test_out_of_range_names_field_and_range(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("extends: tiny\nstages:\n  cd_sample:\n    alpha: 1.5\n")
+    with pytest.raises(CongError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "stages.cd_sample.alpha = 1.5" in message
+    assert "allowed: >= 0 and <= 1" in message
+    assert str(path) in message
+
+
+def test_unknown_key_and_wrong_type(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("extends: tiny\nstages:\n  sft:\n    train:\n      learning_rat: 0.1\n      epochs: many\n")
+    message = str(pytest.raises(CongError, load_config, path).value)
+    assert "stages.sft.train.learning_rat" in message and "Extra inputs are not permitted" in message
+    assert "stages.sft.train.epochs = 'many'" in message
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    assert "YAML mapping" in str(pytest.raises(CongError, load_config, tmp_path / "list.yaml").value)
+    (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
+    assert "not valid YAML" in str(pytest.raises(CongError, load_config, tmp_path / "broken.yaml").value)
+    assert "unknown preset" in str(pytest.raises(CongError, load_config, None, "nope").value)
+
+
+def test_as_parameter_round_trips():
+    cfg = load_config(preset="tiny")
+    assert Config.model_validate(cfg.as_parameter()) == cfg
+
+
+def test_cli_validate_exit_status(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: tiny\nstages:\n  dpo:\n    train:\n      beta: -1\n")
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "validate", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "stages.dpo.train.beta = -1" in proc.stderr and "allowed: > 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("extends: tiny\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "validate", str(good)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
