@@ -60,3 +60,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def write_responses(path: str | Path, rows: list[dict[str, Any]], responses: list[str]) -> int:
+    """Response rows (`id`, `prompt`, `response`) for prompt rows and their responses, in order."""
+    pairs = zip(rows, responses, strict=True)
+    return write_jsonl(path, ({"id": r["id"], "prompt": r["prompt"], "response": y} for r, y in pairs))

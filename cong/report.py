@@ -69,6 +69,7 @@ def write_report(
         + "</tr>"
         for i in range(min(samples, len(prompts)))
     )
+    method_heads = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ConG run report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} table{{border-collapse:collapse;margin:1em 0}}
@@ -80,7 +81,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} td{{font-variant-
 <table id="results"><tr><th>method</th>{head}</tr>{body}</table>
 <img alt="mean reward per method" src="data:image/png;base64,{_plot_png(results)}">
 <h2>Sample responses</h2>
-<table id="samples"><tr><th>prompt</th>{"".join(f"<th>{html.escape(m)}</th>" for m in methods)}</tr>{sample_rows}</table>
+<table id="samples"><tr><th>prompt</th>{method_heads}</tr>{sample_rows}</table>
 </body></html>
 """
     path.write_text(page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cong.config import CdSampleSettings
-from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
+from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.models import check_same_tokenizer, sample
 
 STAGE = "cd_sample"
@@ -31,7 +31,7 @@ def cd_sample(
         alpha=settings.alpha,
         relative_top=settings.relative_top,
     )
-    write_jsonl(out_path, ({"id": r["id"], "prompt": r["prompt"], "response": y} for r, y in zip(rows, responses, strict=True)))
+    write_responses(out_path, rows, responses)
     return {
         "rows": float(len(rows)),
         "alpha": settings.alpha,

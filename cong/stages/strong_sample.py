@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cong.config import SamplingSettings
-from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
+from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.models import sample
 
 STAGE = "strong_sample"
@@ -16,5 +16,5 @@ def strong_sample(
 ) -> dict[str, float]:
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
     responses = sample(model_ref, rows, sampling, STAGE)
-    write_jsonl(out_path, ({"id": r["id"], "prompt": r["prompt"], "response": y} for r, y in zip(rows, responses, strict=True)))
+    write_responses(out_path, rows, responses)
     return {"rows": float(len(rows)), "mean_response_words": sum(len(y.split()) for y in responses) / len(responses)}

@@ -241,10 +241,10 @@ def _held_out_scores(model, tokenizer, eval_set: list[world.Example]) -> dict[st
         batch_size=64,
     )
     responses = [tokenizer.decode(o, skip_special_tokens=True) for o in out]
-    n = len(eval_set)
+    pairs = [(ex.prompt, r) for ex, r in zip(eval_set, responses, strict=True)]
     return {
-        "held_out_accuracy": round(sum(world.is_correct(ex.prompt, r) for ex, r in zip(eval_set, responses, strict=True)) / n, 4),
-        "held_out_reward": round(sum(world.reward(ex.prompt, r) for ex, r in zip(eval_set, responses, strict=True)) / n, 4),
+        "held_out_accuracy": round(sum(world.is_correct(p, r) for p, r in pairs) / len(pairs), 4),
+        "held_out_reward": round(sum(world.reward(p, r) for p, r in pairs) / len(pairs), 4),
     }
 
 
