@@ -43,7 +43,7 @@ class TrainSettings(Strict):
     gradient_accumulation_steps: int = Field(8, ge=1, le=4096)
     max_length: int = Field(2048, ge=8, le=131072)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 on a GPU that has it, fp32 otherwise (bf16 is 12x slower on CPU)"

@@ -17,9 +17,19 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def quiet_libraries() -> None:
+    """Our own progress lines replace the libraries' per-call progress bars, which flood pod logs."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_tokenizer(ref: str):
     from transformers import AutoTokenizer
 
+    quiet_libraries()
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref)
     except OSError as exc:

@@ -30,7 +30,7 @@ def trainer_args(train: TrainSettings, output_dir: Path) -> dict[str, Any]:
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         "learning_rate": train.learning_rate,
         "lr_scheduler_type": train.lr_scheduler,
-        "warmup_ratio": train.warmup_ratio,
+        "warmup_steps": train.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         "weight_decay": train.weight_decay,
         "max_length": train.max_length,
         "bf16": _use_bf16(train),

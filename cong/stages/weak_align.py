@@ -1,7 +1,8 @@
 """weak_align: on-policy preference data from the weak base model, then DPO -> the aligned weak model.
 
 SimPO recipe (method.md section 2.1-2.2): several samples per prompt from pi_ref, scored by the reward
-backend; chosen = best, rejected = worst; prompts whose samples are all identical are dropped.
+backend; chosen = best, rejected = worst. Prompts whose samples are all identical are dropped, and so are
+prompts whose samples all score the same: best and worst would then be an arbitrary, often identical, pair.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ def preference_pairs(
     pairs, margins = [], []
     for j, row in enumerate(rows):
         candidates = [s[j] for s in samples]
-        if len(set(candidates)) == 1:
-            continue
         scores = backend.score([row["prompt"]] * len(candidates), candidates)
         best = max(range(len(candidates)), key=scores.__getitem__)
         worst = min(range(len(candidates)), key=scores.__getitem__)
+        if scores[best] == scores[worst]:
+            continue
         pairs.append(
             {
                 "id": row["id"],
@@ -56,7 +57,7 @@ def preference_pairs(
     metrics = {
         "prompts": float(len(rows)),
         "pairs": float(len(pairs)),
-        "dropped_identical": float(len(rows) - len(pairs)),
+        "dropped_no_preference": float(len(rows) - len(pairs)),
         "mean_reward_margin": sum(margins) / len(margins),
     }
     return pairs, metrics

@@ -1,0 +1,1 @@
+"""Decoding: contrastive scores (contrastive.py) and the batched, KV-cached generation loop (generate.py)."""
