@@ -110,3 +110,19 @@ def test_pair_rejects_mismatched_prompts(tmp_path):
     write_jsonl(tmp_path / "b.jsonl", [{"id": "1", "prompt": "q", "response": "y"}])
     with pytest.raises(CongError, match="different prompts"):
         pair(str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), tmp_path / "out.jsonl")
+
+
+def test_sft_with_lora_saves_a_merged_model(world, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cong.config import LoraSettings
+
+    cfg, out, refs, metrics = world
+    settings = cfg.stages.sft.train.model_copy(update={"lora": LoraSettings(r=4, alpha=8)})
+    sft(refs["strong_base"], str(out / "cd.jsonl"), tmp_path / "lora", settings)
+    assert not (tmp_path / "lora" / "adapter_config.json").exists()
+    before = AutoModelForCausalLM.from_pretrained(refs["strong_base"]).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "lora").state_dict()
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -15,23 +15,31 @@ import math
 import torch
 
 
-def cd_scores(
-    expert_logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float, relative_top: float = 0.1
-) -> torch.Tensor:
-    """Per-token CD scores F of the logits' shape (float32), -inf outside V_head; before any penalty,
-    temperature or top-p."""
+def check_cd_args(alpha: float, relative_top: float) -> None:
+    """Raise ValueError unless alpha is in [0, 1] and relative_top in (0, 1]."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if not 0.0 < relative_top <= 1.0:
         raise ValueError(f"relative_top must be in (0, 1], got {relative_top}")
+
+
+def cd_scores(
+    expert_logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float, relative_top: float = 0.1
+) -> torch.Tensor:
+    """Per-token CD scores F (float32, the logits' shape, vocabulary last), -inf outside V_head.
+
+    These are the scores before any repetition penalty, temperature or top-p.
+    """
+    check_cd_args(alpha, relative_top)
     if expert_logits.shape != amateur_logits.shape:
         raise ValueError(
             f"expert and amateur logits differ in shape: {tuple(expert_logits.shape)} vs "
             f"{tuple(amateur_logits.shape)}; the weak pair must share a vocabulary"
         )
     logp_expert = torch.log_softmax(expert_logits.float(), dim=-1)
-    logp_amateur = torch.log_softmax(amateur_logits.float(), dim=-1)
-    # Compared in log space: pi_r(v) >= relative_top * max pi_r  <=>  log pi_r(v) >= log(relative_top) + max.
+    scores = logp_expert
+    if alpha < 1.0:  # skipped at alpha = 1 so that a -inf amateur logit cannot turn 0 * -inf into nan
+        scores = logp_expert - (1.0 - alpha) * torch.log_softmax(amateur_logits.float(), dim=-1)
+    # pi_r(v) >= relative_top * max pi_r, compared in log space so that tiny probabilities do not underflow.
     cutoff = logp_expert.max(dim=-1, keepdim=True).values + math.log(relative_top)
-    scores = logp_expert - (1.0 - alpha) * logp_amateur
     return scores.masked_fill(logp_expert < cutoff, float("-inf"))

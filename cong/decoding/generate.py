@@ -1,8 +1,9 @@
 """Batched generation with KV caches: plain sampling from one model, or contrastive decoding of two.
 
-Prompts are token ids (the caller renders and tokenizes). Batches are left-padded with explicit position
-ids; each step feeds only the newest token to each model and reuses its cache. Every prompt has its own
-random generator, so its sample does not depend on which batch or batch position it lands in.
+Prompts are token ids (the caller renders and tokenizes). Within a call prompts are sorted by length and
+decoded in left-padded batches with explicit position ids; after the prefill each step feeds only the newest
+token to each model and reuses its cache. Every prompt has its own random generator, so its sample does not
+depend on which batch or batch position it lands in.
 """
 
 from __future__ import annotations
@@ -12,20 +13,35 @@ from dataclasses import dataclass
 
 import torch
 
-from cong.decoding.contrastive import cd_scores
+from cong.decoding.contrastive import cd_scores, check_cd_args
 
 
 @dataclass(frozen=True)
 class DecodeParams:
+    """Sampling settings; `greedy` takes the argmax and ignores temperature and top_p."""
+
     max_new_tokens: int = 2048
     temperature: float = 0.8
     top_p: float = 0.95
     repetition_penalty: float = 1.0
     greedy: bool = False
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
 
 def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """For tokens already in prompt+response (`seen`): negative scores times `penalty`, positive ones divided."""
+    """Where `seen` (token already in prompt+response): negative scores times `penalty`, positive divided.
+
+    -inf stays -inf (times a positive penalty).
+    """
     if penalty == 1.0:
         return scores
     penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
@@ -33,15 +49,21 @@ def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: 
 
 
 def top_p_probs(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Sampling probabilities after temperature and nucleus filtering (at least the top token survives)."""
+    """Sampling probabilities after temperature and nucleus filtering (the top token always survives).
+
+    The nucleus is the smallest set of most probable tokens whose total probability reaches `top_p`; the
+    kept probabilities are not renormalised (torch.multinomial does not need it).
+    """
     probs = torch.softmax(scores / temperature, dim=-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
+    # A token is outside when the tokens ranked above it already reach top_p.
     outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
     sorted_probs = sorted_probs.masked_fill(outside, 0.0)
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
 
 
 def _pick(scores: torch.Tensor, params: DecodeParams, generators: list[torch.Generator]) -> torch.Tensor:
+    """Next token per row: argmax, or a draw from the row's nucleus with that row's own generator."""
     if params.greedy:
         return scores.argmax(dim=-1)
     probs = top_p_probs(scores, params.temperature, params.top_p)
@@ -49,8 +71,27 @@ def _pick(scores: torch.Tensor, params: DecodeParams, generators: list[torch.Gen
 
 
 def _forward(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache):
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    return out.logits[:, -1, :].float(), out.past_key_values
+    """Last-position logits (float32, on `ids`' device) and the updated KV cache."""
+    dev = model.device
+    out = model(
+        input_ids=ids.to(dev),
+        attention_mask=mask.to(dev),
+        position_ids=positions.to(dev),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,  # the prefill would otherwise materialise batch x prompt x vocab logits
+    )
+    return out.logits[:, -1, :].float().to(ids.device), out.past_key_values
+
+
+def _left_pad(prompts: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[i, width - len(prompt) :] = 1
+    return ids.to(device), mask.to(device)
 
 
 @torch.inference_mode()
@@ -65,21 +106,15 @@ def _decode_batch(
     alpha: float,
     relative_top: float,
 ) -> list[list[int]]:
-    device = expert.device
-    rows, width = len(prompts), max(len(p) for p in prompts)
-    ids = torch.full((rows, width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros((rows, width), dtype=torch.long, device=device)
-    for i, prompt in enumerate(prompts):
-        ids[i, width - len(prompt) :] = torch.tensor(prompt, device=device)
-        mask[i, width - len(prompt) :] = 1
+    """One left-padded batch: prefill, then one token per row per step until every row has emitted eos."""
+    ids, mask = _left_pad(prompts, pad, eos.device)
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-
-    # Prefill both models; from here on each step feeds one token per row.
     expert_logits, expert_cache = _forward(expert, ids, mask, positions, None)
-    amateur_logits, amateur_cache = _forward(amateur, ids, mask, positions, None) if amateur else (None, None)
-    # Counting, not a boolean scatter, so that padding never marks (or unmarks) a token as seen.
+    if amateur is not None:
+        amateur_logits, amateur_cache = _forward(amateur, ids, mask, positions, None)
+    # Summing the mask (not writing True) so that left padding never marks the pad id as seen.
     seen = torch.zeros_like(expert_logits).scatter_add_(1, ids, mask.float()) > 0
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=ids.device)
     steps = []
     for step in range(params.max_new_tokens):
         if amateur is None:
@@ -93,16 +128,18 @@ def _decode_batch(
         if finished.all() or step + 1 == params.max_new_tokens:
             break
         seen.scatter_(1, token[:, None], True)
-        mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+        # Finished rows keep feeding pad with mask 1: it only touches their own (discarded) cache rows.
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = positions[:, -1:] + 1
         expert_logits, expert_cache = _forward(expert, token[:, None], mask, positions, expert_cache)
         if amateur is not None:
             amateur_logits, amateur_cache = _forward(amateur, token[:, None], mask, positions, amateur_cache)
 
-    out, stops = [], set(eos.tolist())
+    stops = set(eos.tolist())
+    out = []
     for row in torch.stack(steps, dim=1).tolist():
-        stop = next((j for j, t in enumerate(row) if t in stops), len(row))
-        out.append(row[:stop])
+        end = next((j for j, t in enumerate(row) if t in stops), len(row))
+        out.append(row[:end])
     return out
 
 
@@ -122,25 +159,43 @@ def decode(
 ) -> list[list[int]]:
     """Generated ids for each prompt, in input order, without the prompt and without the eos token.
 
-    With `amateur=None` this samples from `expert`; otherwise it decodes contrastively (expert = pi_r,
-    amateur = pi_ref, which must share the expert's vocabulary).
+    With `amateur=None` this decodes from `expert` alone (scores = its log-probabilities); otherwise it
+    decodes contrastively with `cd_scores` (expert = pi_r, amateur = pi_ref; they must share a vocabulary).
+    `seeds[i]` (default i) seeds prompt i's generator. `on_batch(done, total)` is called after each batch.
     """
-    seeds = list(range(len(prompts))) if seeds is None else seeds
+    seeds = list(range(len(prompts))) if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-    if any(not p for p in prompts):
+    if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
-    eos = torch.tensor(eos_token_ids, device=expert.device)
+    if not eos_token_ids:
+        raise ValueError("eos_token_ids is empty")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if amateur is not None:
+        check_cd_args(alpha, relative_top)  # fail before the prefill, not at the first step
+    if params.max_new_tokens == 0:
+        return [[] for _ in prompts]
+    device = expert.device
+    eos = torch.tensor(eos_token_ids, dtype=torch.long, device=device)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        generators = [torch.Generator(device=expert.device).manual_seed(seeds[i]) for i in batch]
+        generators = [torch.Generator(device=device).manual_seed(seeds[i]) for i in batch]
         outputs = _decode_batch(
-            expert, amateur, [prompts[i] for i in batch], params, eos, pad_token_id, generators, alpha, relative_top
+            expert,
+            amateur,
+            [prompts[i] for i in batch],
+            params,
+            eos,
+            pad_token_id,
+            generators,
+            alpha,
+            relative_top,
         )
         for i, output in zip(batch, outputs, strict=True):
             results[i] = output
-        if on_batch:
+        if on_batch is not None:
             on_batch(start + len(batch), len(prompts))
     return results

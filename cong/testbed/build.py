@@ -177,6 +177,9 @@ def build_testbed(settings: TestbedSettings, progress: Progress = print) -> Path
     out = testbed_dir(settings)
     if (out / "card.json").is_file():
         return out
+    from cong.models import quiet_libraries
+
+    quiet_libraries()
     started = time.monotonic()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
