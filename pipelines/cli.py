@@ -32,10 +32,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     cfg = _load(args)
     out = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    results = run_local(cfg, out)
+    results = run_local(cfg, out, verbose=args.verbose)
     print(f"\n{format_table(results)}\n")
     print(f"{results['eval_prompts']} held-out prompts; run took {results['run']['seconds']:.0f}s.")
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    print(f"wrote {out / 'results.json'}, {out / 'report.html'} and the full log {out / 'pipeline.log'}")
     return 0
 
 
@@ -80,6 +80,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="run here with kfp.local (no cluster)")
     _config_args(run)
     run.add_argument("--out", type=Path, help="run folder (default: runs/<config>-<time>)")
+    run.add_argument("--verbose", action="store_true", help="print every task's full log, not only progress")
     run.set_defaults(func=cmd_run)
 
     comp = sub.add_parser(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +18,44 @@ from cong.errors import CongError
 from cong.progress import log
 from cong.refs import resolve
 
-RUN_FILES = ("results.json", "report.html", "responses.jsonl")
+RUN_FILES = ("results.json", "report.html", "responses.jsonl", "pipeline.log")
+# What a person watching a run needs: our stages' progress lines and kfp's task status lines.
+PROGRESS = re.compile(r"^\s*\[(testbed|weak_align|cd_sample|sft|strong_sample|pair|dpo|evaluate)\] "
+                      r"|Executing task|finished with status")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+USER_ERROR = re.compile(r"cong\.errors\.CongError: (.*)")
+
+
+class FilteredLog(io.TextIOBase):
+    """Writes everything to the run's log file and only progress lines to the terminal.
+
+    Each kfp task prints its whole executor input (the full config) and library chatter; a run of the
+    tiny preset logs about 2,000 lines, of which a few dozen say where the run is.
+    """
+
+    def __init__(self, log_file: io.TextIOBase, terminal: io.TextIOBase, verbose: bool):
+        self.log_file, self.terminal, self.verbose = log_file, terminal, verbose
+        self.pending = ""
+        self.user_errors: list[str] = []
+        self.tail: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.log_file.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            plain = ANSI.sub("", line)
+            self.tail = (self.tail + [plain])[-40:]
+            error = USER_ERROR.search(plain)
+            if error:
+                self.user_errors.append(error.group(1))
+            if self.verbose or PROGRESS.search(plain):
+                self.terminal.write((line if self.verbose else plain.strip()) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.log_file.flush()
+        self.terminal.flush()
 
 
 def preflight(cfg: Config) -> None:
@@ -34,8 +75,8 @@ def preflight(cfg: Config) -> None:
             raise CongError(f"model {ref!r}: {path} is not a Hugging Face model folder (no config.json).")
 
 
-def run_local(cfg: Config, out_dir: Path) -> dict:
-    """Run the whole pipeline locally; copies results.json, report.html and responses.jsonl to `out_dir`."""
+def run_local(cfg: Config, out_dir: Path, verbose: bool = False) -> dict:
+    """Run the whole pipeline locally; results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
     from kfp import local
 
     from pipelines.pipeline import PIPELINE_NAME, build_pipeline
@@ -51,13 +92,20 @@ def run_local(cfg: Config, out_dir: Path) -> dict:
     preflight(cfg)
     root = out_dir / "kfp"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    try:
-        build_pipeline(cfg)(config=cfg.as_parameter())
-    except RuntimeError as exc:
-        raise PipelineFailed(f"{exc} The stage's log is above; its partial outputs are under {root}.") from None
+    log_path = out_dir / "pipeline.log"
+    with log_path.open("w") as log_file:
+        log = FilteredLog(log_file, sys.stdout, verbose)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                build_pipeline(cfg)(config=cfg.as_parameter())
+        except RuntimeError as exc:
+            if log.user_errors:
+                raise CongError(f"{log.user_errors[-1]} (full log: {log_path})") from None
+            tail = "\n".join(log.tail[-25:])
+            raise PipelineFailed(f"{exc}\n--- last lines of {log_path} ---\n{tail}") from None
     runs = sorted(root.glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)
     results_dir = runs[-1] / "evaluate" / "results"
-    for name in RUN_FILES:
+    for name in RUN_FILES[:-1]:
         shutil.copyfile(results_dir / name, out_dir / name)
     results = json.loads((out_dir / "results.json").read_text())
     results["run"] = {

@@ -5,15 +5,26 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from cong.decoding.contrastive import cd_scores
 from cong.decoding.generate import DecodeParams, apply_repetition_penalty, decode, top_p_probs
 
 VOCAB, PAD, EOS = 64, 0, 1
+NO_EOS = VOCAB + 1  # an id no model can emit: rows run to max_new_tokens
+INF = float("-inf")
 
 
-def reference_scores(expert, amateur, alpha, relative_top):
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP oversubscription is slow.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference_scores(expert: np.ndarray, amateur: np.ndarray, alpha: float, top: float) -> np.ndarray:
     """method.md section 1 written out element by element in float64."""
     out = np.full(expert.shape, -np.inf)
     for r in range(expert.shape[0]):
@@ -21,7 +32,7 @@ def reference_scores(expert, amateur, alpha, relative_top):
         log_z_a = math.log(sum(math.exp(x) for x in amateur[r]))
         p_e = [math.exp(x - log_z_e) for x in expert[r]]
         for v in range(expert.shape[1]):
-            if p_e[v] >= relative_top * max(p_e):
+            if p_e[v] >= top * max(p_e):
                 out[r, v] = (expert[r, v] - log_z_e) - (1 - alpha) * (amateur[r, v] - log_z_a)
     return out
 
@@ -32,49 +43,78 @@ def test_cd_scores_match_float64_reference(alpha):
     expert, amateur = torch.randn(3, 50, generator=gen) * 3, torch.randn(3, 50, generator=gen) * 3
     got = cd_scores(expert, amateur, alpha)
     want = torch.from_numpy(reference_scores(expert.double().numpy(), amateur.double().numpy(), alpha, 0.1))
-    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    assert got.dtype == torch.float32 and got.shape == expert.shape
+    assert torch.equal(torch.isneginf(got), torch.isneginf(want))
+    assert torch.isfinite(want).sum() < want.numel()  # the head really cuts something
     finite = torch.isfinite(want)
     torch.testing.assert_close(got[finite].double(), want[finite], rtol=1e-5, atol=1e-5)
-    assert got.dtype == torch.float32 and got.shape == expert.shape
 
 
 def test_relative_top_edges():
-    expert = torch.tensor([[2.0, 2.0, 1.0, -3.0]])
-    amateur = torch.zeros(1, 4)
+    expert = torch.tensor([[2.0, 2.0, 1.0, -3.0], [0.0, 5.0, 1.0, 4.9]])
+    amateur = torch.zeros(2, 4)
     kept = torch.isfinite(cd_scores(expert, amateur, 0.4, relative_top=1.0))
-    assert kept.tolist() == [[True, True, False, False]]
+    assert kept.tolist() == [[True, True, False, False], [False, True, False, False]]
     assert torch.isfinite(cd_scores(expert, amateur, 0.4, relative_top=1e-9)).all()
-    logits = torch.randn(2, 30)
-    alpha_one = cd_scores(logits, torch.randn(2, 30), 1.0)
-    head = torch.isfinite(alpha_one)
-    assert head.any(dim=-1).all()
-    torch.testing.assert_close(alpha_one[head], torch.log_softmax(logits, dim=-1)[head])
-    bf16 = cd_scores(logits.bfloat16(), logits.bfloat16(), 0.4)
-    assert bf16.dtype == torch.float32
+
+
+def test_alpha_one_is_expert_log_softmax_on_head():
+    gen = torch.Generator().manual_seed(1)
+    logits, amateur = torch.randn(2, 30, generator=gen) * 3, torch.randn(2, 30, generator=gen)
+    scores = cd_scores(logits, amateur, 1.0)
+    head = torch.isfinite(scores)
+    assert head.any(dim=-1).all() and not head.all()
+    assert torch.equal(scores[head], torch.log_softmax(logits, dim=-1)[head])
+    # bf16 logits are scored in float32.
+    assert cd_scores(logits.bfloat16(), amateur.bfloat16(), 0.4).dtype == torch.float32
+    # Leading dims are free.
+    assert cd_scores(logits.view(2, 1, 30), amateur.view(2, 1, 30), 0.4).shape == (2, 1, 30)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"alpha": -0.1}, {"alpha": 1.1}, {"alpha": 0.4, "relative_top": 0.0}, {"alpha": 0.4, "relative_top": 1.5}],
+    [
+        {"alpha": -0.1},
+        {"alpha": 1.1},
+        {"alpha": 0.4, "relative_top": 0.0},
+        {"alpha": 0.4, "relative_top": 1.5},
+    ],
 )
 def test_cd_scores_rejects_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="alpha|relative_top"):
         cd_scores(torch.zeros(1, 4), torch.zeros(1, 4), **kwargs)
+
+
+def test_cd_scores_rejects_shape_mismatch():
     with pytest.raises(ValueError, match="shape"):
         cd_scores(torch.zeros(1, 4), torch.zeros(1, 5), 0.4)
 
 
-def test_repetition_penalty_and_top_p():
-    scores = torch.tensor([[-2.0, 3.0, float("-inf"), 1.0]])
-    seen = torch.tensor([[True, True, True, False]])
-    want = torch.tensor([[-2.4, 2.5, float("-inf"), 1.0]])
+def test_repetition_penalty():
+    scores = torch.tensor([[-2.0, 3.0, INF, 1.0, -1.0]])
+    seen = torch.tensor([[True, True, True, False, False]])
+    want = torch.tensor([[-2.4, 2.5, INF, 1.0, -1.0]])
     torch.testing.assert_close(apply_repetition_penalty(scores, seen, 1.2), want)
+    assert apply_repetition_penalty(scores, seen, 1.0) is scores
+
+
+def test_top_p():
     probs = top_p_probs(torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])), 1.0, 0.7)
     assert (probs > 0).tolist() == [[True, True, False, False]]
-    assert (top_p_probs(torch.tensor([[5.0, 0.0]]), 1.0, 0.01) > 0).tolist() == [[True, False]]
+    torch.testing.assert_close(probs[0, :2], torch.tensor([0.5, 0.3]))
+    # Reaching top_p exactly stops the nucleus; a tiny top_p still keeps the top token.
+    assert (top_p_probs(torch.log(torch.tensor([[0.5, 0.5]])), 1.0, 0.5) > 0).tolist() == [[True, False]]
+    assert (top_p_probs(torch.tensor([[0.0, 5.0]]), 1.0, 0.01) > 0).tolist() == [[False, True]]
+    assert (top_p_probs(torch.tensor([[0.0, 5.0, INF]]), 1.0, 1.0) > 0).tolist() == [[True, True, False]]
 
 
-def tiny_model(seed):
+def test_decode_params_validation():
+    for bad in ({"temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.1}, {"max_new_tokens": -1}):
+        with pytest.raises(ValueError):
+            DecodeParams(**bad)
+
+
+def tiny_model(seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=VOCAB,
@@ -96,19 +136,20 @@ def pair():
     return tiny_model(1), tiny_model(2)
 
 
-PROMPTS = [list(range(3, 3 + n)) for n in (3, 12, 5, 8, 4, 10)]
+PROMPTS = [[(7 * i + 5 * j) % (VOCAB - 3) + 3 for j in range(n)] for i, n in enumerate((3, 12, 5, 8, 4, 10))]
 
 
-def _run(expert, amateur, batch_size, params, eos=EOS, seeds=None):
+def _run(expert, amateur, batch_size, params, eos=EOS, seeds=None, prompts=PROMPTS, **kw):
     return decode(
         expert,
-        PROMPTS,
+        prompts,
         params,
         eos_token_ids=[eos],
         pad_token_id=PAD,
         amateur=amateur,
         batch_size=batch_size,
         seeds=seeds,
+        **kw,
     )
 
 
@@ -116,13 +157,31 @@ def _run(expert, amateur, batch_size, params, eos=EOS, seeds=None):
 def test_batched_greedy_equals_one_at_a_time(pair, contrastive):
     expert, amateur = pair[0], pair[1] if contrastive else None
     params = DecodeParams(max_new_tokens=16, greedy=True, repetition_penalty=1.2)
-    single = _run(expert, amateur, 1, params)
-    # Use as eos a token that one row emits early, so that rows stop at different steps.
-    eos = single[0][2]
+    free = _run(expert, amateur, 1, params, eos=NO_EOS)
+    # As eos, a token that the shortest prompt's row emits at its third step, so rows stop at different steps.
+    eos = free[0][2]
     single = _run(expert, amateur, 1, params, eos=eos)
-    batched = _run(expert, amateur, 4, params, eos=eos)
-    assert batched == single
+    assert eos not in sum(single, [])
     assert min(len(s) for s in single) < 16 and max(len(s) for s in single) == 16
+    calls = []
+    for batch_size in (4, 6):  # two padded batches; one batch holding every row
+        batched = _run(expert, amateur, batch_size, params, eos=eos, on_batch=lambda *a: calls.append(a))
+        assert batched == single, batch_size
+    assert calls == [(4, 6), (6, 6), (6, 6)]
+
+
+def test_left_padding_positions_with_absolute_position_embeddings():
+    # RoPE only sees relative positions, so Llama would not notice pad-shifted position ids; GPT-2 does.
+    torch.manual_seed(3)
+    config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256)
+    gpt2 = GPT2LMHeadModel(config).eval()
+    params = DecodeParams(max_new_tokens=8, greedy=True)
+    assert _run(gpt2, None, 6, params, eos=NO_EOS) == _run(gpt2, None, 1, params, eos=NO_EOS)
+
+
+def test_contrastive_differs_from_plain(pair):
+    params = DecodeParams(max_new_tokens=8, greedy=True)
+    assert _run(pair[0], pair[1], 6, params, eos=NO_EOS) != _run(pair[0], None, 6, params, eos=NO_EOS)
 
 
 def test_plain_greedy_matches_transformers_generate(pair):
@@ -137,7 +196,11 @@ def test_plain_greedy_matches_transformers_generate(pair):
         pad_token_id=PAD,
     )[0, prompt.shape[1] :].tolist()
     got = decode(
-        expert, [PROMPTS[1]], DecodeParams(max_new_tokens=12, greedy=True), eos_token_ids=[VOCAB + 1], pad_token_id=PAD
+        expert,
+        [PROMPTS[1]],
+        DecodeParams(max_new_tokens=12, greedy=True),
+        eos_token_ids=[NO_EOS],
+        pad_token_id=PAD,
     )
     assert got == [want]
 
@@ -146,33 +209,49 @@ def test_sampling_depends_on_seed_not_batch(pair):
     expert, amateur = pair
     params = DecodeParams(max_new_tokens=8, temperature=1.0, top_p=0.95, repetition_penalty=1.2)
     seeds = [11, 12, 13, 14, 15, 16]
-    alone = _run(expert, amateur, 1, params, eos=VOCAB + 1, seeds=seeds)
-    batched = _run(expert, amateur, 4, params, eos=VOCAB + 1, seeds=seeds)
+    alone = _run(expert, amateur, 1, params, eos=NO_EOS, seeds=seeds)
+    batched = _run(expert, amateur, 4, params, eos=NO_EOS, seeds=seeds)
     assert alone == batched
-    other = _run(expert, amateur, 4, params, eos=VOCAB + 1, seeds=[s + 100 for s in seeds])
+    # The same prompt and seed inside a different batch (other neighbours, other position).
+    moved = _run(expert, amateur, 4, params, eos=NO_EOS, seeds=seeds[::-1], prompts=PROMPTS[::-1])
+    assert moved == batched[::-1]
+    other = _run(expert, amateur, 4, params, eos=NO_EOS, seeds=[s + 100 for s in seeds])
     assert other != batched
+    assert all(len(o) == 8 for o in batched)
 
 
 def test_each_step_feeds_one_token_to_both_caches(pair):
     expert, amateur = pair
-    widths = {"expert": [], "amateur": []}
+    calls = {"expert": [], "amateur": []}
+
+    def recorder(name):
+        def hook(module, args, kwargs):
+            cache = kwargs["past_key_values"]
+            calls[name].append((kwargs["input_ids"].shape, 0 if cache is None else cache.get_seq_length()))
+
+        return hook
+
     hooks = [
-        m.model.embed_tokens.register_forward_hook(lambda mod, inp, out, k=k: widths[k].append(inp[0].shape[1]))
-        for k, m in (("expert", expert), ("amateur", amateur))
+        model.register_forward_pre_hook(recorder(name), with_kwargs=True)
+        for name, model in (("expert", expert), ("amateur", amateur))
     ]
     try:
-        decode(
-            expert,
-            PROMPTS[:3],
-            DecodeParams(max_new_tokens=6, greedy=True),
-            eos_token_ids=[VOCAB + 1],
-            pad_token_id=PAD,
-            amateur=amateur,
-            batch_size=3,
-        )
+        prompts = PROMPTS[:3]
+        _run(expert, amateur, 3, DecodeParams(max_new_tokens=6, greedy=True), eos=NO_EOS, prompts=prompts)
     finally:
         for h in hooks:
             h.remove()
-    for k in widths:
-        assert widths[k][0] == max(len(p) for p in PROMPTS[:3])
-        assert widths[k][1:] == [1] * 5, k
+    width = max(len(p) for p in prompts)
+    for name, seen in calls.items():
+        assert seen[0] == ((3, width), 0), name  # the prefill, with an empty cache
+        # Then one token per row per step, on top of a cache that grows by one each step.
+        assert seen[1:] == [((3, 1), width + k) for k in range(5)], name
+
+
+def test_empty_inputs(pair):
+    assert _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=0), prompts=[[3], [4, 5]]) == [[], []]
+    assert _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), prompts=[]) == []
+    with pytest.raises(ValueError, match="alpha"):
+        _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), alpha=2.0)
+    with pytest.raises(ValueError, match="seeds"):
+        _run(pair[0], None, 4, DecodeParams(max_new_tokens=4), seeds=[1])
