@@ -79,3 +79,25 @@ def test_malformed_prompt_row_exits_2(tmp_path):
     assert proc.returncode == 2
     assert f"{prompts}, line 2" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "kfp").exists()
+
+
+def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
+    """`models.weak_aligned` given: no weak_align task; cd_sample and evaluate read the supplied model."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        MICRO.read_text().replace("name: micro", "name: supplied")
+        + f"models:\n  weak_base: testbed:weak\n  strong_base: testbed:strong\n"
+        f"  weak_aligned: {micro_testbed / 'weak'}\n"
+    )
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--local", "--config", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (run,) = (out / "kfp").glob("cong-*")
+    assert not (run / "weak-align").exists() and (run / "cd-sample" / "responses").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert results["weak_pair"]["aligned"] == str(micro_testbed / "weak")
