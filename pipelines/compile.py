@@ -18,7 +18,12 @@ def compile_pipeline(cfg: Config, out: Path) -> Path:
     compiler.Compiler().compile(build_pipeline(cfg), str(out))
     # kfp prints the dict default into the header comment in protobuf map order, which changes from one
     # process to the next; the value itself is in root.inputDefinitions, so the comment points there.
-    text = re.sub(r"^(#\s+config: dict) \[Default: .*\]$", r"\1 [Default: see root.inputDefinitions]",
-                  out.read_text(), count=1, flags=re.M)
+    text = re.sub(
+        r"^(#\s+config: dict) \[Default: .*\]$",
+        r"\1 [Default: see root.inputDefinitions]",
+        out.read_text(),
+        count=1,
+        flags=re.M,
+    )
     out.write_text(text)
     return out

@@ -15,13 +15,16 @@ from pathlib import Path
 from cong.config import Config
 from cong.data import PROMPT_FIELDS, read_jsonl
 from cong.errors import CongError
+from cong.models import is_model_dir
 from cong.progress import log
 from cong.refs import resolve
 
 RUN_FILES = ("results.json", "report.html", "responses.jsonl", "pipeline.log")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
-PROGRESS = re.compile(r"^\s*\[(testbed|weak_align|cd_sample|sft|strong_sample|pair|dpo|evaluate)\] "
-                      r"|Executing task|finished with status")
+PROGRESS = re.compile(
+    r"^\s*\[(testbed|weak_align|cd_sample|sft|strong_sample|pair|dpo|evaluate)\] "
+    r"|Executing task|finished with status"
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 USER_ERROR = re.compile(r"cong\.errors\.CongError: (.*)")
 
@@ -71,7 +74,7 @@ def preflight(cfg: Config) -> None:
         read_jsonl(resolve(ref, cfg), PROMPT_FIELDS, limit)
     for ref in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned):
         path = resolve(ref, cfg) if ref else None
-        if path and (path.startswith(("/", ".")) or Path(path).exists()) and not (Path(path) / "config.json").is_file():
+        if path and (path.startswith(("/", ".")) or Path(path).exists()) and not is_model_dir(path):
             raise CongError(f"model {ref!r}: {path} is not a Hugging Face model folder (no config.json).")
 
 

@@ -14,7 +14,7 @@ from components.pair.component import pair
 from components.sft.component import sft
 from components.strong_sample.component import strong_sample
 from components.weak_align.component import weak_align
-from cong.config import Config, Resources
+from cong.config import STAGES, Config, Resources
 
 PIPELINE_NAME = "cong"
 # Sampling draws with temperature: a cached result would be a stale draw, not the same computation.
@@ -32,10 +32,7 @@ def _schedule(task: dsl.PipelineTask, stage: str, resources: Resources) -> dsl.P
 
 def build_pipeline(cfg: Config):
     """The pipeline function for this config (compile it, or call it under kfp.local)."""
-    resources = {
-        stage: cfg.resources.get(stage, Resources())
-        for stage in ("weak_align", "cd_sample", "sft", "strong_sample", "pair", "dpo", "evaluate")
-    }
+    resources = {stage: cfg.resources.get(stage, Resources()) for stage in STAGES}
     supplied_aligned = cfg.models.weak_aligned is not None
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Contrastive weak-to-strong alignment (ConG)")
