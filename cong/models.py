@@ -77,44 +77,48 @@ def row_seed(seed: int, row_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{row_id}".encode()).hexdigest()[:8], 16)
 
 
-def sample(
-    model_ref: str,
-    rows: list[dict[str, Any]],
-    sampling: SamplingSettings,
-    stage: str,
-    amateur_ref: str | None = None,
-    alpha: float = 0.4,
-    relative_top: float = 0.1,
-    greedy: bool = False,
-) -> list[str]:
-    """One response per prompt row, plain (one model) or contrastive (expert `model_ref`, amateur)."""
-    from cong.decoding.generate import DecodeParams, decode
+class Sampler:
+    """A model (or a contrastive pair) loaded once, sampling one response per prompt row per call."""
 
-    tokenizer = load_tokenizer(model_ref)
-    expert = load_model(model_ref)
-    amateur = load_model(amateur_ref) if amateur_ref else None
-    params = DecodeParams(
-        max_new_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        repetition_penalty=sampling.repetition_penalty,
-        greedy=greedy,
-    )
-    eta = Eta(stage, "prompts decoded", len(rows))
-    out = decode(
-        expert,
-        prompt_ids(tokenizer, [r["prompt"] for r in rows]),
-        params,
-        eos_token_ids=[tokenizer.eos_token_id],
-        pad_token_id=tokenizer.pad_token_id,
-        seeds=[row_seed(sampling.seed, r["id"]) for r in rows],
-        amateur=amateur,
-        alpha=alpha,
-        relative_top=relative_top,
-        batch_size=sampling.batch_size,
-        on_batch=eta.update,
-    )
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
+    def __init__(self, model_ref: str, amateur_ref: str | None = None):
+        self.tokenizer = load_tokenizer(model_ref)
+        self.expert = load_model(model_ref)
+        self.amateur = load_model(amateur_ref) if amateur_ref else None
+
+    def __call__(
+        self,
+        rows: list[dict[str, Any]],
+        sampling: SamplingSettings,
+        stage: str,
+        alpha: float = 0.4,
+        relative_top: float = 0.1,
+        greedy: bool = False,
+    ) -> list[str]:
+        """Plain sampling, or contrastive decoding (expert = `model_ref`) when an amateur was given."""
+        from cong.decoding.generate import DecodeParams, decode
+
+        params = DecodeParams(
+            max_new_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            repetition_penalty=sampling.repetition_penalty,
+            greedy=greedy,
+        )
+        eta = Eta(stage, "prompts decoded", len(rows))
+        out = decode(
+            self.expert,
+            prompt_ids(self.tokenizer, [r["prompt"] for r in rows]),
+            params,
+            eos_token_ids=[self.tokenizer.eos_token_id],
+            pad_token_id=self.tokenizer.pad_token_id,
+            seeds=[row_seed(sampling.seed, r["id"]) for r in rows],
+            amateur=self.amateur,
+            alpha=alpha,
+            relative_top=relative_top,
+            batch_size=sampling.batch_size,
+            on_batch=eta.update,
+        )
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -8,14 +8,15 @@ from cong.config import load_config
 from tests.conftest import MICRO
 
 
+def cong_run_local(config, out, timeout=1200):
+    """`cong run --local` in a subprocess, as a user runs it."""
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--local", "--config", str(config), "--out", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
 def test_cong_run_local(tmp_path, micro_testbed):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--local", "--config", str(MICRO), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    proc = cong_run_local(MICRO, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "win_rate_vs_base" in proc.stdout and "cong_s" in proc.stdout
 
@@ -60,22 +61,7 @@ def test_malformed_prompt_row_exits_2(tmp_path):
         f"extends: tiny\nname: bad\ndata:\n  train_prompts: {prompts}\n  eval_prompts: {prompts}\n"
         f"testbed: {json.dumps(load_config(MICRO).testbed.model_dump())}\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "run",
-            "--local",
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = cong_run_local(config, tmp_path / "run", timeout=600)
     assert proc.returncode == 2
     assert f"{prompts}, line 2" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "kfp").exists()
@@ -90,12 +76,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
         f"  weak_aligned: {micro_testbed / 'weak'}\n"
     )
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--local", "--config", str(config), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    proc = cong_run_local(config, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (run,) = (out / "kfp").glob("cong-*")
     assert not (run / "weak-align").exists() and (run / "cd-sample" / "responses").is_file()

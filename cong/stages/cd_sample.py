@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cong.config import CdSampleSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
-from cong.models import check_same_tokenizer, sample
+from cong.models import Sampler, check_same_tokenizer
 
 STAGE = "cd_sample"
 
@@ -22,15 +22,8 @@ def cd_sample(
     """Expert = the aligned weak model pi_r, amateur = the weak base pi_ref."""
     check_same_tokenizer(weak_base, weak_aligned)
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
-    responses = sample(
-        weak_aligned,
-        rows,
-        settings.sampling,
-        STAGE,
-        amateur_ref=weak_base,
-        alpha=settings.alpha,
-        relative_top=settings.relative_top,
-    )
+    sampler = Sampler(weak_aligned, amateur_ref=weak_base)
+    responses = sampler(rows, settings.sampling, STAGE, alpha=settings.alpha, relative_top=settings.relative_top)
     write_responses(out_path, rows, responses)
     return {
         "rows": float(len(rows)),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cong.config import EvaluateSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
-from cong.models import load_model, load_tokenizer, prompt_ids, sample
+from cong.models import Sampler, load_model, load_tokenizer, prompt_ids
 from cong.progress import log
 from cong.rewards import reward_backend
 
@@ -75,7 +75,7 @@ def evaluate(
     responses, rewards = {}, {}
     for method, ref in models.items():
         log(STAGE, f"sampling {method} ({ref})")
-        responses[method] = sample(ref, rows, settings.sampling, STAGE)
+        responses[method] = Sampler(ref)(rows, settings.sampling, STAGE)
         rewards[method] = backend.score(prompts, responses[method])
     base = rewards.get("base")
     testbed_rows = [i for i, p in enumerate(prompts) if solve(p) is not None]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cong.config import SamplingSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
-from cong.models import sample
+from cong.models import Sampler
 
 STAGE = "strong_sample"
 
@@ -15,6 +15,6 @@ def strong_sample(
     model_ref: str, prompts_path: str, out_path: Path, sampling: SamplingSettings, max_prompts: int | None = None
 ) -> dict[str, float]:
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
-    responses = sample(model_ref, rows, sampling, STAGE)
+    responses = Sampler(model_ref)(rows, sampling, STAGE)
     write_responses(out_path, rows, responses)
     return {"rows": float(len(rows)), "mean_response_words": sum(len(y.split()) for y in responses) / len(responses)}

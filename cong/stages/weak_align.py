@@ -12,7 +12,7 @@ from pathlib import Path
 from cong.config import WeakAlignSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.errors import CongError
-from cong.models import sample
+from cong.models import Sampler
 from cong.progress import log
 from cong.rewards import reward_backend
 from cong.stages.dpo import dpo
@@ -25,11 +25,12 @@ def preference_pairs(
 ) -> tuple[list[dict], dict[str, float]]:
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
     backend = reward_backend(reward)
+    sampler = Sampler(weak_base)
     samples: list[list[str]] = []
     for i, seed in enumerate(settings.sample_seeds):
         log(STAGE, f"sample set {i + 1}/{len(settings.sample_seeds)} (seed {seed})")
         sampling = settings.sampling.model_copy(update={"seed": seed})
-        samples.append(sample(weak_base, rows, sampling, STAGE))
+        samples.append(sampler(rows, sampling, STAGE))
     pairs, margins = [], []
     for j, row in enumerate(rows):
         candidates = [s[j] for s in samples]
