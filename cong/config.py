@@ -49,6 +49,7 @@ class TrainSettings(Strict):
         "auto", description="auto: bf16 on a GPU that has it, fp32 otherwise (bf16 is 12x slower on CPU)"
     )
     lora: LoraSettings | None = None
+    seed: int = Field(0, ge=0, description="trainer seed (data order, dropout, LoRA init)")
 
 
 class DpoSettings(TrainSettings):
@@ -67,6 +68,7 @@ class SamplingSettings(Strict):
 
 class WeakAlignSettings(Strict):
     sample_seeds: list[int] = Field([13, 21, 42, 79, 100], min_length=2)
+    reward_backend: Literal["testbed"] = "testbed"
     sampling: SamplingSettings = SamplingSettings()
     train: DpoSettings = DpoSettings(learning_rate=8e-7, beta=0.1)
 
@@ -146,7 +148,6 @@ class Resources(Strict):
 
 class Config(Strict):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9.\-]*$")
-    seed: int = Field(0, ge=0)
     models: ModelSettings
     data: DataSettings
     testbed: TestbedSettings = TestbedSettings()

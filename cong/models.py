@@ -54,16 +54,6 @@ def load_model(ref: str):
     return model.to(device()).eval()
 
 
-def check_same_tokenizer(ref_a: str, ref_b: str) -> None:
-    """CD feeds identical ids to both weak models, so their vocabularies must be the same."""
-    a, b = load_tokenizer(ref_a), load_tokenizer(ref_b)
-    if a.get_vocab() != b.get_vocab():
-        raise CongError(
-            f"the models {ref_a!r} and {ref_b!r} do not share a tokenizer; contrastive decoding "
-            "needs the weak pair (before / after alignment) to use the same vocabulary."
-        )
-
-
 def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     texts = [
         tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
@@ -82,6 +72,12 @@ class Sampler:
 
     def __init__(self, model_ref: str, amateur_ref: str | None = None):
         self.tokenizer = load_tokenizer(model_ref)
+        if amateur_ref and load_tokenizer(amateur_ref).get_vocab() != self.tokenizer.get_vocab():
+            # Contrastive decoding feeds identical ids to both models.
+            raise CongError(
+                f"the models {model_ref!r} and {amateur_ref!r} do not share a tokenizer; contrastive decoding "
+                "needs the weak pair (before / after alignment) to use the same vocabulary."
+            )
         self.expert = load_model(model_ref)
         self.amateur = load_model(amateur_ref) if amateur_ref else None
 
@@ -92,7 +88,6 @@ class Sampler:
         stage: str,
         alpha: float = 0.4,
         relative_top: float = 0.1,
-        greedy: bool = False,
     ) -> list[str]:
         """Plain sampling, or contrastive decoding (expert = `model_ref`) when an amateur was given."""
         from cong.decoding.generate import DecodeParams, decode
@@ -102,7 +97,6 @@ class Sampler:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             repetition_penalty=sampling.repetition_penalty,
-            greedy=greedy,
         )
         eta = Eta(stage, "prompts decoded", len(rows))
         out = decode(

@@ -33,10 +33,11 @@ def _hf_prompts(ref: str) -> str:
     from cong.testbed.build import cache_root
 
     name, _, split = ref.removeprefix("hf:").partition(":")
+    split = split or "train"
     out = cache_root() / "datasets" / (hashlib.sha256(ref.encode()).hexdigest()[:16] + ".jsonl")
     if not out.is_file():
         try:
-            dataset = load_dataset(name, split=split or "train")
+            dataset = load_dataset(name, split=split)
         except Exception as exc:  # the hub client raises many types; the user needs the reason, not the type
             raise CongError(f"cannot load the dataset {ref!r}: {exc}") from None
         if "prompt" not in dataset.column_names:

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 COLUMNS = ("reward_mean", "win_rate_vs_base", "accuracy", "implicit_reward", "length_words")
+INTERVALS = {"reward_mean": "reward_ci95", "win_rate_vs_base": "win_rate_ci95"}
 
 
 def format_table(results: dict) -> str:
@@ -20,7 +21,7 @@ def format_table(results: dict) -> str:
         cells = []
         for c in columns:
             value = row.get(c)
-            ci = row.get({"reward_mean": "reward_ci95", "win_rate_vs_base": "win_rate_ci95"}.get(c, ""))
+            ci = row.get(INTERVALS.get(c, ""))
             text = "-" if value is None else f"{value:.3f}" + (f" ±{ci:.3f}" if ci is not None else "")
             cells.append(f"{text:>18}")
         lines.append(f"{method:<14}" + "".join(cells))

@@ -22,14 +22,8 @@ def _lineage(cfg: Config, stage: str, **extra: Any) -> dict[str, Any]:
         "stage": stage,
         "config": cfg.name,
         "code_version": cong.__version__,
-        "seed": cfg.seed,
         **{k: v for k, v in extra.items() if v is not None},
     }
-
-
-def _rows(path: str | Path) -> int:
-    with open(path) as f:
-        return sum(1 for line in f if line.strip())
 
 
 def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
@@ -43,16 +37,15 @@ def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
         Path(pairs),
         Path(weak_aligned),
         s,
-        cfg.stages.evaluate.reward_backend,
         cfg.data.max_train_prompts,
     )
     source = {"base_model": cfg.models.weak_base, "prompts": cfg.data.train_prompts}
     return {
         "metrics": metrics,
         "metadata": {
-            "pairs": _lineage(cfg, "weak_align", rows=_rows(pairs), sample_seeds=s.sample_seeds, **source),
+            "pairs": _lineage(cfg, "weak_align", rows=metrics["pairs"], sample_seeds=s.sample_seeds, **source),
             "weak_aligned": _lineage(
-                cfg, "weak_align", beta=s.train.beta, learning_rate=s.train.learning_rate, **source
+                cfg, "weak_align", beta=s.train.beta, learning_rate=s.train.learning_rate, seed=s.train.seed, **source
             ),
         },
     }
@@ -78,7 +71,7 @@ def cd_sample(config: dict, weak_aligned: str | None, responses: str) -> StepRes
             "responses": _lineage(
                 cfg,
                 "cd_sample",
-                rows=_rows(responses),
+                rows=metrics["rows"],
                 alpha=s.alpha,
                 relative_top=s.relative_top,
                 weak_base=cfg.models.weak_base,
@@ -104,7 +97,8 @@ def sft(config: dict, data: str, model: str) -> StepResult:
                 base_model=cfg.models.strong_base,
                 learning_rate=s.learning_rate,
                 epochs=s.epochs,
-                train_rows=_rows(data),
+                seed=s.seed,
+                train_rows=metrics["train_rows"],
             )
         },
     }
@@ -120,7 +114,7 @@ def strong_sample(config: dict, model: str, responses: str) -> StepResult:
         "metrics": metrics,
         "metadata": {
             "responses": _lineage(
-                cfg, "strong_sample", rows=_rows(responses), temperature=s.temperature, sample_seed=s.seed
+                cfg, "strong_sample", rows=metrics["rows"], temperature=s.temperature, sample_seed=s.seed
             )
         },
     }
@@ -131,7 +125,7 @@ def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
 
     cfg = config_from_dict(config)
     metrics = run(chosen, rejected, Path(pairs))
-    return {"metrics": metrics, "metadata": {"pairs": _lineage(cfg, "pair", rows=_rows(pairs))}}
+    return {"metrics": metrics, "metadata": {"pairs": _lineage(cfg, "pair", rows=metrics["pairs"])}}
 
 
 def dpo(config: dict, model: str, pairs: str, aligned: str) -> StepResult:
@@ -149,7 +143,8 @@ def dpo(config: dict, model: str, pairs: str, aligned: str) -> StepResult:
                 beta=s.beta,
                 learning_rate=s.learning_rate,
                 reference="initial policy (frozen)",
-                train_rows=_rows(pairs),
+                seed=s.seed,
+                train_rows=metrics["train_rows"],
             )
         },
     }

@@ -42,7 +42,7 @@ def trainer_args(train: TrainSettings, output_dir: Path) -> dict[str, Any]:
         "report_to": "none",
         "disable_tqdm": True,
         "dataloader_pin_memory": on_gpu,
-        "seed": 0,
+        "seed": train.seed,
     }
 
 
@@ -99,4 +99,5 @@ def train_and_save(trainer, stage: str, output_dir: Path, model_dir: Path) -> di
     shutil.rmtree(output_dir, ignore_errors=True)
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     metrics["global_step"] = float(result.global_step)
+    metrics["train_rows"] = float(len(trainer.train_dataset))
     return metrics

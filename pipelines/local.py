@@ -12,19 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-from cong.config import Config
+from cong.config import STAGES, Config
 from cong.data import PROMPT_FIELDS, read_jsonl
 from cong.errors import CongError
 from cong.models import is_model_dir
 from cong.progress import log
 from cong.refs import resolve
 
-RUN_FILES = ("results.json", "report.html", "responses.jsonl", "pipeline.log")
+RESULT_FILES = ("results.json", "report.html", "responses.jsonl")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
-PROGRESS = re.compile(
-    r"^\s*\[(testbed|weak_align|cd_sample|sft|strong_sample|pair|dpo|evaluate)\] "
-    r"|Executing task|finished with status"
-)
+PROGRESS = re.compile(rf"^\s*\[({'|'.join(('testbed', *STAGES))})\] |Executing task|finished with status")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 USER_ERROR = re.compile(r"cong\.errors\.CongError: (.*)")
 
@@ -108,7 +105,7 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False) -> dict:
             raise PipelineFailed(f"{exc}\n--- last lines of {log_path} ---\n{tail}") from None
     runs = sorted(root.glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)
     results_dir = runs[-1] / "evaluate" / "results"
-    for name in RUN_FILES[:-1]:
+    for name in RESULT_FILES:
         shutil.copyfile(results_dir / name, out_dir / name)
     results = json.loads((out_dir / "results.json").read_text())
     results["run"] = {

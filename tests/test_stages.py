@@ -32,7 +32,6 @@ def world(micro_config, micro_testbed, tmp_path_factory):
             out / "wa_pairs.jsonl",
             out / "weak_aligned",
             s.weak_align,
-            "testbed",
         )
     }
     m["cd_sample"] = cd_sample(
@@ -56,6 +55,17 @@ def world(micro_config, micro_testbed, tmp_path_factory):
     return cfg, out, refs, m
 
 
+def changed(before_dir, after_dir) -> bool:
+    """Whether training moved any weight: a stage that trained nothing would still write a model folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(before_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(after_dir).state_dict()
+    assert before.keys() == after.keys()
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_weak_align(world):
     cfg, out, refs, metrics = world
     pairs = read_jsonl(out / "wa_pairs.jsonl", PAIR_FIELDS)
@@ -64,6 +74,8 @@ def test_weak_align(world):
     assert (out / "weak_aligned" / "config.json").is_file()
     assert not (out / "weak_aligned" / "checkpoints").exists()
     assert metrics["weak_align"]["train_global_step"] >= 1
+    assert metrics["weak_align"]["train_train_rows"] == len(pairs)
+    assert changed(refs["weak_base"], out / "weak_aligned")
 
 
 def test_cd_sample_one_response_per_prompt(world):
@@ -75,13 +87,8 @@ def test_cd_sample_one_response_per_prompt(world):
 
 
 def test_sft_changes_the_strong_model(world):
-    import torch
-    from transformers import AutoModelForCausalLM
-
     cfg, out, refs, metrics = world
-    before = AutoModelForCausalLM.from_pretrained(refs["strong_base"]).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(out / "cong_s").state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert changed(refs["strong_base"], out / "cong_s")
     assert metrics["sft"]["train_loss"] > 0
 
 
@@ -92,7 +99,7 @@ def test_strong_sample_pair_and_dpo(world):
     cd = {r["id"]: r["response"] for r in read_jsonl(out / "cd.jsonl", ("id", "prompt"))}
     assert all(p["chosen"] == cd[p["id"]] for p in pairs)
     assert metrics["pair"]["pairs"] == len(pairs)
-    assert (out / "cong" / "model.safetensors").is_file()
+    assert changed(out / "cong_s", out / "cong")
 
 
 def test_evaluate_writes_results_and_report(world):
@@ -113,16 +120,52 @@ def test_pair_rejects_mismatched_prompts(tmp_path):
 
 
 def test_sft_with_lora_saves_a_merged_model(world, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from cong.config import LoraSettings
 
     cfg, out, refs, metrics = world
     settings = cfg.stages.sft.train.model_copy(update={"lora": LoraSettings(r=4, alpha=8)})
     sft(refs["strong_base"], str(out / "cd.jsonl"), tmp_path / "lora", settings)
     assert not (tmp_path / "lora" / "adapter_config.json").exists()
-    before = AutoModelForCausalLM.from_pretrained(refs["strong_base"]).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(tmp_path / "lora").state_dict()
-    assert before.keys() == after.keys()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert changed(refs["strong_base"], tmp_path / "lora")
+
+
+def test_implicit_reward(world):
+    """Zero when the weak pair is one model; batching changes nothing; matches a one-sequence computation."""
+    import torch
+
+    from cong.models import prompt_ids
+    from cong.stages.evaluate import ImplicitReward
+
+    cfg, out, refs, metrics = world
+    prompts = ["What is 2 + 3?", "Sort the digits 3 1 2.", "Reverse the letters c a t."]
+    responses = ["Sure! The answer is 5. I hope this helps!", "1 2 3", "Ugh, t a c. Obviously."]
+    same = ImplicitReward(refs["weak_base"], refs["weak_base"], batch_size=3).score(prompts, responses)
+    assert same == [0.0, 0.0, 0.0]
+    pair_scorer = ImplicitReward(refs["weak_base"], str(out / "weak_aligned"), batch_size=3)
+    batched = pair_scorer.score(prompts, responses)
+    pair_scorer.batch_size = 1
+    assert pair_scorer.score(prompts, responses) == pytest.approx(batched, abs=1e-5)
+
+    tok = pair_scorer.tokenizer
+    context = prompt_ids(tok, prompts[:1])[0]
+    answer = tok(responses[0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = torch.tensor([context + answer])
+    with torch.inference_mode():
+        terms = [torch.log_softmax(m(ids).logits[0].float(), -1) for m in (pair_scorer.expert, pair_scorer.amateur)]
+    total = sum(terms[0][len(context) - 1 + j, t] - terms[1][len(context) - 1 + j, t] for j, t in enumerate(answer))
+    assert batched[0] == pytest.approx(total.item() / len(answer), abs=1e-5)
+
+
+def test_contrastive_sampler_refuses_a_different_tokenizer(world, tmp_path):
+    import shutil
+
+    from cong.models import Sampler, load_tokenizer
+
+    cfg, out, refs, metrics = world
+    other = tmp_path / "other"
+    shutil.copytree(refs["weak_base"], other)
+    tokenizer = load_tokenizer(str(other))
+    tokenizer.add_tokens(["<|extra|>"])
+    tokenizer.save_pretrained(other)
+    with pytest.raises(CongError, match="do not share a tokenizer"):
+        Sampler(str(out / "weak_aligned"), amateur_ref=str(other))

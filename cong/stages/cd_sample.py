@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cong.config import CdSampleSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
-from cong.models import Sampler, check_same_tokenizer
+from cong.models import Sampler
 
 STAGE = "cd_sample"
 
@@ -20,7 +20,6 @@ def cd_sample(
     max_prompts: int | None = None,
 ) -> dict[str, float]:
     """Expert = the aligned weak model pi_r, amateur = the weak base pi_ref."""
-    check_same_tokenizer(weak_base, weak_aligned)
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
     sampler = Sampler(weak_aligned, amateur_ref=weak_base)
     responses = sampler(rows, settings.sampling, STAGE, alpha=settings.alpha, relative_top=settings.relative_top)

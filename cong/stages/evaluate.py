@@ -25,25 +25,39 @@ class ImplicitReward:
     """Length-normalised implicit reward under the weak pair (method.md section 1):
     (log pi_r(y|x) - log pi_ref(y|x)) / |y|, with the eos token counted as part of y."""
 
-    def __init__(self, weak_base: str, weak_aligned: str):
+    def __init__(self, weak_base: str, weak_aligned: str, batch_size: int = 8):
         self.tokenizer = load_tokenizer(weak_aligned)
         self.expert, self.amateur = load_model(weak_aligned), load_model(weak_base)
+        self.batch_size = batch_size
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch
 
-        scores = []
-        with torch.inference_mode():
-            for context, response in zip(prompt_ids(self.tokenizer, prompts), responses, strict=True):
-                answer = self.tokenizer(response, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-                ids = torch.tensor([context + answer], device=self.expert.device)
-                span = slice(len(context) - 1, ids.shape[1] - 1)
-                targets = ids[0, len(context) :, None]
-                total = 0.0
+        contexts = prompt_ids(self.tokenizer, prompts)
+        eos = self.tokenizer.eos_token_id
+        answers = [self.tokenizer(r, add_special_tokens=False)["input_ids"] + [eos] for r in responses]
+        scores: list[float] = []
+        for start in range(0, len(answers), self.batch_size):
+            batch = list(
+                zip(contexts[start : start + self.batch_size], answers[start : start + self.batch_size], strict=True)
+            )
+            width = max(len(c) + len(a) for c, a in batch)
+            # Right padding: positions count from 0 in every row, and padding sits after each answer.
+            ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            scored = torch.zeros((len(batch), width - 1), dtype=torch.bool)  # position t predicts token t+1
+            for i, (context, answer) in enumerate(batch):
+                ids[i, : len(context) + len(answer)] = torch.tensor(context + answer)
+                mask[i, : len(context) + len(answer)] = 1
+                scored[i, len(context) - 1 : len(context) + len(answer) - 1] = True
+            total = torch.zeros(len(batch))
+            with torch.inference_mode():
                 for model, sign in ((self.expert, 1.0), (self.amateur, -1.0)):
-                    logp = torch.log_softmax(model(ids).logits[0, span].float(), dim=-1)
-                    total += sign * logp.gather(-1, targets).sum().item()
-                scores.append(total / len(answer))
+                    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+                    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
+                    token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+                    total += sign * (token_logp * scored).sum(dim=-1)
+            scores += (total / torch.tensor([len(a) for _, a in batch])).tolist()
         return scores
 
 

@@ -21,10 +21,10 @@ STAGE = "weak_align"
 
 
 def preference_pairs(
-    weak_base: str, prompts_path: str, settings: WeakAlignSettings, reward: str, max_prompts: int | None = None
+    weak_base: str, prompts_path: str, settings: WeakAlignSettings, max_prompts: int | None = None
 ) -> tuple[list[dict], dict[str, float]]:
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
-    backend = reward_backend(reward)
+    backend = reward_backend(settings.reward_backend)
     sampler = Sampler(weak_base)
     samples: list[list[str]] = []
     for i, seed in enumerate(settings.sample_seeds):
@@ -52,8 +52,8 @@ def preference_pairs(
         margins.append(scores[best] - scores[worst])
     if not pairs:
         raise CongError(
-            f"weak_align: every prompt of {prompts_path} got identical samples from {weak_base}; "
-            "there is no preference signal. Raise the sampling temperature or add prompts."
+            f"weak_align: the samples of {weak_base} score the same under the reward for every prompt of "
+            f"{prompts_path}; there is no preference signal. Raise the sampling temperature or add prompts."
         )
     metrics = {
         "prompts": float(len(rows)),
@@ -70,10 +70,9 @@ def weak_align(
     pairs_path: Path,
     model_dir: Path,
     settings: WeakAlignSettings,
-    reward: str,
     max_prompts: int | None = None,
 ) -> dict[str, float]:
-    pairs, metrics = preference_pairs(weak_base, prompts_path, settings, reward, max_prompts)
+    pairs, metrics = preference_pairs(weak_base, prompts_path, settings, max_prompts)
     write_jsonl(pairs_path, pairs)
     log(STAGE, f"{len(pairs)} preference pairs; DPO of the weak base model")
     train_metrics = dpo(weak_base, str(pairs_path), model_dir, settings.train, stage=STAGE)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from cong.config import TestbedSettings
+from cong.data import write_jsonl
 from cong.testbed import world
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
@@ -166,10 +167,13 @@ def _pretrain(
 
 
 def _write_prompts(path: Path, split: str, examples: list[world.Example]) -> None:
-    with path.open("w") as f:
-        for i, ex in enumerate(examples):
-            row = {"id": f"{split}-{i:05d}", "prompt": ex.prompt, "family": ex.family, "answer": ex.answer}
-            f.write(json.dumps(row) + "\n")
+    write_jsonl(
+        path,
+        (
+            {"id": f"{split}-{i:05d}", "prompt": ex.prompt, "family": ex.family, "answer": ex.answer}
+            for i, ex in enumerate(examples)
+        ),
+    )
 
 
 def build_testbed(settings: TestbedSettings, progress: Progress = print) -> Path:
