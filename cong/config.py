@@ -10,17 +10,36 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cong.errors import CongError
 
 PRESET_PACKAGE = "cong.presets"
-STAGES = ("weak_align", "cd_sample", "sft", "strong_sample", "pair", "dpo", "evaluate")
-METHODS = ("base", "weak_aligned", "cong_s", "cong")
+STAGES = (
+    "plan",
+    "weak_align",
+    "weak_sample",
+    "cd_sample",
+    "sft",
+    "strong_sample",
+    "pair",
+    "dpo",
+    "auxconf",
+    "wspo",
+    "icl_refine",
+    "wsd",
+    "alpha_sweep",
+    "evaluate",
+)
+# Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher.
+METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "cong_s", "cong")
+MethodName = Literal[(*METHODS, "all")]
+# Methods whose loss compares weak and strong log-probabilities token by token.
+SHARED_VOCAB_METHODS = ("wspo",)
 
 
 class Strict(BaseModel):
@@ -73,6 +92,15 @@ class WeakAlignSettings(Strict):
     train: DpoSettings = DpoSettings(learning_rate=8e-7, beta=0.1)
 
 
+class WeakSampleSettings(Strict):
+    """Weak labels for WeakSFT, AuxConf and ICL refinement: one sample per train prompt from a weak model."""
+
+    source: Literal["weak_aligned", "weak_base"] = Field(
+        "weak_aligned", description="pi_r (default) or pi_ref; the paper leaves this open (method.md section 3)"
+    )
+    sampling: SamplingSettings = SamplingSettings(seed=1)
+
+
 class CdSampleSettings(Strict):
     alpha: float = Field(0.4, ge=0, le=1)
     relative_top: float = Field(0.1, gt=0, le=1)
@@ -91,6 +119,55 @@ class DpoStageSettings(Strict):
     train: DpoSettings = DpoSettings(learning_rate=6e-7, beta=0.5)
 
 
+class WeakSftSettings(Strict):
+    train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=1)
+
+
+class AuxConfSettings(Strict):
+    """Burns et al.'s auxiliary confidence loss adapted to generation (ours; method.md section 3)."""
+
+    aux_coef: float = Field(0.5, ge=0, le=1, description="final weight c of the strong model's own argmax")
+    ramp_fraction: float = Field(0.1, ge=0, le=1, description="share of steps over which c ramps up from 0")
+    train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=1)
+
+
+class WspoSettings(Strict):
+    beta: float = Field(0.1, gt=0, le=100)
+    train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=1)
+
+
+class IclRefineSettings(Strict):
+    """Somerstep et al.: weak labels refined in context by the strong base model, then SFT (method.md 4.2)."""
+
+    batch_size: int = Field(5, ge=2, le=64, description="B: each prompt sees the other B-1 pairs of its batch")
+    variant: Literal["refine", "infer_and_respond"] = "refine"
+    format: Literal["text", "chat"] = Field(
+        "text", description="text: plain `Question:/Answer:` completion (paper, base models); chat: pairs as turns"
+    )
+    max_new_tokens: int = Field(2048, ge=1, le=32768)
+    style_max_new_tokens: int = Field(64, ge=1, le=4096, description="infer_and_respond: the style sentence")
+    decode_batch_size: int = Field(32, ge=1, le=4096)
+    train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=1)
+
+
+class WsdSettings(Strict):
+    """Weak-to-Strong Decoding (method.md 4.1); `train` is the SFT of the wsd_sft method on WSD responses."""
+
+    window: int = Field(6, ge=1, le=1024)
+    threshold: float = Field(0.8, gt=0, le=1)
+    draft_max_new_tokens: int = Field(512, ge=1, le=32768)
+    max_total_tokens: int = Field(2048, ge=1, le=32768, description="kept draft + strong continuation")
+    batch_size: int = Field(32, ge=1, le=4096)
+    train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=1)
+
+
+class AlphaSweepSettings(Strict):
+    """CD at each alpha on the first `prompts` eval prompts (decoding settings from `cd_sample`)."""
+
+    alphas: list[Annotated[float, Field(ge=0, le=1)]] = []
+    prompts: int = Field(32, ge=1, le=100000)
+
+
 class EvaluateSettings(Strict):
     sampling: SamplingSettings = SamplingSettings(seed=7)
     reward_backend: Literal["testbed"] = "testbed"
@@ -98,10 +175,17 @@ class EvaluateSettings(Strict):
 
 class StageSettings(Strict):
     weak_align: WeakAlignSettings = WeakAlignSettings()
+    weak_sample: WeakSampleSettings = WeakSampleSettings()
     cd_sample: CdSampleSettings = CdSampleSettings()
     sft: SftSettings = SftSettings()
     strong_sample: StrongSampleSettings = StrongSampleSettings()
     dpo: DpoStageSettings = DpoStageSettings()
+    weak_sft: WeakSftSettings = WeakSftSettings()
+    auxconf: AuxConfSettings = AuxConfSettings()
+    wspo: WspoSettings = WspoSettings()
+    icl_refine: IclRefineSettings = IclRefineSettings()
+    wsd: WsdSettings = WsdSettings()
+    alpha_sweep: AlphaSweepSettings = AlphaSweepSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
 
 
@@ -130,13 +214,18 @@ class TestbedSettings(Strict):
     n_eval_prompts: int = Field(128, ge=8, le=100000)
     n_pretrain_docs: int = Field(6000, ge=100, le=1000000)
     aligned_fraction: float = Field(0.15, gt=0, lt=1, description="share of the aligned style in pretraining")
+    multi_turn_fraction: float = Field(
+        0.3, ge=0, le=1, description="share of pretraining chats with 2 to max_turns turns in one style"
+    )
+    max_turns: int = Field(4, ge=2, le=16)
     vocab_size: int = Field(600, ge=300, le=8192)
     weak_hidden: int = Field(48, ge=8, le=4096)
     weak_layers: int = Field(2, ge=1, le=64)
     strong_hidden: int = Field(128, ge=8, le=4096)
     strong_layers: int = Field(4, ge=1, le=64)
     pretrain_steps: int = Field(1500, ge=1, le=100000)
-    pretrain_batch_size: int = Field(32, ge=1, le=4096)
+    pretrain_batch_size: int = Field(16, ge=1, le=4096, description="packed rows per pretraining step")
+    pretrain_context: int = Field(128, ge=16, le=8192, description="tokens per packed row (whole chats)")
     pretrain_learning_rate: float = Field(3e-3, gt=0, le=1)
 
 
@@ -152,9 +241,22 @@ class Config(Strict):
     data: DataSettings
     testbed: TestbedSettings = TestbedSettings()
     stages: StageSettings = StageSettings()
-    methods: list[Literal["base", "weak_aligned", "cong_s", "cong"]] = Field(list(METHODS), min_length=1)
+    methods: list[MethodName] = Field(
+        ["all"], min_length=1, validate_default=True, description="table rows; `all` selects every method"
+    )
     resources: dict[Literal[STAGES], Resources] = {}
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
+
+    @field_validator("methods")
+    @classmethod
+    def _expand_methods(cls, methods: list[str]) -> list[str]:
+        chosen = set(METHODS) if "all" in methods else set(methods)
+        return [m for m in METHODS if m in chosen]
+
+    def resources_for(self, stage: str) -> Resources:
+        """The stage's resources from the config; stages that never touch a model get no GPU by default."""
+        light = Resources(cpu="1", memory="2Gi", gpus=0)
+        return self.resources.get(stage, light if stage in ("plan", "pair") else Resources())
 
     def as_parameter(self) -> dict[str, Any]:
         """The config as a pipeline parameter value (protobuf structs have no null, so unset keys go)."""
@@ -222,8 +324,13 @@ def _format_errors(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, preset: str | None = None) -> Config:
-    """Load a config file (which may `extends:` a preset), or a preset by name, or the `tiny` default."""
+def load_config(
+    path: str | Path | None = None, preset: str | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Load a config file (which may `extends:` a preset), or a preset by name, or the `tiny` default.
+
+    `overrides` (e.g. from command-line flags) are merged last, then the whole config is validated.
+    """
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -239,6 +346,9 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Co
     else:
         data = _preset_dict(preset or "tiny")
         source = f"preset {preset or 'tiny'}"
+    if overrides:
+        data = _merge(data, overrides)
+        source += " with command-line overrides"
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -12,6 +12,8 @@ from cong.errors import CongError
 PROMPT_FIELDS = ("id", "prompt")
 RESPONSE_FIELDS = ("id", "prompt", "response")
 PAIR_FIELDS = ("id", "prompt", "chosen", "rejected")
+# A model may answer with nothing; that is a (bad) response, not a malformed row.
+MAY_BE_EMPTY = ("response",)
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
@@ -34,7 +36,9 @@ def read_jsonl(path: str | Path, required: tuple[str, ...], limit: int | None = 
                 ) from None
             if not isinstance(row, dict):
                 raise CongError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
-            problems = [k for k in required if not isinstance(row.get(k), str) or not row[k].strip()]
+            problems = [
+                k for k in required if not isinstance(row.get(k), str) or (k not in MAY_BE_EMPTY and not row[k].strip())
+            ]
             if problems:
                 raise CongError(
                     f"{path}, line {number}: field(s) {', '.join(problems)} missing or not a "
@@ -66,3 +70,16 @@ def write_responses(path: str | Path, rows: list[dict[str, Any]], responses: lis
     """Response rows (`id`, `prompt`, `response`) for prompt rows and their responses, in order."""
     pairs = zip(rows, responses, strict=True)
     return write_jsonl(path, ({"id": r["id"], "prompt": r["prompt"], "response": y} for r, y in pairs))
+
+
+def training_rows(path: str | Path, stage: str) -> list[dict[str, Any]]:
+    """Response rows worth imitating: an empty response teaches nothing, so those rows are left out."""
+    from cong.progress import log
+
+    rows = read_jsonl(path, RESPONSE_FIELDS)
+    kept = [r for r in rows if r["response"].strip()]
+    if len(kept) < len(rows):
+        log(stage, f"left out {len(rows) - len(kept)} of {len(rows)} rows with an empty response")
+    if not kept:
+        raise CongError(f"{path}: every response is empty; there is nothing to train {stage} on.")
+    return kept

@@ -26,7 +26,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def load_tokenizer(ref: str):
+def load_plain_tokenizer(ref: str):
+    """The model's tokenizer as it tokenises any text (no chat template needed); pad = eos when unset."""
     from transformers import AutoTokenizer
 
     quiet_libraries()
@@ -34,12 +35,28 @@ def load_tokenizer(ref: str):
         tokenizer = AutoTokenizer.from_pretrained(ref)
     except OSError as exc:
         raise CongError(f"cannot load a tokenizer from {ref!r}: {exc}") from None
-    if tokenizer.chat_template is None:
-        raise CongError(f"the tokenizer of {ref!r} has no chat template; the pipeline renders prompts as chats.")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(ref: str):
+    """The tokenizer of a chat model, left-padding for generation."""
+    tokenizer = load_plain_tokenizer(ref)
+    if tokenizer.chat_template is None:
+        raise CongError(f"the tokenizer of {ref!r} has no chat template; the pipeline renders prompts as chats.")
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's eos and the model's generation eos ids (base models often list more than one)."""
+    configured = model.generation_config.eos_token_id
+    configured = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in [tokenizer.eos_token_id, *configured] if i is not None]
+    if not ids:
+        raise CongError(f"the tokenizer and generation config of {tokenizer.name_or_path!r} name no eos token.")
+    return sorted(set(ids))
 
 
 def load_model(ref: str):

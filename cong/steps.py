@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import cong
-from cong.config import Config, config_from_dict
+from cong.config import Config, TrainSettings, config_from_dict
+from cong.errors import CongError
 from cong.refs import resolve
 
 StepResult = dict[str, Any]
@@ -24,6 +25,20 @@ def _lineage(cfg: Config, stage: str, **extra: Any) -> dict[str, Any]:
         "code_version": cong.__version__,
         **{k: v for k, v in extra.items() if v is not None},
     }
+
+
+def _aligned(cfg: Config, weak_aligned: str | None) -> str:
+    """The aligned weak model: the weak_align output, or the one the config supplies."""
+    return weak_aligned or resolve(cfg.models.weak_aligned, cfg)
+
+
+def plan(config: dict) -> dict[str, Any]:
+    """Check that the methods fit the models, then say which branches of the DAG run."""
+    from cong.plan import check_methods, method_plan
+
+    cfg = config_from_dict(config)
+    check_methods(cfg)
+    return method_plan(cfg)
 
 
 def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
@@ -56,10 +71,9 @@ def cd_sample(config: dict, weak_aligned: str | None, responses: str) -> StepRes
 
     cfg = config_from_dict(config)
     s = cfg.stages.cd_sample
-    aligned = weak_aligned or resolve(cfg.models.weak_aligned, cfg)
     metrics = run(
         resolve(cfg.models.weak_base, cfg),
-        aligned,
+        _aligned(cfg, weak_aligned),
         resolve(cfg.data.train_prompts, cfg),
         Path(responses),
         s,
@@ -82,11 +96,43 @@ def cd_sample(config: dict, weak_aligned: str | None, responses: str) -> StepRes
     }
 
 
-def sft(config: dict, data: str, model: str) -> StepResult:
+def weak_sample(config: dict, weak_aligned: str | None, responses: str) -> StepResult:
+    from cong.stages.strong_sample import strong_sample as run
+
+    cfg = config_from_dict(config)
+    s = cfg.stages.weak_sample
+    source = resolve(cfg.models.weak_base, cfg) if s.source == "weak_base" else _aligned(cfg, weak_aligned)
+    rows = cfg.data.max_train_prompts
+    metrics = run(source, resolve(cfg.data.train_prompts, cfg), Path(responses), s.sampling, rows, "weak_sample")
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "responses": _lineage(
+                cfg, "weak_sample", rows=metrics["rows"], source=s.source, sample_seed=s.sampling.seed
+            )
+        },
+    }
+
+
+def _sft_settings(cfg: Config, method: str) -> TrainSettings:
+    stages = cfg.stages
+    settings = {
+        "cong_s": stages.sft.train,
+        "weak_sft": stages.weak_sft.train,
+        "icl_refine": stages.icl_refine.train,
+        "wsd_sft": stages.wsd.train,
+    }
+    if method not in settings:
+        raise CongError(f"sft: unknown method {method!r}; the SFT stage trains {', '.join(settings)}.")
+    return settings[method]
+
+
+def sft(config: dict, data: str, model: str, method: str = "cong_s") -> StepResult:
+    """SFT of the strong base model for one method: ConG-S on CD responses, WeakSFT on weak samples, ..."""
     from cong.stages.sft import sft as run
 
     cfg = config_from_dict(config)
-    s = cfg.stages.sft.train
+    s = _sft_settings(cfg, method)
     metrics = run(resolve(cfg.models.strong_base, cfg), data, Path(model), s)
     return {
         "metrics": metrics,
@@ -94,6 +140,7 @@ def sft(config: dict, data: str, model: str) -> StepResult:
             "model": _lineage(
                 cfg,
                 "sft",
+                method=method,
                 base_model=cfg.models.strong_base,
                 learning_rate=s.learning_rate,
                 epochs=s.epochs,
@@ -150,35 +197,159 @@ def dpo(config: dict, model: str, pairs: str, aligned: str) -> StepResult:
     }
 
 
+def auxconf(config: dict, data: str, model: str) -> StepResult:
+    from cong.stages.auxconf import auxconf as run
+
+    cfg = config_from_dict(config)
+    s = cfg.stages.auxconf
+    metrics = run(resolve(cfg.models.strong_base, cfg), data, Path(model), s)
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "model": _lineage(
+                cfg,
+                "auxconf",
+                base_model=cfg.models.strong_base,
+                aux_coef=s.aux_coef,
+                ramp_fraction=s.ramp_fraction,
+                learning_rate=s.train.learning_rate,
+                train_rows=metrics["train_rows"],
+            )
+        },
+    }
+
+
+def wspo(config: dict, data: str, weak_aligned: str | None, model: str) -> StepResult:
+    from cong.stages.wspo import wspo as run
+
+    cfg = config_from_dict(config)
+    s = cfg.stages.wspo
+    metrics = run(
+        resolve(cfg.models.strong_base, cfg),
+        resolve(cfg.models.weak_base, cfg),
+        _aligned(cfg, weak_aligned),
+        data,
+        Path(model),
+        s,
+    )
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "model": _lineage(
+                cfg,
+                "wspo",
+                base_model=cfg.models.strong_base,
+                weak_base=cfg.models.weak_base,
+                beta=s.beta,
+                learning_rate=s.train.learning_rate,
+                train_rows=metrics["train_rows"],
+            )
+        },
+    }
+
+
+def icl_refine(config: dict, data: str, responses: str) -> StepResult:
+    from cong.stages.icl_refine import icl_refine as run
+
+    cfg = config_from_dict(config)
+    s = cfg.stages.icl_refine
+    metrics = run(resolve(cfg.models.strong_base, cfg), data, Path(responses), s)
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "responses": _lineage(cfg, "icl_refine", rows=metrics["rows"], batch_size=s.batch_size, variant=s.variant)
+        },
+    }
+
+
+def wsd(config: dict, weak_aligned: str | None, split: str, responses: str) -> StepResult:
+    """WSD responses on the eval prompts (a method row) or the train prompts (targets for wsd_sft)."""
+    from cong.stages.wsd import wsd as run
+
+    cfg = config_from_dict(config)
+    s = cfg.stages.wsd
+    prompts, limit = {
+        "train": (cfg.data.train_prompts, cfg.data.max_train_prompts),
+        "eval": (cfg.data.eval_prompts, cfg.data.max_eval_prompts),
+    }[split]
+    strong = resolve(cfg.models.strong_base, cfg)
+    metrics = run(_aligned(cfg, weak_aligned), strong, resolve(prompts, cfg), Path(responses), s, limit)
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "responses": _lineage(
+                cfg,
+                "wsd",
+                rows=metrics["rows"],
+                prompts=prompts,
+                window=s.window,
+                threshold=s.threshold,
+                strong_model=cfg.models.strong_base,
+            )
+        },
+    }
+
+
+def alpha_sweep(config: dict, weak_aligned: str | None, points: str) -> StepResult:
+    from cong.stages.alpha_sweep import alpha_sweep as run
+
+    cfg = config_from_dict(config)
+    s = cfg.stages.alpha_sweep
+    metrics = run(
+        resolve(cfg.models.weak_base, cfg),
+        _aligned(cfg, weak_aligned),
+        resolve(cfg.data.eval_prompts, cfg),
+        Path(points),
+        cfg.stages.cd_sample,
+        s,
+        cfg.stages.evaluate.reward_backend,
+    )
+    return {
+        "metrics": metrics,
+        "metadata": {"points": _lineage(cfg, "alpha_sweep", alphas=s.alphas, prompts=s.prompts)},
+    }
+
+
+def not_selected(method: str, *paths: str) -> StepResult:
+    """Empty placeholders for a branch the run's methods leave out (dsl.OneOf needs an output from Else)."""
+    for path in paths:
+        Path(path).write_text("")
+    return {"metrics": {}, "metadata": {"not_selected": method}}
+
+
 def evaluate(
-    config: dict, weak_aligned: str | None, cong_s: str, cong_model: str, results: str, report: str
+    config: dict,
+    weak_aligned: str | None,
+    models: dict[str, str],
+    responses_of: dict[str, str],
+    alpha_sweep_points: str | None,
+    results: str,
+    report: str,
 ) -> StepResult:
+    """`models` and `responses_of` may hold every method's input; the config's `methods` picks the rows."""
     from cong.stages.evaluate import evaluate as run
 
     cfg = config_from_dict(config)
-    aligned = weak_aligned or resolve(cfg.models.weak_aligned, cfg)
-    candidates = {
-        "base": resolve(cfg.models.strong_base, cfg),
-        "weak_aligned": aligned,
-        "cong_s": cong_s,
-        "cong": cong_model,
-    }
-    models = {m: candidates[m] for m in ("base", *cfg.methods) if m in candidates}
+    aligned = _aligned(cfg, weak_aligned)
+    candidates = {"base": resolve(cfg.models.strong_base, cfg), "weak_aligned": aligned, **models}
+    chosen = [m for m in cfg.methods if m in candidates or m in responses_of]
     out = run(
-        models,
+        {m: candidates[m] for m in chosen if m in candidates},
         resolve(cfg.models.weak_base, cfg),
         aligned,
         resolve(cfg.data.eval_prompts, cfg),
         Path(results),
         cfg.stages.evaluate,
         cfg.data.max_eval_prompts,
+        responses_of={m: responses_of[m] for m in chosen if m in responses_of},
+        alpha_sweep_path=alpha_sweep_points if cfg.stages.alpha_sweep.alphas else None,
     )
     shutil.copyfile(Path(results) / "report.html", report)
     metrics = {f"{m}.{k}": v for m, row in out["methods"].items() for k, v in row.items()}
     return {
         "metrics": metrics,
         "metadata": {
-            "results": _lineage(cfg, "evaluate", eval_prompts=out["eval_prompts"], methods=list(models)),
+            "results": _lineage(cfg, "evaluate", eval_prompts=out["eval_prompts"], methods=list(out["methods"])),
             "report": _lineage(cfg, "evaluate"),
         },
     }

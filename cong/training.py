@@ -50,6 +50,41 @@ def dpo_args(train: DpoSettings, output_dir: Path) -> dict[str, Any]:
     return {**trainer_args(train, output_dir), "beta": train.beta, "loss_type": [train.loss_type]}
 
 
+def completion_dataset(rows: list[dict[str, Any]]):
+    """Conversational prompt/completion rows for trl (with completion_only_loss, the loss is on responses)."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["response"]}],
+            }
+            for r in rows
+        ]
+    )
+
+
+def sft_trainer_kwargs(
+    model_ref: str, rows: list[dict[str, Any]], train: TrainSettings, model_dir: Path, stage: str
+) -> dict[str, Any]:
+    """What an SFTTrainer (or a subclass with its own loss) needs to train `model_ref` on response rows."""
+    from trl import SFTConfig
+
+    from cong.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_ref)
+    tokenizer.padding_side = "right"
+    return {
+        "model": model_ref,
+        "args": SFTConfig(**trainer_args(train, Path(model_dir) / "checkpoints"), completion_only_loss=True),
+        "train_dataset": completion_dataset(rows),
+        "processing_class": tokenizer,
+        "peft_config": peft_config(train),
+        "callbacks": [progress_callback(stage)],
+    }
+
+
 def peft_config(train: TrainSettings):
     if train.lora is None:
         return None

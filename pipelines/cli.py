@@ -13,16 +13,51 @@ from cong.errors import CongError
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="a preset shipped with cong (default: tiny); see `cong presets`")
     parser.add_argument("--config", type=Path, help="a YAML config file (may `extends:` a preset)")
+    parser.add_argument(
+        "--methods",
+        help="comma-separated methods to compare, or `all` (overrides the config's `methods`); see `cong presets`",
+    )
+    parser.add_argument(
+        "--alpha-sweep",
+        metavar="ALPHAS",
+        help="CD alphas to sweep, e.g. `0,0.25,0.5` or `0,0.1,...,1` (overrides stages.alpha_sweep.alphas)",
+    )
+
+
+def parse_alphas(text: str) -> list[float]:
+    """`0,0.5,1` as given; `a,b,...,z` as the progression from a in steps of b - a up to z."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if "..." not in parts:
+            return [float(p) for p in parts]
+        if len(parts) != 4 or parts[2] != "...":
+            raise ValueError
+        first, second, last = float(parts[0]), float(parts[1]), float(parts[3])
+        step = second - first
+        if step <= 0 or last < first:
+            raise ValueError
+        count = round((last - first) / step)
+        return [round(first + i * step, 10) for i in range(count + 1)]
+    except ValueError:
+        raise CongError(
+            f"--alpha-sweep {text!r}: give comma-separated numbers in [0, 1] (e.g. 0,0.25,0.5) or a progression "
+            "`first,second,...,last` (e.g. 0,0.1,...,1)."
+        ) from None
 
 
 def _load(args: argparse.Namespace):
     from cong.config import load_config
 
-    return load_config(args.config, args.preset)
+    overrides: dict = {}
+    if getattr(args, "methods", None):
+        overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if getattr(args, "alpha_sweep", None):
+        overrides["stages"] = {"alpha_sweep": {"alphas": parse_alphas(args.alpha_sweep)}}
+    return load_config(args.config, args.preset, overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cong.report import format_table
+    from cong.report import format_sweep, format_table
     from pipelines.local import run_local
 
     if not args.local:
@@ -34,6 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = run_local(cfg, out, verbose=args.verbose)
     print(f"\n{format_table(results)}\n")
+    if results.get("alpha_sweep"):
+        print(f"alpha sweep (contrastive decoding on {results['alpha_sweep'][0]['prompts']} eval prompts):")
+        print(f"{format_sweep(results['alpha_sweep'])}\n")
     print(f"{results['eval_prompts']} held-out prompts; run took {results['run']['seconds']:.0f}s.")
     print(f"wrote {out / 'results.json'}, {out / 'report.html'} and the full log {out / 'pipeline.log'}")
     return 0

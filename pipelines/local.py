@@ -21,7 +21,7 @@ from cong.refs import resolve
 
 RESULT_FILES = ("results.json", "report.html", "responses.jsonl")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
-PROGRESS = re.compile(rf"^\s*\[({'|'.join(('testbed', *STAGES))})\] |Executing task|finished with status")
+PROGRESS = re.compile(rf"^\s*\[({'|'.join(('testbed', 'models', *STAGES))})\] |Executing task|finished with status")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 USER_ERROR = re.compile(r"cong\.errors\.CongError: (.*)")
 
@@ -58,10 +58,38 @@ class FilteredLog(io.TextIOBase):
         self.terminal.flush()
 
 
+def _resolve_artifact_oneof() -> None:
+    """Let kfp.local resolve dsl.OneOf over artifacts, as the KFP backend does.
+
+    kfp 2.17's local orchestrator picks the branch that ran for OneOf over parameters but fails for
+    artifacts ("Expected 1 artifact in ArtifactSelectorSpec. Got: 2"). This applies the same rule to
+    artifacts: the one selector whose producer ran. Remove when kfp.local handles it.
+    """
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    def get_dag_output_artifacts(cls, dag_outputs_spec, io_store) -> dict:
+        outputs = {}
+        for key, spec in dag_outputs_spec.artifacts.items():
+            found = []
+            for selector in spec.artifact_selectors:
+                try:
+                    found.append(io_store.get_task_output(selector.producer_subtask, selector.output_artifact_key))
+                except (KeyError, ValueError):  # that branch did not run
+                    continue
+            if len(found) != 1:
+                raise ValueError(f"dsl.OneOf output {key!r}: {len(found)} branches produced it, expected one.")
+            outputs[key] = found[0]
+        return outputs
+
+    OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)
+
+
 def preflight(cfg: Config) -> None:
-    """Fail fast, before any stage starts: build the testbed, read every prompt file, check the models."""
+    """Fail fast, before any stage starts: methods vs models, the testbed, every prompt file, the models."""
+    from cong.plan import check_methods
     from cong.testbed import build_testbed
 
+    check_methods(cfg)
     if cfg.uses_testbed():
         build_testbed(cfg.testbed, progress=lambda m: log("testbed", m.removeprefix("testbed: ")))
     for ref, limit in (
@@ -81,16 +109,17 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False) -> dict:
 
     from pipelines.pipeline import PIPELINE_NAME, build_pipeline
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.monotonic()
+    preflight(cfg)  # a refused run leaves no run folder behind
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     # Each task writes its component source under TMPDIR and never deletes it; keep that inside the run.
     (out_dir / "tmp").mkdir(exist_ok=True)
     os.environ["TMPDIR"] = str(out_dir / "tmp")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    started = time.monotonic()
-    preflight(cfg)
     root = out_dir / "kfp"
+    _resolve_artifact_oneof()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     log_path = out_dir / "pipeline.log"
     with log_path.open("w") as log_file:

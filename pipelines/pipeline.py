@@ -1,63 +1,148 @@
-"""The ConG DAG: weak_align -> cd_sample -> sft -> strong_sample -> pair -> dpo -> evaluate.
+"""The weak-to-strong DAG: every method of the comparison table, branching by the run's `methods`.
 
-The pipeline is built from a validated config: the config becomes the default of the pipeline parameter
-`config` (override it when submitting a run), and each stage gets the resources the config gives it.
+    plan -> weak_align -> [weak_sample] -> weak_sft | auxconf | wspo | icl_refine -> sft
+                       -> wsd (eval rows) | wsd (train) -> sft
+                       -> cd_sample -> sft (ConG-S) -> strong_sample -> pair -> dpo (ConG)
+                       -> [alpha_sweep]
+                                                                    -> evaluate (one row per method)
+
+`plan` reads the config parameter at run time and switches each branch on or off (dsl.If), so the method
+set stays a pipeline parameter. A branch that is off runs `not_selected` instead, which gives dsl.OneOf
+the output it needs from the Else side; evaluate reads only the methods the config selects. Shared work
+runs once: one weak alignment for all methods, one weak sample set for the weak-label methods, one CD
+pass and one ConG-S model for both ConG rows.
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's annotations as types.
 
 from kfp import dsl
 
+from components.alpha_sweep.component import alpha_sweep
+from components.auxconf.component import auxconf
 from components.cd_sample.component import cd_sample
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
+from components.icl_refine.component import icl_refine
+from components.not_selected.component import not_selected
 from components.pair.component import pair
+from components.plan.component import plan
 from components.sft.component import sft
 from components.strong_sample.component import strong_sample
 from components.weak_align.component import weak_align
-from cong.config import STAGES, Config, Resources
+from components.weak_sample.component import weak_sample
+from components.wsd.component import wsd
+from components.wspo.component import wspo
+from cong.config import Config
 
 PIPELINE_NAME = "cong"
 # Sampling draws with temperature: a cached result would be a stale draw, not the same computation.
-SAMPLING_STAGES = {"weak_align", "cd_sample", "strong_sample", "evaluate"}
-
-
-def _schedule(task: dsl.PipelineTask, stage: str, resources: Resources) -> dsl.PipelineTask:
-    task.set_display_name(stage)
-    task.set_cpu_limit(resources.cpu).set_memory_limit(resources.memory)
-    if resources.gpus:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(resources.gpus)
-    task.set_caching_options(stage not in SAMPLING_STAGES)
-    return task
+SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate"}
 
 
 def build_pipeline(cfg: Config):
     """The pipeline function for this config (compile it, or call it under kfp.local)."""
-    resources = {stage: cfg.resources.get(stage, Resources()) for stage in STAGES}
     supplied_aligned = cfg.models.weak_aligned is not None
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Contrastive weak-to-strong alignment (ConG)")
+    def schedule(task: dsl.PipelineTask, stage: str, name: str | None = None) -> dsl.PipelineTask:
+        task.set_display_name(name or stage)
+        r = cfg.resources_for(stage)
+        task.set_cpu_limit(r.cpu).set_memory_limit(r.memory)
+        if r.gpus:
+            task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(r.gpus)
+        task.set_caching_options(stage not in SAMPLING_STAGES)
+        return task
+
+    def skipped(method: str) -> dsl.PipelineTask:
+        return schedule(not_selected(method=method), "plan", f"{method} (not selected)")
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Weak-to-strong alignment: ConG and the baselines, compared")
     def cong_pipeline(config: dict = cfg.as_parameter()):
+        planned = schedule(plan(config=config), "plan")
+        switches = planned.outputs
+
+        def branch(switch: str, build, kind: str):
+            """`build()`'s output when the plan switches `switch` on, else a placeholder of that kind."""
+            with dsl.If(switches[switch] == True, name=switch):  # noqa: E712 (a kfp condition, not a bool)
+                produced = build()
+            with dsl.Else(name=f"no-{switch}"):
+                placeholder = skipped(switch).outputs[kind]
+            return dsl.OneOf(produced, placeholder)
+
         aligned = {}
         if not supplied_aligned:
-            weak = _schedule(weak_align(config=config), "weak_align", resources["weak_align"])
+            # After the plan: a config whose methods do not fit its models fails before any training.
+            weak = schedule(weak_align(config=config).after(planned), "weak_align")
             aligned = {"weak_aligned": weak.outputs["weak_aligned"]}
-        cd = _schedule(cd_sample(config=config, **aligned), "cd_sample", resources["cd_sample"])
-        cong_s = _schedule(sft(config=config, data=cd.outputs["responses"]), "sft", resources["sft"])
-        strong = _schedule(
-            strong_sample(config=config, model=cong_s.outputs["model"]), "strong_sample", resources["strong_sample"]
+
+        def train_sft(data, method: str):
+            return schedule(sft(config=config, data=data, method=method), "sft", f"sft ({method})").outputs["model"]
+
+        weak_samples = branch(
+            "weak_samples",
+            lambda: schedule(weak_sample(config=config, **aligned), "weak_sample").outputs["responses"],
+            "data",
         )
-        pairs = _schedule(
-            pair(config=config, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]),
-            "pair",
-            resources["pair"],
+        models = {
+            "weak_sft": branch("weak_sft", lambda: train_sft(weak_samples, "weak_sft"), "model"),
+            "auxconf": branch(
+                "auxconf",
+                lambda: schedule(auxconf(config=config, data=weak_samples), "auxconf").outputs["model"],
+                "model",
+            ),
+            "wspo": branch(
+                "wspo",
+                lambda: schedule(
+                    wspo(config=config, data=weak_samples if supplied_aligned else weak.outputs["pairs"], **aligned),
+                    "wspo",
+                ).outputs["model"],
+                "model",
+            ),
+            "icl_refine": branch(
+                "icl_refine",
+                lambda: train_sft(
+                    schedule(icl_refine(config=config, data=weak_samples), "icl_refine").outputs["responses"],
+                    "icl_refine",
+                ),
+                "model",
+            ),
+            "wsd_sft": branch(
+                "wsd_sft",
+                lambda: train_sft(
+                    schedule(wsd(config=config, split="train", **aligned), "wsd", "wsd (train)").outputs["responses"],
+                    "wsd_sft",
+                ),
+                "model",
+            ),
+        }
+        wsd_rows = branch(
+            "wsd",
+            lambda: schedule(wsd(config=config, split="eval", **aligned), "wsd", "wsd (eval)").outputs["responses"],
+            "data",
         )
-        cong = _schedule(
-            dpo(config=config, model=cong_s.outputs["model"], pairs=pairs.outputs["pairs"]), "dpo", resources["dpo"]
+
+        def cong_s_model():
+            cd = schedule(cd_sample(config=config, **aligned), "cd_sample")
+            return cd, train_sft(cd.outputs["responses"], "cong_s")
+
+        with dsl.If(switches["cong_mode"] == "cong", name="cong"):
+            cd, cong_s = cong_s_model()
+            strong = schedule(strong_sample(config=config, model=cong_s), "strong_sample")
+            pairs = schedule(
+                pair(config=config, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]), "pair"
+            )
+            cong = schedule(dpo(config=config, model=cong_s, pairs=pairs.outputs["pairs"]), "dpo").outputs["aligned"]
+        with dsl.Elif(switches["cong_mode"] == "cong_s", name="cong-s-only"):
+            _, cong_s_only = cong_s_model()
+            cong_skipped = skipped("cong").outputs["model"]
+        with dsl.Else(name="no-cong"):
+            neither_cong_s, neither_cong = skipped("cong_s").outputs["model"], skipped("cong").outputs["model"]
+        models["cong_s"] = dsl.OneOf(cong_s, cong_s_only, neither_cong_s)
+        models["cong"] = dsl.OneOf(cong, cong_skipped, neither_cong)
+
+        sweep = branch(
+            "alpha_sweep",
+            lambda: schedule(alpha_sweep(config=config, **aligned), "alpha_sweep").outputs["points"],
+            "points",
         )
-        _schedule(
-            evaluate(config=config, cong_s=cong_s.outputs["model"], cong=cong.outputs["aligned"], **aligned),
-            "evaluate",
-            resources["evaluate"],
-        )
+        schedule(evaluate(config=config, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned), "evaluate")
 
     return cong_pipeline

@@ -25,3 +25,14 @@ def micro_testbed(micro_config) -> Path:
     from cong.testbed import build_testbed
 
     return build_testbed(micro_config.testbed, progress=lambda m: None)
+
+
+def changed(before_dir, after_dir) -> bool:
+    """Whether training moved any weight: a stage that trained nothing would still write a model folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(before_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(after_dir).state_dict()
+    assert before.keys() == after.keys()
+    return any(not torch.equal(before[k], after[k]) for k in before)

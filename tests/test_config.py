@@ -9,7 +9,7 @@ from cong.config import Config, load_config, preset_names
 from cong.errors import CongError
 
 
-@pytest.mark.parametrize("name", ["tiny", "qwen2.5-3b-to-7b", "llama3.2-3b-to-llama3-8b"])
+@pytest.mark.parametrize("name", preset_names())
 def test_presets_validate(name):
     cfg = load_config(preset=name)
     assert cfg.name == name
@@ -83,3 +83,82 @@ def test_cli_validate_exit_status(tmp_path):
         [sys.executable, "-m", "pipelines.cli", "validate", str(good)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_methods_all_expands_in_table_order_and_names_are_checked(tmp_path):
+    from cong.config import METHODS
+
+    assert load_config(preset="tiny").methods == list(METHODS)
+    cfg = load_config(preset="tiny", overrides={"methods": ["cong", "base", "wsd", "base"]})
+    assert cfg.methods == ["base", "wsd", "cong"]
+    assert load_config(preset="tiny", overrides={"methods": ["wspo", "all"]}).methods == list(METHODS)
+    message = str(pytest.raises(CongError, load_config, None, "tiny", {"methods": ["cong", "wsp"]}).value)
+    assert "methods.1 = 'wsp'" in message and "'wspo'" in message
+
+
+def test_method_plan_switches_shared_stages_once():
+    from cong.plan import method_plan
+
+    every = method_plan(load_config(preset="tiny"))
+    assert every == {
+        "weak_sft": True,
+        "auxconf": True,
+        "wspo": True,
+        "icl_refine": True,
+        "wsd_sft": True,
+        "wsd": True,
+        "weak_samples": True,
+        "cong_mode": "cong",
+        "alpha_sweep": True,
+    }
+    only = method_plan(load_config(preset="tiny", overrides={"methods": ["base", "cong_s", "wspo"]}))
+    assert only["cong_mode"] == "cong_s" and only["wspo"] and not only["weak_samples"]
+    assert not any(only[m] for m in ("weak_sft", "auxconf", "icl_refine", "wsd", "wsd_sft"))
+    supplied = load_config(preset="tiny", overrides={"methods": ["wspo"], "models": {"weak_aligned": "testbed:weak"}})
+    assert method_plan(supplied)["weak_samples"]  # no weak preference pairs: WSPO trains on weak samples
+
+
+def test_parse_alphas():
+    from pipelines.cli import parse_alphas
+
+    assert parse_alphas("0, 0.5,1") == [0.0, 0.5, 1.0]
+    assert parse_alphas("0,0.1,...,1") == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert parse_alphas("0.2,0.4,...,0.8") == [0.2, 0.4, 0.6, 0.8]
+    for bad in ("a,b", "0,...,1", "0.5,0.4,...,1"):
+        assert "--alpha-sweep" in str(pytest.raises(CongError, parse_alphas, bad).value)
+
+
+def test_cross_family_wspo_is_refused_before_any_stage(tmp_path):
+    """The check needs no model: the testbed's tokenizer is shared with no outside model."""
+    from cong.plan import check_methods
+
+    cross = load_config(preset="tiny-cross-smol")
+    assert "wspo" not in cross.methods
+    check_methods(cross)
+    wspo = load_config(preset="tiny-cross-smol", overrides={"methods": ["base", "wspo", "cong"]})
+    message = str(pytest.raises(CongError, check_methods, wspo).value)
+    assert "wspo needs the weak and strong models to share a tokenizer" in message
+    assert "cross-family" in message and "Remove wspo from `methods`" in message
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "run",
+            "--local",
+            "--preset",
+            "tiny-cross-smol",
+            "--methods",
+            "base,wspo",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "wspo needs the weak and strong models to share a tokenizer" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -1,56 +1,63 @@
 """The whole pipeline through kfp.local (SubprocessRunner, use_venv=False) on the micro testbed."""
 
 import json
+import re
 import subprocess
 import sys
 
-from cong.config import load_config
-from tests.conftest import MICRO
+import yaml
+
+from cong.config import METHODS, load_config
+from tests.conftest import MICRO, ROOT
 
 
-def cong_run_local(config, out, timeout=1200):
+def cong_run_local(config, out, timeout=1200, extra=()):
     """`cong run --local` in a subprocess, as a user runs it."""
     command = [sys.executable, "-m", "pipelines.cli", "run", "--local", "--config", str(config), "--out", str(out)]
+    command += list(extra)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def test_cong_run_local(tmp_path, micro_testbed):
+def test_cong_run_local_all_methods(tmp_path, micro_testbed):
+    """`--methods all` with an alpha sweep: every method's branch runs and gets its row."""
     out = tmp_path / "run"
-    proc = cong_run_local(MICRO, out)
+    proc = cong_run_local(MICRO, out, extra=["--methods", "all", "--alpha-sweep", "0,0.5,1"])
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "win_rate_vs_base" in proc.stdout and "cong_s" in proc.stdout
+    assert "win_rate_vs_base" in proc.stdout and "alpha sweep" in proc.stdout
 
     results = json.loads((out / "results.json").read_text())
-    assert set(results["methods"]) == {"base", "weak_aligned", "cong_s", "cong"}
-    for row in results["methods"].values():
-        assert {"reward_mean", "win_rate_vs_base", "accuracy", "implicit_reward"} <= set(row)
-    assert "<img" in (out / "report.html").read_text()
+    assert list(results["methods"]) == list(METHODS)
+    for method, row in results["methods"].items():
+        assert {"reward_mean", "win_rate_vs_base", "accuracy", "style", "implicit_reward"} <= set(row), method
+    assert [p["alpha"] for p in results["alpha_sweep"]] == [0.0, 0.5, 1.0]
+    report = (out / "report.html").read_text()
+    assert report.count("<img") == 2 and 'id="alpha-sweep"' in report
+    responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert set(METHODS) <= set(responses[0])
 
-    runs = list((out / "kfp").glob("cong-*"))
-    assert len(runs) == 1
-    task_outputs = {
-        "weak-align": ["pairs", "weak_aligned", "metrics"],
-        "cd-sample": ["responses", "metrics"],
-        "sft": ["model", "metrics"],
-        "strong-sample": ["responses", "metrics"],
-        "pair": ["pairs", "metrics"],
-        "dpo": ["aligned", "metrics"],
-        "evaluate": ["results", "report", "metrics"],
-    }
-    for task, outputs in task_outputs.items():
-        executor = json.loads((runs[0] / task / "executor_output.json").read_text())["artifacts"]
-        assert set(executor) == set(outputs), task
-        for name in outputs:
-            artifact = executor[name]["artifacts"][0]
+    (run,) = (out / "kfp").glob("cong-*")
+    executed = {d.name for d in run.iterdir()}
+    assert not any(name.startswith("not-selected") for name in executed), "every branch was selected"
+    # One CD pass and one weak alignment for the whole run; sft ran for cong_s, weak_sft, icl_refine, wsd_sft.
+    assert {"plan", "weak-align", "weak-sample", "cd-sample", "strong-sample", "pair", "dpo"} <= executed
+    assert {"auxconf", "wspo", "icl-refine", "alpha-sweep", "evaluate"} <= executed
+    assert sum(name.startswith("cd-sample") for name in executed) == 1
+    assert sum(name.startswith("wsd") for name in executed) == 2
+    sft_methods = set()
+    for task in executed:
+        executor = json.loads((run / task / "executor_output.json").read_text()).get("artifacts", {})
+        for name, output in executor.items():
+            metadata = output["artifacts"][0]["metadata"]
             if name == "metrics":
-                assert artifact["metadata"], f"{task} logged no metrics"
+                assert metadata, f"{task} logged no metrics"
             else:
-                assert (runs[0] / task / name).exists(), f"{task}/{name}"
-                assert artifact["metadata"]["stage"] == task.replace("-", "_")
-    executor = json.loads((runs[0] / "dpo" / "executor_output.json").read_text())
-    aligned = executor["artifacts"]["aligned"]["artifacts"][0]["metadata"]
-    assert aligned["beta"] == load_config(MICRO).stages.dpo.train.beta
-    assert (runs[0] / "dpo" / "aligned" / "model.safetensors").is_file()
+                assert metadata["stage"] == re.sub(r"-\d+$", "", task).replace("-", "_"), task
+                if metadata["stage"] == "sft":
+                    sft_methods.add(metadata["method"])
+    assert sft_methods == {"cong_s", "weak_sft", "icl_refine", "wsd_sft"}
+    dpo = json.loads((run / "dpo" / "executor_output.json").read_text())["artifacts"]["aligned"]["artifacts"][0]
+    assert dpo["metadata"]["beta"] == load_config(MICRO).stages.dpo.train.beta
+    assert (run / "dpo" / "aligned" / "model.safetensors").is_file()
 
 
 def test_malformed_prompt_row_exits_2(tmp_path):
@@ -68,17 +75,69 @@ def test_malformed_prompt_row_exits_2(tmp_path):
 
 
 def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
-    """`models.weak_aligned` given: no weak_align task; cd_sample and evaluate read the supplied model."""
+    """`models.weak_aligned` given: no weak_align task; the stages read the supplied model.
+
+    Also the branches left off: ConG-S without ConG (one CD pass, no DPO), and WSPO on weak samples, since
+    without weak alignment there are no preference pairs.
+    """
+    raw = yaml.safe_load(MICRO.read_text())
+    raw.update(name="supplied", methods=["base", "weak_aligned", "wspo", "cong_s"])
+    raw["models"] = {
+        "weak_base": "testbed:weak",
+        "strong_base": "testbed:strong",
+        "weak_aligned": str(micro_testbed / "weak"),
+    }
+    raw["stages"]["alpha_sweep"] = {"alphas": []}
     config = tmp_path / "c.yaml"
-    config.write_text(
-        MICRO.read_text().replace("name: micro", "name: supplied")
-        + f"models:\n  weak_base: testbed:weak\n  strong_base: testbed:strong\n"
-        f"  weak_aligned: {micro_testbed / 'weak'}\n"
-    )
+    config.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
     proc = cong_run_local(config, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (run,) = (out / "kfp").glob("cong-*")
-    assert not (run / "weak-align").exists() and (run / "cd-sample" / "responses").is_file()
+    executed = {d.name for d in run.iterdir()}
+    stages = {re.sub(r"-\d+$", "", d) for d in executed}
+    assert not stages & {"weak-align", "dpo", "strong-sample", "pair", "alpha-sweep"}
+    assert {"plan", "weak-sample", "wspo", "cd-sample", "sft", "evaluate"} <= stages
+    assert sum(d.startswith("cd-sample") for d in executed) == 1
+    skipped = {
+        json.loads((run / d / "executor_output.json").read_text())["artifacts"]["model"]["artifacts"][0]["metadata"][
+            "not_selected"
+        ]
+        for d in executed
+        if d.startswith("not-selected")
+    }
+    assert skipped == {"weak_sft", "auxconf", "icl_refine", "wsd", "wsd_sft", "cong", "alpha_sweep"}
     results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["base", "weak_aligned", "wspo", "cong_s"]
     assert results["weak_pair"]["aligned"] == str(micro_testbed / "weak")
+
+
+def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed):
+    """A real model of another family as the strong model: SmolLM2-135M-Instruct (49,152-token vocabulary)
+    aligned by the testbed's weak pair (600 tokens). CD, WSD and the weak labels cross as text."""
+    raw = yaml.safe_load(MICRO.read_text())
+    cross = yaml.safe_load((ROOT / "cong" / "presets" / "tiny-cross-smol.yaml").read_text())
+    raw.update(name="cross", methods=["base", "weak_sft", "wsd", "cong_s"])
+    raw["models"] = {**cross["models"], "weak_base": "testbed:weak"}
+    raw["data"] = {"max_train_prompts": 8, "max_eval_prompts": 4}
+    short = {"sampling": {"max_new_tokens": 12}}
+    raw["stages"].update(
+        weak_sample=short,
+        cd_sample=short,
+        evaluate=short,
+        sft={"train": {"learning_rate": 2.0e-5, "per_device_batch_size": 4, "max_length": 64}},
+        weak_sft={"train": {"learning_rate": 2.0e-5, "per_device_batch_size": 4, "max_length": 64}},
+        wsd={"draft_max_new_tokens": 12, "max_total_tokens": 16},
+        alpha_sweep={"alphas": []},
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    proc = cong_run_local(config, out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["base", "weak_sft", "wsd", "cong_s"]
+    (run,) = (out / "kfp").glob("cong-*")
+    sft = next(d for d in run.iterdir() if d.name.startswith("sft"))
+    with (sft / "model" / "config.json").open() as f:
+        assert json.load(f)["vocab_size"] == 49152

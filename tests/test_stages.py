@@ -14,6 +14,7 @@ from cong.stages.pair import pair
 from cong.stages.sft import sft
 from cong.stages.strong_sample import strong_sample
 from cong.stages.weak_align import weak_align
+from tests.conftest import changed
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +54,6 @@ def world(micro_config, micro_testbed, tmp_path_factory):
         models, refs["weak_base"], str(out / "weak_aligned"), refs["eval_prompts"], out / "eval", s.evaluate
     )
     return cfg, out, refs, m
-
-
-def changed(before_dir, after_dir) -> bool:
-    """Whether training moved any weight: a stage that trained nothing would still write a model folder."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    before = AutoModelForCausalLM.from_pretrained(before_dir).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(after_dir).state_dict()
-    assert before.keys() == after.keys()
-    return any(not torch.equal(before[k], after[k]) for k in before)
 
 
 def test_weak_align(world):
@@ -134,14 +124,14 @@ def test_implicit_reward(world):
     import torch
 
     from cong.models import prompt_ids
-    from cong.stages.evaluate import ImplicitReward
+    from cong.rewards import ImplicitReward
 
     cfg, out, refs, metrics = world
     prompts = ["What is 2 + 3?", "Sort the digits 3 1 2.", "Reverse the letters c a t."]
     responses = ["Sure! The answer is 5. I hope this helps!", "1 2 3", "Ugh, t a c. Obviously."]
-    same = ImplicitReward(refs["weak_base"], refs["weak_base"], batch_size=3).score(prompts, responses)
+    same = ImplicitReward.load(refs["weak_base"], refs["weak_base"], batch_size=3).score(prompts, responses)
     assert same == [0.0, 0.0, 0.0]
-    pair_scorer = ImplicitReward(refs["weak_base"], str(out / "weak_aligned"), batch_size=3)
+    pair_scorer = ImplicitReward.load(refs["weak_base"], str(out / "weak_aligned"), batch_size=3)
     batched = pair_scorer.score(prompts, responses)
     pair_scorer.batch_size = 1
     assert pair_scorer.score(prompts, responses) == pytest.approx(batched, abs=1e-5)
@@ -169,3 +159,54 @@ def test_contrastive_sampler_refuses_a_different_tokenizer(world, tmp_path):
     tokenizer.save_pretrained(other)
     with pytest.raises(CongError, match="do not share a tokenizer"):
         Sampler(str(out / "weak_aligned"), amateur_ref=str(other))
+
+
+def test_alpha_sweep_and_evaluate_of_response_files(world, tmp_path):
+    """A responses file is a method row like a model; the sweep's points land in results.json and the report."""
+    from cong.config import AlphaSweepSettings
+    from cong.stages.alpha_sweep import alpha_sweep
+
+    cfg, out, refs, metrics = world
+    sweep = AlphaSweepSettings(alphas=[0.0, 1.0], prompts=3)
+    points = alpha_sweep(
+        refs["weak_base"],
+        str(out / "weak_aligned"),
+        refs["eval_prompts"],
+        tmp_path / "sweep.json",
+        cfg.stages.cd_sample,
+        sweep,
+        "testbed",
+    )
+    assert set(points) == {f"alpha_{a}.{k}" for a in ("0", "1") for k in ("reward_mean", "implicit_reward")}
+    strong_sample(refs["strong_base"], refs["eval_prompts"], tmp_path / "wsd.jsonl", cfg.stages.strong_sample.sampling)
+    results = evaluate(
+        {"base": refs["strong_base"]},
+        refs["weak_base"],
+        str(out / "weak_aligned"),
+        refs["eval_prompts"],
+        tmp_path / "eval",
+        cfg.stages.evaluate,
+        max_prompts=3,
+        responses_of={"wsd": str(tmp_path / "wsd.jsonl")},
+        alpha_sweep_path=str(tmp_path / "sweep.json"),
+    )
+    assert list(results["methods"]) == ["base", "wsd"]
+    assert [p["alpha"] for p in results["alpha_sweep"]] == [0.0, 1.0]
+    assert all(p["prompts"] == 3 and "accuracy" in p for p in results["alpha_sweep"])
+    assert 'id="alpha-sweep"' in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_evaluate_names_a_responses_file_missing_eval_prompts(world, tmp_path):
+    cfg, out, refs, metrics = world
+    write_jsonl(tmp_path / "short.jsonl", [{"id": "nope", "prompt": "p", "response": "x"}])
+    with pytest.raises(CongError, match="the wsd responses .* lack 2 eval prompts"):
+        evaluate(
+            {},
+            refs["weak_base"],
+            str(out / "weak_aligned"),
+            refs["eval_prompts"],
+            tmp_path / "eval",
+            cfg.stages.evaluate,
+            max_prompts=2,
+            responses_of={"wsd": str(tmp_path / "short.jsonl")},
+        )

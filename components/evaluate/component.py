@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.image import BASE_IMAGE
 
@@ -7,28 +7,52 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(
     config: dict,
+    weak_sft: Input[Model],
+    auxconf: Input[Model],
+    wspo: Input[Model],
+    icl_refine: Input[Model],
+    wsd_sft: Input[Model],
     cong_s: Input[Model],
     cong: Input[Model],
+    wsd: Input[Dataset],
+    alpha_sweep: Input[Artifact],
     results: Output[Artifact],
     report: Output[HTML],
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
 ):
-    """Score every method's model on the held-out prompts; one row per method.
+    """Score every selected method on the held-out prompts; one row per method.
+
+    Inputs of methods the run leaves out are `not_selected` placeholders; the config's `methods` picks
+    the rows, so they are never read.
 
     Args:
         config: the run's configuration; `methods` picks the rows, `stages.evaluate` the sampling and reward.
+        weak_sft: the WeakSFT model.
+        auxconf: the AuxConf model.
+        wspo: the WSPO model.
+        icl_refine: the model fine-tuned on ICL-refined labels.
+        wsd_sft: the model fine-tuned on WSD responses.
         cong_s: the ConG-S model.
         cong: the ConG model.
+        wsd: WSD responses on the eval prompts (a decode-time method: no model).
+        alpha_sweep: the alpha sweep's points (shown in the report when the sweep ran).
         results: folder with results.json, responses.jsonl and report.html.
-        report: the comparison table and plot as HTML (shown inline in the Kubeflow UI).
+        report: the comparison table and plots as HTML (shown inline in the Kubeflow UI).
         metrics: `<method>.<metric>` scalars, comparable across runs in the UI.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
     """
     from cong import steps
 
-    aligned = weak_aligned.path if weak_aligned is not None else None
+    models = {"weak_sft": weak_sft, "auxconf": auxconf, "wspo": wspo, "icl_refine": icl_refine}
+    models.update({"wsd_sft": wsd_sft, "cong_s": cong_s, "cong": cong})
     result = steps.evaluate(
-        config, weak_aligned=aligned, cong_s=cong_s.path, cong_model=cong.path, results=results.path, report=report.path
+        config,
+        weak_aligned=weak_aligned.path if weak_aligned is not None else None,
+        models={name: artifact.path for name, artifact in models.items()},
+        responses_of={"wsd": wsd.path},
+        alpha_sweep_points=alpha_sweep.path,
+        results=results.path,
+        report=report.path,
     )
     steps.record(result, metrics, results=results, report=report)

@@ -5,16 +5,19 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def sft(config: dict, data: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
-    """Stage I (ConG-S): supervised fine-tuning of the strong base model, loss on response tokens only.
+def sft(config: dict, data: Input[Dataset], model: Output[Model], metrics: Output[Metrics], method: str = "cong_s"):
+    """Supervised fine-tuning of the strong base model, loss on response tokens only.
+
+    Stage I of ConG (ConG-S, on CD responses), and the SFT step of weak_sft, icl_refine and wsd_sft.
 
     Args:
-        config: the run's configuration; `stages.sft.train` holds the trainer settings.
+        config: the run's configuration; the method's `train` block holds the trainer settings.
         data: (prompt, response) rows to imitate.
         model: the fine-tuned strong model (Hugging Face folder).
         metrics: training loss and steps.
+        method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
     """
     from cong import steps
 
-    result = steps.sft(config, data=data.path, model=model.path)
+    result = steps.sft(config, data=data.path, model=model.path, method=method)
     steps.record(result, metrics, model=model)

@@ -84,7 +84,7 @@ def _forward(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tens
     return out.logits[:, -1, :].float().to(ids.device), out.past_key_values
 
 
-def _left_pad(prompts: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompts: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -107,7 +107,7 @@ def _decode_batch(
     relative_top: float,
 ) -> list[list[int]]:
     """One left-padded batch: prefill, then one token per row per step until every row has emitted eos."""
-    ids, mask = _left_pad(prompts, pad, eos.device)
+    ids, mask = left_pad(prompts, pad, eos.device)
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     expert_logits, expert_cache = _forward(expert, ids, mask, positions, None)
     if amateur is not None:

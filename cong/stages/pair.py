@@ -11,10 +11,13 @@ from cong.errors import CongError
 def pair(chosen_path: str, rejected_path: str, out_path: Path) -> dict[str, float]:
     chosen = {r["id"]: r for r in read_jsonl(chosen_path, RESPONSE_FIELDS)}
     rejected = {r["id"]: r for r in read_jsonl(rejected_path, RESPONSE_FIELDS)}
-    rows, identical = [], 0
+    rows, identical, empty = [], 0, 0
     for row_id, c in chosen.items():
         r = rejected.get(row_id)
         if r is None:
+            continue
+        if not c["response"].strip():  # nothing to prefer
+            empty += 1
             continue
         if r["prompt"] != c["prompt"]:
             raise CongError(f"pair: id {row_id!r} has different prompts in {chosen_path} and {rejected_path}.")
@@ -31,5 +34,6 @@ def pair(chosen_path: str, rejected_path: str, out_path: Path) -> dict[str, floa
     return {
         "pairs": float(len(rows)),
         "dropped_identical": float(identical),
-        "dropped_unmatched": float(len(chosen) - len(rows) - identical),
+        "dropped_empty_chosen": float(empty),
+        "dropped_unmatched": float(len(chosen) - len(rows) - identical - empty),
     }

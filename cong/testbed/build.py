@@ -31,7 +31,7 @@ CHAT_TEMPLATE = (
     "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-BUILD_VERSION = 1  # bump when the world or the build changes, so old caches are not reused
+BUILD_VERSION = 3  # bump when the world or the build changes, so old caches are not reused
 Progress = Callable[[str], None]
 
 
@@ -61,18 +61,24 @@ def _prompt_sets(settings: TestbedSettings) -> tuple[list[world.Example], list[w
 
 
 def _corpus(settings: TestbedSettings, docs: list[world.Example]) -> list[list[dict[str, str]]]:
-    """Chats in every style; the aligned style is a minority, as in a web-scale pretraining mix."""
+    """Chats in every style; the aligned style is a minority, as in a web-scale pretraining mix.
+
+    Some chats run several turns in one voice, as conversations do; from them a model learns to keep the
+    style of the turns before, which is what in-context methods (ICL refinement) rely on.
+    """
     rng = random.Random(settings.seed + 1)
     others = [s for s in world.STYLES if s != world.ALIGNED_STYLE]
     chats = []
     for example in docs:
         style = world.ALIGNED_STYLE if rng.random() < settings.aligned_fraction else rng.choice(others)
-        chats.append(
-            [
-                {"role": "user", "content": example.prompt},
-                {"role": "assistant", "content": world.respond(rng, style, example.answer)},
-            ]
-        )
+        turns = 1
+        if rng.random() < settings.multi_turn_fraction:
+            turns = rng.randint(2, settings.max_turns)
+        chat = []
+        for ex in [example, *rng.sample(docs, turns - 1)]:
+            chat.append({"role": "user", "content": ex.prompt})
+            chat.append({"role": "assistant", "content": world.respond(rng, style, ex.answer)})
+        chats.append(chat)
     return chats
 
 
@@ -129,6 +135,27 @@ def _new_model(tokenizer, hidden: int, layers: int, seed: int):
     return LlamaForCausalLM(config)
 
 
+def _packed_batch(
+    token_ids: list[list[int]], rows: int, width: int, pad_id: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Rows of whole random chats back to back, up to `width` tokens (a longer chat is cut), then padding.
+
+    Multi-turn chats are several times longer than single ones; padding every row to the longest chat of
+    the batch would make each step cost as much as a batch of the longest chats.
+    """
+    batch = torch.full((rows, width), pad_id)
+    for i in range(rows):
+        row: list[int] = []
+        while len(row) < width:
+            chat = token_ids[int(torch.randint(len(token_ids), (1,), generator=generator))]
+            if row and len(row) + len(chat) > width:
+                break
+            row += chat
+        row = row[:width]
+        batch[i, : len(row)] = torch.tensor(row)
+    return batch
+
+
 def _pretrain(
     model, token_ids: list[list[int]], settings: TestbedSettings, pad_id: int, seed: int, progress: Progress, label: str
 ) -> float:
@@ -143,11 +170,7 @@ def _pretrain(
     losses: list[float] = []
     start = time.monotonic()
     for step in range(steps):
-        rows = torch.randint(len(token_ids), (settings.pretrain_batch_size,), generator=generator).tolist()
-        width = max(len(token_ids[r]) for r in rows)
-        batch = torch.full((len(rows), width), pad_id)
-        for i, r in enumerate(rows):
-            batch[i, : len(token_ids[r])] = torch.tensor(token_ids[r])
+        batch = _packed_batch(token_ids, settings.pretrain_batch_size, settings.pretrain_context, pad_id, generator)
         mask = batch != pad_id
         labels = batch.masked_fill(~mask, -100)
         loss = model(input_ids=batch, attention_mask=mask.long(), labels=labels).loss

@@ -1,0 +1,1 @@
+"""The alpha_sweep component."""

@@ -1,0 +1,21 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def alpha_sweep(config: dict, points: Output[Artifact], metrics: Output[Metrics], weak_aligned: Input[Model] = None):
+    """The alpha ablation: CD at each alpha on a fixed subset of eval prompts, scored two ways.
+
+    Args:
+        config: the run's configuration; `stages.alpha_sweep` holds the alphas and the subset size.
+        points: JSON with one point per alpha (explicit and implicit reward, lengths).
+        metrics: `alpha_<a>.reward_mean` and `alpha_<a>.implicit_reward`.
+        weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+    """
+    from cong import steps
+
+    aligned = weak_aligned.path if weak_aligned is not None else None
+    result = steps.alpha_sweep(config, weak_aligned=aligned, points=points.path)
+    steps.record(result, metrics, points=points)

@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+    """AuxConf baseline: the strong model learns weak labels mixed with its own confident predictions.
+
+    Args:
+        config: the run's configuration; `stages.auxconf` holds aux_coef, the ramp and trainer settings.
+        data: weak labels (JSONL: id, prompt, response).
+        model: the trained strong model (Hugging Face folder).
+        metrics: training loss and steps.
+    """
+    from cong import steps
+
+    result = steps.auxconf(config, data=data.path, model=model.path)
+    steps.record(result, metrics, model=model)

@@ -1,0 +1,1 @@
+"""The icl_refine component."""

@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def icl_refine(config: dict, data: Input[Dataset], responses: Output[Dataset], metrics: Output[Metrics]):
+    """ICL refinement: the strong base model rewrites each weak label with its batch's other pairs in context.
+
+    Args:
+        config: the run's configuration; `stages.icl_refine` holds B, the variant and decoding lengths.
+        data: weak labels (JSONL: id, prompt, response).
+        responses: the refined labels (JSONL: id, prompt, response), SFT targets.
+        metrics: how many labels changed, lengths.
+    """
+    from cong import steps
+
+    result = steps.icl_refine(config, data=data.path, responses=responses.path)
+    steps.record(result, metrics, responses=responses)

@@ -1,0 +1,1 @@
+"""The not_selected component."""

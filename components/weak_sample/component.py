@@ -1,0 +1,21 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def weak_sample(config: dict, responses: Output[Dataset], metrics: Output[Metrics], weak_aligned: Input[Model] = None):
+    """Weak labels: one sample per training prompt from the aligned weak model (or the weak base).
+
+    Args:
+        config: the run's configuration; `stages.weak_sample` picks the source model and sampling.
+        responses: one weak response per training prompt (JSONL: id, prompt, response).
+        metrics: row count and response lengths.
+        weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+    """
+    from cong import steps
+
+    aligned = weak_aligned.path if weak_aligned is not None else None
+    result = steps.weak_sample(config, weak_aligned=aligned, responses=responses.path)
+    steps.record(result, metrics, responses=responses)

@@ -1,0 +1,49 @@
+"""auxconf: Burns et al.'s auxiliary confidence loss, adapted by us to generation (method.md section 3).
+
+Burns et al. define it for classification; the per-token version here is ours: the strong model trains on weak
+responses against the target (1 - c) * onehot(weak token) + c * onehot(its own argmax, detached), with c ramping
+linearly from 0 to `aux_coef` over the first `ramp_fraction` of the steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trl import SFTTrainer
+
+from cong.config import AuxConfSettings
+from cong.data import training_rows
+from cong.losses import aux_coef_at, auxconf_loss
+from cong.training import sft_trainer_kwargs, train_and_save
+
+
+class AuxConfTrainer(SFTTrainer):
+    """SFTTrainer whose token loss mixes the weak label with the strong model's own hardened prediction."""
+
+    # The loss is a per-micro-batch mean, so the Trainer must divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, aux_coef: float, ramp_fraction: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.aux_coef, self.ramp_fraction = aux_coef, ramp_fraction
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # trl's collator gives input_ids, attention_mask and labels (-100 on prompt and padding tokens).
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        coef = aux_coef_at(self.state.global_step, self.state.max_steps, self.aux_coef, self.ramp_fraction)
+        loss = auxconf_loss(outputs.logits[:, :-1], inputs["labels"][:, 1:], coef)
+        self._metrics["train" if model.training else "eval"]["aux_coef"].append(coef)
+        return (loss, outputs) if return_outputs else loss
+
+
+def auxconf(
+    strong_base: str, data_path: str, model_dir: Path, settings: AuxConfSettings, stage: str = "auxconf"
+) -> dict[str, float]:
+    """AuxConf training of `strong_base` on the weak model's `response` rows of `data_path`."""
+    model_dir = Path(model_dir)
+    trainer = AuxConfTrainer(
+        **sft_trainer_kwargs(strong_base, training_rows(data_path, stage), settings.train, model_dir, stage),
+        aux_coef=settings.aux_coef,
+        ramp_fraction=settings.ramp_fraction,
+    )
+    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir)

@@ -1,0 +1,102 @@
+"""wspo: Weak-to-Strong Preference Optimization (method.md section 3), a trl SFTTrainer with the WSPO loss.
+
+The strong policy learns to move away from its frozen initial copy (pi_S_ref) by 1/beta times the log-ratio by
+which alignment moved the weak model (pi_r against pi_ref), token by token on the responses. All four models
+read the same token ids, so the weak and strong models must share a tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from trl import SFTTrainer
+
+from cong.config import WspoSettings
+from cong.data import PROMPT_FIELDS, read_jsonl, training_rows
+from cong.errors import CongError
+from cong.losses import IGNORE_INDEX, token_logps, wspo_loss
+from cong.models import load_model, load_tokenizer
+from cong.training import sft_trainer_kwargs, train_and_save
+
+
+class WspoTrainer(SFTTrainer):
+    """SFTTrainer whose loss is WSPO's, against a frozen strong reference and the weak pair (all frozen)."""
+
+    # The loss is a per-micro-batch mean, so the Trainer must divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, strong_ref, weak_base, weak_aligned, beta: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        device = self.accelerator.device
+        self.strong_ref, self.weak_base, self.weak_aligned = (
+            m.to(device) for m in (strong_ref, weak_base, weak_aligned)
+        )
+        self.beta = beta
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # trl's collator gives input_ids, attention_mask and labels (-100 on prompt and padding tokens).
+        ids, attention, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+        outputs = model(input_ids=ids, attention_mask=attention, use_cache=False)
+        with torch.no_grad():
+            strong_ref, aligned, base = (
+                token_logps(m(input_ids=ids, attention_mask=attention, use_cache=False).logits, labels)
+                for m in (self.strong_ref, self.weak_aligned, self.weak_base)
+            )
+        mask = labels[:, 1:] != IGNORE_INDEX
+        loss = wspo_loss(token_logps(outputs.logits, labels), strong_ref, aligned, base, mask, self.beta)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _frozen(ref: str):
+    model = load_model(ref)
+    model.requires_grad_(False)
+    return model
+
+
+def _rows(data_path: str, stage: str) -> list[dict]:
+    if "chosen" in read_jsonl(data_path, PROMPT_FIELDS, limit=1)[0]:
+        # Preference pairs: WSPO learns from the chosen responses only.
+        return [{**r, "response": r["chosen"]} for r in read_jsonl(data_path, ("id", "prompt", "chosen"))]
+    return training_rows(data_path, stage)
+
+
+def wspo_trainer(
+    strong_base: str,
+    weak_base: str,
+    weak_aligned: str,
+    data_path: str,
+    model_dir: Path,
+    settings: WspoSettings,
+    stage: str = "wspo",
+) -> WspoTrainer:
+    """WSPO of `strong_base` on the `chosen` (pairs) or `response` rows of `data_path`."""
+    vocabulary = load_tokenizer(strong_base).get_vocab()
+    for ref in (weak_base, weak_aligned):
+        if load_tokenizer(ref).get_vocab() != vocabulary:
+            raise CongError(
+                f"the weak model {ref!r} does not share the tokenizer of the strong model {strong_base!r}; WSPO "
+                "feeds the same token ids to the weak and strong models, so it needs one model family (use "
+                "weak_sft or auxconf across families)."
+            )
+    return WspoTrainer(
+        **sft_trainer_kwargs(strong_base, _rows(data_path, stage), settings.train, model_dir, stage),
+        strong_ref=_frozen(strong_base),
+        weak_base=_frozen(weak_base),
+        weak_aligned=_frozen(weak_aligned),
+        beta=settings.beta,
+    )
+
+
+def wspo(
+    strong_base: str,
+    weak_base: str,
+    weak_aligned: str,
+    data_path: str,
+    model_dir: Path,
+    settings: WspoSettings,
+    stage: str = "wspo",
+) -> dict[str, float]:
+    model_dir = Path(model_dir)
+    trainer = wspo_trainer(strong_base, weak_base, weak_aligned, data_path, model_dir, settings, stage)
+    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir)
