@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from cong.cache import cache_root
 from cong.config import TestbedSettings
 from cong.data import write_jsonl
 from cong.testbed import world
@@ -33,10 +33,6 @@ CHAT_TEMPLATE = (
 )
 BUILD_VERSION = 3  # bump when the world or the build changes, so old caches are not reused
 Progress = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CONG_CACHE_DIR", Path.home() / ".cache" / "cong"))
 
 
 def testbed_dir(settings: TestbedSettings) -> Path:
