@@ -229,6 +229,18 @@ class TestbedSettings(Strict):
     pretrain_learning_rate: float = Field(3e-3, gt=0, le=1)
 
 
+class StorageSettings(Strict):
+    """Where a local run imports its inputs (s3://<bucket>/<prefix>/inputs/) and publishes what it made
+    (s3://<bucket>/<prefix>/runs/<run id>/). The endpoint and credentials come from the environment only."""
+
+    bucket: str = Field("cong", pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+    prefix: str = Field("", pattern=r"^[A-Za-z0-9._/\-]*$", description="key prefix inside the bucket")
+
+    def uri(self, *parts: str) -> str:
+        keys = [self.prefix.strip("/"), *parts]
+        return f"s3://{self.bucket}/" + "/".join(k for k in keys if k)
+
+
 class Resources(Strict):
     cpu: str = "4"
     memory: str = "32Gi"
@@ -245,6 +257,7 @@ class Config(Strict):
         ["all"], min_length=1, validate_default=True, description="table rows; `all` selects every method"
     )
     resources: dict[Literal[STAGES], Resources] = {}
+    storage: StorageSettings = StorageSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
 
     @field_validator("methods")

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +37,10 @@ STAGE = "storage"
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a transfer goes on, from the transfer threads, one call at a time."""
+
+
+class NotPublished(CongError):
+    """No manifest at a URI: never published, or its upload never finished."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +324,7 @@ def _read_manifest(client, settings: S3Settings, source: S3Uri) -> Manifest:
         data = client.get_object(Bucket=source.bucket, Key=key)["Body"].read()
     except Exception as exc:
         if error_code(exc) in ("NoSuchKey", "404"):
-            raise CongError(
+            raise NotPublished(
                 f"{source} is not published: it has no {MANIFEST_NAME}, so its upload never finished or the URI is "
                 "wrong. Publish the folder (again)."
             ) from None
@@ -434,10 +439,43 @@ def _replace(partial: Path, folder: Path, manifest: Manifest) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
+def publish_path(path: Path | str, uri: str, *, settings: S3Settings | None = None) -> str:
+    """Publish a folder at `uri`, or a single file as the one file of the folder `uri`; returns the reference
+    that names it (`uri`, or `uri/<file name>` for a file), which `localize` turns back into a local path."""
+    path = Path(path)
+    if path.is_dir():
+        publish_dir(path, uri, settings=settings)
+        return uri
+    with tempfile.TemporaryDirectory(prefix="cong-publish-") as staging:
+        (Path(staging) / path.name).symlink_to(path.resolve())
+        publish_dir(staging, uri, settings=settings)
+    return f"{uri.rstrip('/')}/{path.name}"
+
+
 def localize(ref: str, settings: S3Settings | None = None) -> str:
-    """A reference made loadable: an s3:// folder is fetched (cached) and its local path returned; local paths
-    and hub ids are returned as they are."""
+    """A reference made loadable: an s3:// folder is fetched (cached) and its local path returned, and so is the
+    folder of an s3:// file (`s3://bucket/folder/train.jsonl`); local paths and hub ids come back as they are."""
     location = parse_location(ref)
-    if isinstance(location, S3Uri):
+    if not isinstance(location, S3Uri):
+        return ref
+    settings = settings or S3Settings.from_env()
+    if find_manifest(location, settings) is not None:
         return str(fetch_dir(ref, settings=settings))
-    return ref
+    folder, _, name = ref.rstrip("/").rpartition("/")
+    manifest = find_manifest(parse_s3_uri(folder), settings) if folder.count("/") >= 3 else None
+    if manifest is None or name not in {entry.path for entry in manifest.files}:
+        raise NotPublished(
+            f"{ref} is not published: there is no {MANIFEST_NAME} under it, nor a published folder holding it. "
+            "Publish it (again) or fix the URI."
+        )
+    return str(fetch_dir(folder, settings=settings) / name)
+
+
+def find_manifest(source: S3Uri | str, settings: S3Settings | None = None) -> Manifest | None:
+    """The manifest of a published folder, or None when nothing is published there."""
+    settings = settings or S3Settings.from_env()
+    source = parse_s3_uri(source) if isinstance(source, str) else source
+    try:
+        return _read_manifest(settings.client(), settings, source)
+    except NotPublished:
+        return None

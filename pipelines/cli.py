@@ -67,13 +67,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     cfg = _load(args)
     out = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    results = run_local(cfg, out, verbose=args.verbose)
+    results = run_local(cfg, out, verbose=args.verbose, s3_endpoint=args.s3_endpoint)
     print(f"\n{format_table(results)}\n")
     if results.get("alpha_sweep"):
         print(f"alpha sweep (contrastive decoding on {results['alpha_sweep'][0]['prompts']} eval prompts):")
         print(f"{format_sweep(results['alpha_sweep'])}\n")
     print(f"{results['eval_prompts']} held-out prompts; run took {results['run']['seconds']:.0f}s.")
     print(f"wrote {out / 'results.json'}, {out / 'report.html'} and the full log {out / 'pipeline.log'}")
+    print(f"published to {results['artifacts']['run']}")
     return 0
 
 
@@ -119,6 +120,12 @@ def make_parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--out", type=Path, help="run folder (default: runs/<config>-<time>)")
     run.add_argument("--verbose", action="store_true", help="print every task's full log, not only progress")
+    run.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="use this S3-compatible server (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) instead "
+        "of starting the embedded one",
+    )
     run.set_defaults(func=cmd_run)
 
     comp = sub.add_parser(

@@ -21,7 +21,9 @@ from cong.refs import resolve
 
 RESULT_FILES = ("results.json", "report.html", "responses.jsonl")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
-PROGRESS = re.compile(rf"^\s*\[({'|'.join(('testbed', 'models', *STAGES))})\] |Executing task|finished with status")
+PROGRESS = re.compile(
+    rf"^\s*\[({'|'.join(('testbed', 'models', 'storage', *STAGES))})\] |Executing task|finished with status"
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 USER_ERROR = re.compile(r"cong\.errors\.CongError: (.*)")
 
@@ -103,11 +105,42 @@ def preflight(cfg: Config) -> None:
             raise CongError(f"model {ref!r}: {path} is not a Hugging Face model folder (no config.json).")
 
 
-def run_local(cfg: Config, out_dir: Path, verbose: bool = False) -> dict:
-    """Run the whole pipeline locally; results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
-    from kfp import local
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """os.environ with `values` set (kfp.local's task subprocesses inherit them), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
-    from pipelines.pipeline import PIPELINE_NAME, build_pipeline
+
+@contextlib.contextmanager
+def object_store(root: Path, endpoint: str | None):
+    """The S3-compatible store a local run uses: the user's server at `endpoint` (credentials from the AWS_*
+    variables; nothing is started), or an embedded SeaweedFS started for this run under `root` and stopped."""
+    from cong.objectstore import EmbeddedObjectStore
+    from cong.s3 import S3Settings
+
+    if endpoint:
+        with _environ({"AWS_ENDPOINT_URL_S3": endpoint}):
+            log("storage", f"object store at {endpoint}")
+            yield S3Settings.from_env()
+        return
+    with EmbeddedObjectStore(root) as store, _environ(store.env()):
+        log("storage", f"embedded object store (SeaweedFS) on {store.endpoint_url}, pid {store.pid}")
+        yield store.settings()
+
+
+def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: str | None = None) -> dict:
+    """Run the whole pipeline locally, its inputs and outputs through S3-compatible storage (embedded by
+    default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
+    from cong.publish import import_inputs, publish_results, publish_run
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -118,32 +151,47 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False) -> dict:
     # Each task writes its component source under TMPDIR and never deletes it; keep that inside the run.
     (out_dir / "tmp").mkdir(exist_ok=True)
     os.environ["TMPDIR"] = str(out_dir / "tmp")
+    with object_store(out_dir / "objectstore", s3_endpoint) as settings:
+        run_cfg, inputs = import_inputs(cfg, settings)
+        run_root = _run_pipeline(run_cfg, out_dir, verbose)
+        for name in RESULT_FILES:
+            shutil.copyfile(run_root / "evaluate" / "results" / name, out_dir / name)
+        results = json.loads((out_dir / "results.json").read_text())
+        artifacts = publish_run(run_root, run_cfg, settings, results["sources"])
+        results["artifacts"] = {**artifacts, "inputs": inputs}
+        results["run"] = {
+            "id": run_root.name,
+            "pipeline_root": str(run_root),
+            "seconds": round(time.monotonic() - started, 1),
+            "config": cfg.name,
+        }
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        publish_results(out_dir, RESULT_FILES, artifacts, settings)
+    log("storage", f"published to {artifacts['run']}")
+    return results
+
+
+def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool) -> Path:
+    """The DAG through kfp.local; returns the run's folder under out_dir/kfp."""
+    from kfp import local
+
+    from pipelines.pipeline import PIPELINE_NAME, build_pipeline
+
     root = out_dir / "kfp"
     _resolve_artifact_oneof()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     log_path = out_dir / "pipeline.log"
     with log_path.open("w") as log_file:
-        log = FilteredLog(log_file, sys.stdout, verbose)
+        log_to = FilteredLog(log_file, sys.stdout, verbose)
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with contextlib.redirect_stdout(log_to), contextlib.redirect_stderr(log_to):
                 build_pipeline(cfg)(config=cfg.as_parameter())
         except RuntimeError as exc:
-            if log.user_errors:
-                raise CongError(f"{log.user_errors[-1]} (full log: {log_path})") from None
-            tail = "\n".join(log.tail[-25:])
+            if log_to.user_errors:
+                raise CongError(f"{log_to.user_errors[-1]} (full log: {log_path})") from None
+            tail = "\n".join(log_to.tail[-25:])
             raise PipelineFailed(f"{exc}\n--- last lines of {log_path} ---\n{tail}") from None
-    runs = sorted(root.glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)
-    results_dir = runs[-1] / "evaluate" / "results"
-    for name in RESULT_FILES:
-        shutil.copyfile(results_dir / name, out_dir / name)
-    results = json.loads((out_dir / "results.json").read_text())
-    results["run"] = {
-        "pipeline_root": str(runs[-1]),
-        "seconds": round(time.monotonic() - started, 1),
-        "config": cfg.name,
-    }
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return sorted(root.glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)[-1]
 
 
 class PipelineFailed(Exception):

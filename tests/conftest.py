@@ -27,6 +27,19 @@ def micro_testbed(micro_config) -> Path:
     return build_testbed(micro_config.testbed, progress=lambda m: None)
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A real SeaweedFS server on 127.0.0.1 for the module; stop() sends SIGTERM to its PID and waits (SIGKILL
+    after a timeout)."""
+    from cong.objectstore import EmbeddedObjectStore
+
+    server = EmbeddedObjectStore(tmp_path_factory.mktemp("objectstore")).start()
+    yield server
+    pid = server.pid
+    server.stop()
+    assert not Path(f"/proc/{pid}").exists(), "the server process is gone (and reaped)"
+
+
 def changed(before_dir, after_dir) -> bool:
     """Whether training moved any weight: a stage that trained nothing would still write a model folder."""
     import torch

@@ -1,21 +1,24 @@
 """The whole pipeline through kfp.local (SubprocessRunner, use_venv=False) on the micro testbed."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
 from cong.config import METHODS, load_config
+from cong.objectstore import EmbeddedObjectStore
 from tests.conftest import MICRO, ROOT
 
 
-def cong_run_local(config, out, timeout=1200, extra=()):
+def cong_run_local(config, out, timeout=1200, extra=(), env=None):
     """`cong run --local` in a subprocess, as a user runs it."""
     command = [sys.executable, "-m", "pipelines.cli", "run", "--local", "--config", str(config), "--out", str(out)]
     command += list(extra)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_cong_run_local_all_methods(tmp_path, micro_testbed):
@@ -58,6 +61,24 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed):
     dpo = json.loads((run / "dpo" / "executor_output.json").read_text())["artifacts"]["aligned"]["artifacts"][0]
     assert dpo["metadata"]["beta"] == load_config(MICRO).stages.dpo.train.beta
     assert (run / "dpo" / "aligned" / "model.safetensors").is_file()
+    # The embedded store stopped with the run; a new server on its data serves what the run published.
+    with EmbeddedObjectStore(out / "objectstore") as server:
+        assert_published(results, server.settings())
+
+
+def assert_published(results, settings):
+    """Every method's model or responses and the results are in the store, and their manifests verify."""
+    from cong.storage import fetch_dir, localize
+
+    artifacts = results["artifacts"]
+    assert artifacts["run"] == f"s3://cong/runs/{results['run']['id']}"
+    assert set(artifacts["methods"]) == set(results["methods"])
+    assert artifacts["methods"]["base"] == artifacts["inputs"]["strong_base"]["uri"]
+    assert {i["from"] for i in artifacts["inputs"].values()} >= {"testbed:train", "testbed:eval", "testbed:weak"}
+    for uri in [artifacts["results"], *artifacts["methods"].values()]:
+        assert Path(localize(uri, settings)).exists(), uri
+    published = json.loads((fetch_dir(artifacts["results"], settings=settings) / "results.json").read_text())
+    assert published["artifacts"] == artifacts
 
 
 def test_malformed_prompt_row_exits_2(tmp_path):
@@ -141,3 +162,52 @@ def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed)
     sft = next(d for d in run.iterdir() if d.name.startswith("sft"))
     with (sft / "model" / "config.json").open() as f:
         assert json.load(f)["vocab_size"] == 49152
+
+
+def small_config(tmp_path, methods):
+    raw = yaml.safe_load(MICRO.read_text())
+    raw.update(name="small", methods=methods)
+    raw["stages"]["alpha_sweep"] = {"alphas": []}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def test_run_against_a_user_server_publishes_there_and_writes_no_credential(tmp_path, micro_testbed, store):
+    """`--s3-endpoint` with credentials in AWS_* variables: nothing is started, the run's inputs and outputs go
+    to that server, and no credential value appears in any file of the run, its log, its output or the
+    compiled pipeline."""
+    config = small_config(tmp_path, ["base", "weak_aligned", "wsd"])
+    out = tmp_path / "run"
+    secrets = [store.access_key_id, store.secret_access_key]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": secrets[0], "AWS_SECRET_ACCESS_KEY": secrets[1]}
+    proc = cong_run_local(config, out, extra=["--s3-endpoint", store.endpoint_url], env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (out / "objectstore").exists(), "no embedded store was started"
+    results = json.loads((out / "results.json").read_text())
+    assert_published(results, store.settings())
+
+    compiled = tmp_path / "pipeline.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "compile", "--config", str(config), "--out", str(compiled)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    written = [p for p in out.rglob("*") if p.is_file()] + [compiled]
+    assert len(written) > 20 and out / "pipeline.log" in written
+    for secret in secrets:
+        assert secret not in proc.stdout + proc.stderr
+        leaks = [p for p in written if secret.encode() in p.read_bytes()]
+        assert not leaks, f"a credential in {leaks}"
+
+
+def test_rejected_credentials_exit_2_before_any_stage(tmp_path, micro_testbed, store):
+    config = small_config(tmp_path, ["base"])
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": store.access_key_id, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    out = tmp_path / "run"
+    proc = cong_run_local(config, out, timeout=600, extra=["--s3-endpoint", store.endpoint_url], env=env)
+    assert proc.returncode == 2
+    assert "credentials rejected by" in proc.stderr and "Traceback" not in proc.stderr
+    assert "not-the-secret" not in proc.stderr
+    assert not (out / "kfp").exists()

@@ -22,15 +22,9 @@ FAIL_FAST = TransferOptions(
 )
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One server for the module; stop() sends SIGTERM to its PID and waits (SIGKILL after a timeout)."""
-    server = EmbeddedObjectStore(tmp_path_factory.mktemp("objectstore")).start()
-    ensure_bucket("models", server.settings())
-    yield server
-    pid = server.pid
-    server.stop()
-    assert not Path(f"/proc/{pid}").exists(), "the server process is gone (and reaped)"
+@pytest.fixture(scope="module", autouse=True)
+def models_bucket(store):
+    ensure_bucket("models", store.settings())
 
 
 @pytest.fixture(autouse=True)

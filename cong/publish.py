@@ -1,0 +1,102 @@
+"""A run's inputs and outputs through S3-compatible storage (`cong.storage`).
+
+Before a run, every input that is a local folder or file (the base models, a supplied aligned model, the
+prompt sets) is published under `s3://<bucket>/<prefix>/inputs/<field>-<content digest>/`, and the config the
+pipeline gets names those URIs, so each stage loads its inputs from the store (fetched, verified, cached). An
+input already published with the same content is not uploaded again.
+
+After the run, every model and dataset the run made is published under
+`s3://<bucket>/<prefix>/runs/<run id>/<task>/<output>/`, and its results under `.../results/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from cong.config import Config, config_from_dict
+from cong.progress import log
+from cong.refs import resolve
+from cong.s3 import S3Settings, ensure_bucket
+from cong.storage import find_manifest, publish_path, sha256_file
+
+INPUT_FIELDS = (
+    ("models", "weak_base"),
+    ("models", "strong_base"),
+    ("models", "weak_aligned"),
+    ("data", "train_prompts"),
+    ("data", "eval_prompts"),
+)
+RESULTS = "results"
+
+
+def content_digest(path: Path) -> str:
+    """A short sha256 over the relative names and contents of a folder's files (or of one file)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        digest.update(f"{name}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def import_inputs(cfg: Config, settings: S3Settings) -> tuple[Config, dict[str, dict[str, str]]]:
+    """Publish the config's local inputs to the store; returns the config naming them by URI, and per input
+    field where it came from and where it is now. Hub ids and inputs already in S3 stay as they are."""
+    ensure_bucket(cfg.storage.bucket, settings)
+    raw = cfg.model_dump(mode="json")
+    imported = {}
+    for section, field in INPUT_FIELDS:
+        ref = raw[section][field]
+        if ref is None or ref.startswith("s3://"):
+            continue
+        path = Path(resolve(ref, cfg))
+        if not path.exists():  # a Hugging Face id: its library loads it
+            continue
+        uri = cfg.storage.uri("inputs", f"{field}-{content_digest(path)}")
+        named = uri if path.is_dir() else f"{uri}/{path.name}"
+        if find_manifest(uri, settings) is None:
+            publish_path(path, uri, settings=settings)
+        else:
+            log("storage", f"{field}: {ref} is already in the store at {uri}")
+        raw[section][field] = named
+        imported[field] = {"from": ref, "uri": named}
+    return config_from_dict(raw), imported
+
+
+def publish_run(run_root: Path, cfg: Config, settings: S3Settings, sources: dict[str, str]) -> dict[str, Any]:
+    """Publish every model and dataset of a finished kfp run folder; returns `results.json`'s `artifacts`:
+    the run's URI, each method's model or responses, and every published task output."""
+    base = cfg.storage.uri("runs", run_root.name)
+    outputs: dict[str, str] = {}
+    by_path: dict[str, str] = {}
+    for task in sorted(p for p in run_root.iterdir() if (p / "executor_output.json").is_file()):
+        artifacts = json.loads((task / "executor_output.json").read_text()).get("artifacts", {})
+        for name, spec in sorted(artifacts.items()):
+            artifact = spec["artifacts"][0]
+            path = Path(artifact["uri"])
+            # Metrics live in metadata only; a not_selected placeholder is not a result.
+            if name == "metrics" or "not_selected" in artifact.get("metadata", {}) or not path.exists():
+                continue
+            outputs[f"{task.name}/{name}"] = by_path[str(path)] = publish_path(
+                path, f"{base}/{task.name}/{name}", settings=settings
+            )
+    methods = {method: by_path[path] for method, path in sources.items() if path in by_path}
+    # Rows whose model is an input of the run, not an output: the store's copy of that input.
+    for method, ref in (("base", cfg.models.strong_base), ("weak_aligned", cfg.models.weak_aligned)):
+        if method in sources and method not in methods and ref and ref.startswith("s3://"):
+            methods[method] = ref
+    return {"run": base, RESULTS: f"{base}/{RESULTS}", "methods": methods, "outputs": outputs}
+
+
+def publish_results(out_dir: Path, files: tuple[str, ...], artifacts: dict[str, Any], settings: S3Settings) -> None:
+    """The run folder's result files, as the folder `artifacts["results"]`."""
+    staging = out_dir / "tmp" / RESULTS
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        link = staging / name
+        link.unlink(missing_ok=True)
+        link.symlink_to((out_dir / name).resolve())
+    publish_path(staging, artifacts[RESULTS], settings=settings)
