@@ -355,9 +355,20 @@ def evaluate(
     }
 
 
-def record(result: StepResult, metrics: Any, **artifacts: Any) -> None:
-    """Write a step's metrics onto an Output[Metrics] and its metadata onto the named output artifacts."""
+def record(result: StepResult, metrics: Any, inputs: dict[str, Any] | None = None, **artifacts: Any) -> None:
+    """Write a step's metrics onto an Output[Metrics] and its metadata onto the named output artifacts.
+
+    Each output also records the URIs of the input artifacts it was made from (what `cong lineage` follows)
+    and, for a single-file output such as a dataset, its sha256.
+    """
+    from cong.storage import sha256_file
+
     for key, value in result["metrics"].items():
         metrics.log_metric(key, float(value))
+    sources = {name: artifact.uri for name, artifact in (inputs or {}).items() if artifact is not None}
     for name, artifact in artifacts.items():
         artifact.metadata.update(result["metadata"].get(name, {}))
+        if sources:
+            artifact.metadata["inputs"] = sources
+        if Path(artifact.path).is_file():
+            artifact.metadata["sha256"] = sha256_file(Path(artifact.path))

@@ -1,8 +1,9 @@
-"""The `cong` command: run the pipeline locally, compile it for a cluster, validate a config."""
+"""The `cong` command: run the pipeline locally, compile it for a cluster, validate a config, trace lineage."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from cong.lineage import load, render
+
+    if args.s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
+    lineage, start = load(args.target)
+    print(render(lineage, start))
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from cong.config import load_config, preset_names
 
@@ -127,6 +138,16 @@ def make_parser() -> argparse.ArgumentParser:
         "of starting the embedded one",
     )
     run.set_defaults(func=cmd_run)
+
+    lin = sub.add_parser(
+        "lineage",
+        help="where a run's models came from",
+        description="Print the tree from a run's final models (or one published artifact) back to the base "
+        "models and data, with the settings of every step.",
+    )
+    lin.add_argument("target", help="a run folder of `cong run --local`, or the s3:// URI of a published artifact")
+    lin.add_argument("--s3-endpoint", metavar="URL", help="the S3-compatible server (credentials from AWS_*)")
+    lin.set_defaults(func=cmd_lineage)
 
     comp = sub.add_parser(
         "compile",

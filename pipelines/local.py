@@ -140,6 +140,7 @@ def object_store(root: Path, endpoint: str | None):
 def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: str | None = None) -> dict:
     """Run the whole pipeline locally, its inputs and outputs through S3-compatible storage (embedded by
     default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
+    from cong.lineage import LINEAGE_FILE, collect
     from cong.publish import import_inputs, publish_results, publish_run
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
@@ -166,7 +167,10 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: st
             "config": cfg.name,
         }
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        publish_results(out_dir, RESULT_FILES, artifacts, settings)
+        run = {"id": run_root.name, "config": cfg.name, "published": artifacts["run"]}
+        lineage = collect(run_root, artifacts["outputs"], inputs, run, results["sources"])
+        (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
+        publish_results(out_dir, (*RESULT_FILES, LINEAGE_FILE), artifacts, settings)
     log("storage", f"published to {artifacts['run']}")
     return results
 

@@ -164,6 +164,14 @@ def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed)
         assert json.load(f)["vocab_size"] == 49152
 
 
+def cong_lineage(target, env, *extra):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "lineage", target, *extra], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def small_config(tmp_path, methods):
     raw = yaml.safe_load(MICRO.read_text())
     raw.update(name="small", methods=methods)
@@ -194,6 +202,13 @@ def test_run_against_a_user_server_publishes_there_and_writes_no_credential(tmp_
         env=env,
         capture_output=True,
     )
+    lineage = cong_lineage(str(out), env)
+    assert "wsd: wsd" in lineage and "stage=wsd" in lineage
+    assert "weak_aligned: weak-align/weak_aligned" in lineage and "(testbed:weak)" in lineage
+    published = cong_lineage(results["artifacts"]["methods"]["wsd"], env, "--s3-endpoint", store.endpoint_url)
+    assert published.splitlines()[2].endswith(results["artifacts"]["methods"]["wsd"])
+    assert "(testbed:train)" in published
+
     written = [p for p in out.rglob("*") if p.is_file()] + [compiled]
     assert len(written) > 20 and out / "pipeline.log" in written
     for secret in secrets:

@@ -18,4 +18,4 @@ def alpha_sweep(config: dict, points: Output[Artifact], metrics: Output[Metrics]
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.alpha_sweep(config, weak_aligned=aligned, points=points.path)
-    steps.record(result, metrics, points=points)
+    steps.record(result, metrics, {"weak_aligned": weak_aligned}, points=points)

@@ -17,4 +17,4 @@ def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: O
     from cong import steps
 
     result = steps.auxconf(config, data=data.path, model=model.path)
-    steps.record(result, metrics, model=model)
+    steps.record(result, metrics, {"data": data}, model=model)

@@ -18,4 +18,4 @@ def dpo(config: dict, model: Input[Model], pairs: Input[Dataset], aligned: Outpu
     from cong import steps
 
     result = steps.dpo(config, model=model.path, pairs=pairs.path, aligned=aligned.path)
-    steps.record(result, metrics, aligned=aligned)
+    steps.record(result, metrics, {"model": model, "pairs": pairs}, aligned=aligned)

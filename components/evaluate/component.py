@@ -55,4 +55,5 @@ def evaluate(
         results=results.path,
         report=report.path,
     )
-    steps.record(result, metrics, results=results, report=report)
+    inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned}
+    steps.record(result, metrics, inputs, results=results, report=report)

@@ -17,4 +17,4 @@ def icl_refine(config: dict, data: Input[Dataset], responses: Output[Dataset], m
     from cong import steps
 
     result = steps.icl_refine(config, data=data.path, responses=responses.path)
-    steps.record(result, metrics, responses=responses)
+    steps.record(result, metrics, {"data": data}, responses=responses)

@@ -20,4 +20,4 @@ def pair(
     from cong import steps
 
     result = steps.pair(config, chosen=chosen.path, rejected=rejected.path, pairs=pairs.path)
-    steps.record(result, metrics, pairs=pairs)
+    steps.record(result, metrics, {"chosen": chosen, "rejected": rejected}, pairs=pairs)

@@ -20,4 +20,4 @@ def sft(config: dict, data: Input[Dataset], model: Output[Model], metrics: Outpu
     from cong import steps
 
     result = steps.sft(config, data=data.path, model=model.path, method=method)
-    steps.record(result, metrics, model=model)
+    steps.record(result, metrics, {"data": data}, model=model)

@@ -17,4 +17,4 @@ def strong_sample(config: dict, model: Input[Model], responses: Output[Dataset],
     from cong import steps
 
     result = steps.strong_sample(config, model=model.path, responses=responses.path)
-    steps.record(result, metrics, responses=responses)
+    steps.record(result, metrics, {"model": model}, responses=responses)

@@ -18,4 +18,4 @@ def weak_sample(config: dict, responses: Output[Dataset], metrics: Output[Metric
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.weak_sample(config, weak_aligned=aligned, responses=responses.path)
-    steps.record(result, metrics, responses=responses)
+    steps.record(result, metrics, {"weak_aligned": weak_aligned}, responses=responses)

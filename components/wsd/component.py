@@ -21,4 +21,4 @@ def wsd(
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.wsd(config, weak_aligned=aligned, split=split, responses=responses.path)
-    steps.record(result, metrics, responses=responses)
+    steps.record(result, metrics, {"weak_aligned": weak_aligned}, responses=responses)

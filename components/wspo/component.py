@@ -25,4 +25,4 @@ def wspo(
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.wspo(config, data=data.path, weak_aligned=aligned, model=model.path)
-    steps.record(result, metrics, model=model)
+    steps.record(result, metrics, {"data": data, "weak_aligned": weak_aligned}, model=model)
