@@ -130,7 +130,12 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     assert skipped == {"weak_sft", "auxconf", "icl_refine", "wsd", "wsd_sft", "cong", "alpha_sweep"}
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == ["base", "weak_aligned", "wspo", "cong_s"]
-    assert results["weak_pair"]["aligned"] == str(micro_testbed / "weak")
+    # The supplied model reached the stages through the store, and its row names the store's copy.
+    supplied = results["artifacts"]["inputs"]["weak_aligned"]
+    assert supplied["from"] == str(micro_testbed / "weak")
+    assert results["artifacts"]["methods"]["weak_aligned"] == supplied["uri"]
+    loaded = Path(results["weak_pair"]["aligned"]) / "model.safetensors"
+    assert loaded.read_bytes() == (micro_testbed / "weak" / "model.safetensors").read_bytes()
 
 
 def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed):
