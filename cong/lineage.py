@@ -71,7 +71,9 @@ def collect(
         # Inputs that no task made are placeholders of methods the run left out.
         node["inputs"] = {name: by_uri[uri] for name, uri in node["inputs"].items() if uri in by_uri}
     methods = {method: by_uri[path] for method, path in sources.items() if path in by_uri}
-    return {"run": {**run, "methods": methods}, "inputs": inputs, "artifacts": artifacts}
+    kfp_ids = {node["metadata"]["run_id"] for node in artifacts.values() if "run_id" in node["metadata"]}
+    run = {**run, "methods": methods, **({"kfp_run_id": kfp_ids.pop()} if len(kfp_ids) == 1 else {})}
+    return {"run": run, "inputs": inputs, "artifacts": artifacts}
 
 
 def load(target: str) -> tuple[dict, str | None]:
@@ -116,7 +118,10 @@ def render(lineage: dict, start: str | None = None) -> str:
     """The tree of one artifact (`start`, a key) or of every method's model, back to the run's inputs."""
     run = lineage["run"]
     origin = {entry["uri"]: entry["from"] for entry in lineage["inputs"].values()}
-    lines = [f"run {run['id']} (config {run['config']})" + (f"  {run['published']}" if run.get("published") else "")]
+    kfp = f", kfp run id {run['kfp_run_id']}" if "kfp_run_id" in run else ""
+    lines = [
+        f"run {run['id']} (config {run['config']}{kfp})" + (f"  {run['published']}" if run.get("published") else "")
+    ]
     if start is None:
         roots = [(method, key) for method, key in run.get("methods", {}).items() if key in lineage["artifacts"]]
     else:

@@ -355,11 +355,13 @@ def evaluate(
     }
 
 
-def record(result: StepResult, metrics: Any, inputs: dict[str, Any] | None = None, **artifacts: Any) -> None:
+def record(
+    result: StepResult, metrics: Any, run_id: str = "", inputs: dict[str, Any] | None = None, **artifacts: Any
+) -> None:
     """Write a step's metrics onto an Output[Metrics] and its metadata onto the named output artifacts.
 
-    Each output also records the URIs of the input artifacts it was made from (what `cong lineage` follows)
-    and, for a single-file output such as a dataset, its sha256.
+    Each output also records the run's id, the URIs of the input artifacts it was made from (what
+    `cong lineage` follows) and, for a single-file output such as a dataset, its sha256.
     """
     from cong.storage import sha256_file
 
@@ -368,6 +370,8 @@ def record(result: StepResult, metrics: Any, inputs: dict[str, Any] | None = Non
     sources = {name: artifact.uri for name, artifact in (inputs or {}).items() if artifact is not None}
     for name, artifact in artifacts.items():
         artifact.metadata.update(result["metadata"].get(name, {}))
+        if run_id:
+            artifact.metadata["run_id"] = run_id
         if sources:
             artifact.metadata["inputs"] = sources
         if Path(artifact.path).is_file():

@@ -34,6 +34,8 @@ from components.wspo.component import wspo
 from cong.config import Config
 
 PIPELINE_NAME = "cong"
+# Resolved by KFP at run time (the run's id in the Kubeflow UI); every stage records it on its outputs.
+RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 # Sampling draws with temperature: a cached result would be a stale draw, not the same computation.
 SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate"}
 
@@ -70,28 +72,35 @@ def build_pipeline(cfg: Config):
         aligned = {}
         if not supplied_aligned:
             # After the plan: a config whose methods do not fit its models fails before any training.
-            weak = schedule(weak_align(config=config).after(planned), "weak_align")
+            weak = schedule(weak_align(config=config, run_id=RUN_ID).after(planned), "weak_align")
             aligned = {"weak_aligned": weak.outputs["weak_aligned"]}
 
         def train_sft(data, method: str):
-            return schedule(sft(config=config, data=data, method=method), "sft", f"sft ({method})").outputs["model"]
+            return schedule(
+                sft(config=config, run_id=RUN_ID, data=data, method=method), "sft", f"sft ({method})"
+            ).outputs["model"]
 
         weak_samples = branch(
             "weak_samples",
-            lambda: schedule(weak_sample(config=config, **aligned), "weak_sample").outputs["responses"],
+            lambda: schedule(weak_sample(config=config, run_id=RUN_ID, **aligned), "weak_sample").outputs["responses"],
             "data",
         )
         models = {
             "weak_sft": branch("weak_sft", lambda: train_sft(weak_samples, "weak_sft"), "model"),
             "auxconf": branch(
                 "auxconf",
-                lambda: schedule(auxconf(config=config, data=weak_samples), "auxconf").outputs["model"],
+                lambda: schedule(auxconf(config=config, run_id=RUN_ID, data=weak_samples), "auxconf").outputs["model"],
                 "model",
             ),
             "wspo": branch(
                 "wspo",
                 lambda: schedule(
-                    wspo(config=config, data=weak_samples if supplied_aligned else weak.outputs["pairs"], **aligned),
+                    wspo(
+                        config=config,
+                        run_id=RUN_ID,
+                        data=weak_samples if supplied_aligned else weak.outputs["pairs"],
+                        **aligned,
+                    ),
                     "wspo",
                 ).outputs["model"],
                 "model",
@@ -99,7 +108,9 @@ def build_pipeline(cfg: Config):
             "icl_refine": branch(
                 "icl_refine",
                 lambda: train_sft(
-                    schedule(icl_refine(config=config, data=weak_samples), "icl_refine").outputs["responses"],
+                    schedule(icl_refine(config=config, run_id=RUN_ID, data=weak_samples), "icl_refine").outputs[
+                        "responses"
+                    ],
                     "icl_refine",
                 ),
                 "model",
@@ -107,7 +118,9 @@ def build_pipeline(cfg: Config):
             "wsd_sft": branch(
                 "wsd_sft",
                 lambda: train_sft(
-                    schedule(wsd(config=config, split="train", **aligned), "wsd", "wsd (train)").outputs["responses"],
+                    schedule(wsd(config=config, run_id=RUN_ID, split="train", **aligned), "wsd", "wsd (train)").outputs[
+                        "responses"
+                    ],
                     "wsd_sft",
                 ),
                 "model",
@@ -115,21 +128,28 @@ def build_pipeline(cfg: Config):
         }
         wsd_rows = branch(
             "wsd",
-            lambda: schedule(wsd(config=config, split="eval", **aligned), "wsd", "wsd (eval)").outputs["responses"],
+            lambda: schedule(wsd(config=config, run_id=RUN_ID, split="eval", **aligned), "wsd", "wsd (eval)").outputs[
+                "responses"
+            ],
             "data",
         )
 
         def cong_s_model():
-            cd = schedule(cd_sample(config=config, **aligned), "cd_sample")
+            cd = schedule(cd_sample(config=config, run_id=RUN_ID, **aligned), "cd_sample")
             return cd, train_sft(cd.outputs["responses"], "cong_s")
 
         with dsl.If(switches["cong_mode"] == "cong", name="cong"):
             cd, cong_s = cong_s_model()
-            strong = schedule(strong_sample(config=config, model=cong_s), "strong_sample")
+            strong = schedule(strong_sample(config=config, run_id=RUN_ID, model=cong_s), "strong_sample")
             pairs = schedule(
-                pair(config=config, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]), "pair"
+                pair(
+                    config=config, run_id=RUN_ID, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]
+                ),
+                "pair",
             )
-            cong = schedule(dpo(config=config, model=cong_s, pairs=pairs.outputs["pairs"]), "dpo").outputs["aligned"]
+            cong = schedule(
+                dpo(config=config, run_id=RUN_ID, model=cong_s, pairs=pairs.outputs["pairs"]), "dpo"
+            ).outputs["aligned"]
         with dsl.Elif(switches["cong_mode"] == "cong_s", name="cong-s-only"):
             _, cong_s_only = cong_s_model()
             cong_skipped = skipped("cong").outputs["model"]
@@ -140,9 +160,11 @@ def build_pipeline(cfg: Config):
 
         sweep = branch(
             "alpha_sweep",
-            lambda: schedule(alpha_sweep(config=config, **aligned), "alpha_sweep").outputs["points"],
+            lambda: schedule(alpha_sweep(config=config, run_id=RUN_ID, **aligned), "alpha_sweep").outputs["points"],
             "points",
         )
-        schedule(evaluate(config=config, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned), "evaluate")
+        schedule(
+            evaluate(config=config, run_id=RUN_ID, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned), "evaluate"
+        )
 
     return cong_pipeline

@@ -46,7 +46,7 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed):
     assert {"auxconf", "wspo", "icl-refine", "alpha-sweep", "evaluate"} <= executed
     assert sum(name.startswith("cd-sample") for name in executed) == 1
     assert sum(name.startswith("wsd") for name in executed) == 2
-    sft_methods = set()
+    sft_methods, run_ids = set(), set()
     for task in executed:
         executor = json.loads((run / task / "executor_output.json").read_text()).get("artifacts", {})
         for name, output in executor.items():
@@ -55,9 +55,17 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed):
                 assert metadata, f"{task} logged no metrics"
             else:
                 assert metadata["stage"] == re.sub(r"-\d+$", "", task).replace("-", "_"), task
+                run_ids.add(metadata["run_id"])
                 if metadata["stage"] == "sft":
                     sft_methods.add(metadata["method"])
     assert sft_methods == {"cong_s", "weak_sft", "icl_refine", "wsd_sft"}
+    assert len(run_ids) == 1 and "{{" not in run_ids.pop(), "every output names the run, resolved by KFP"
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert set(lineage["run"]["methods"]) == set(results["methods"]) - {"base"}
+    tree = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "lineage", str(out)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "cong: dpo/aligned" in tree and "pairs: pair/pairs" in tree and "(testbed:strong)" in tree
     dpo = json.loads((run / "dpo" / "executor_output.json").read_text())["artifacts"]["aligned"]["artifacts"][0]
     assert dpo["metadata"]["beta"] == load_config(MICRO).stages.dpo.train.beta
     assert (run / "dpo" / "aligned" / "model.safetensors").is_file()

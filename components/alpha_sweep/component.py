@@ -5,7 +5,13 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def alpha_sweep(config: dict, points: Output[Artifact], metrics: Output[Metrics], weak_aligned: Input[Model] = None):
+def alpha_sweep(
+    config: dict,
+    points: Output[Artifact],
+    metrics: Output[Metrics],
+    weak_aligned: Input[Model] = None,
+    run_id: str = "",
+):
     """The alpha ablation: CD at each alpha on a fixed subset of eval prompts, scored two ways.
 
     Args:
@@ -13,9 +19,10 @@ def alpha_sweep(config: dict, points: Output[Artifact], metrics: Output[Metrics]
         points: JSON with one point per alpha (explicit and implicit reward, lengths).
         metrics: `alpha_<a>.reward_mean` and `alpha_<a>.implicit_reward`.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.alpha_sweep(config, weak_aligned=aligned, points=points.path)
-    steps.record(result, metrics, {"weak_aligned": weak_aligned}, points=points)
+    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, points=points)

@@ -5,7 +5,7 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: Output[Metrics], run_id: str = ""):
     """AuxConf baseline: the strong model learns weak labels mixed with its own confident predictions.
 
     Args:
@@ -13,8 +13,9 @@ def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: O
         data: weak labels (JSONL: id, prompt, response).
         model: the trained strong model (Hugging Face folder).
         metrics: training loss and steps.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     result = steps.auxconf(config, data=data.path, model=model.path)
-    steps.record(result, metrics, {"data": data}, model=model)
+    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

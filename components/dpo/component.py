@@ -5,7 +5,14 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def dpo(config: dict, model: Input[Model], pairs: Input[Dataset], aligned: Output[Model], metrics: Output[Metrics]):
+def dpo(
+    config: dict,
+    model: Input[Model],
+    pairs: Input[Dataset],
+    aligned: Output[Model],
+    metrics: Output[Metrics],
+    run_id: str = "",
+):
     """Stage II (ConG): DPO of the policy with its frozen initial copy as the reference model.
 
     Args:
@@ -14,8 +21,9 @@ def dpo(config: dict, model: Input[Model], pairs: Input[Dataset], aligned: Outpu
         pairs: preference pairs.
         aligned: the aligned strong model (Hugging Face folder).
         metrics: training loss, reward accuracy and steps.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     result = steps.dpo(config, model=model.path, pairs=pairs.path, aligned=aligned.path)
-    steps.record(result, metrics, {"model": model, "pairs": pairs}, aligned=aligned)
+    steps.record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)

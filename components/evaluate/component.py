@@ -20,6 +20,7 @@ def evaluate(
     report: Output[HTML],
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
+    run_id: str = "",
 ):
     """Score every selected method on the held-out prompts; one row per method.
 
@@ -41,6 +42,7 @@ def evaluate(
         report: the comparison table and plots as HTML (shown inline in the Kubeflow UI).
         metrics: `<method>.<metric>` scalars, comparable across runs in the UI.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
@@ -56,4 +58,4 @@ def evaluate(
         report=report.path,
     )
     inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned}
-    steps.record(result, metrics, inputs, results=results, report=report)
+    steps.record(result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)

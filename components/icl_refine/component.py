@@ -5,7 +5,9 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def icl_refine(config: dict, data: Input[Dataset], responses: Output[Dataset], metrics: Output[Metrics]):
+def icl_refine(
+    config: dict, data: Input[Dataset], responses: Output[Dataset], metrics: Output[Metrics], run_id: str = ""
+):
     """ICL refinement: the strong base model rewrites each weak label with its batch's other pairs in context.
 
     Args:
@@ -13,8 +15,9 @@ def icl_refine(config: dict, data: Input[Dataset], responses: Output[Dataset], m
         data: weak labels (JSONL: id, prompt, response).
         responses: the refined labels (JSONL: id, prompt, response), SFT targets.
         metrics: how many labels changed, lengths.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     result = steps.icl_refine(config, data=data.path, responses=responses.path)
-    steps.record(result, metrics, {"data": data}, responses=responses)
+    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, responses=responses)

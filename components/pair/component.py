@@ -6,7 +6,12 @@ from components.image import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def pair(
-    config: dict, chosen: Input[Dataset], rejected: Input[Dataset], pairs: Output[Dataset], metrics: Output[Metrics]
+    config: dict,
+    chosen: Input[Dataset],
+    rejected: Input[Dataset],
+    pairs: Output[Dataset],
+    metrics: Output[Metrics],
+    run_id: str = "",
 ):
     """Preference pairs joined on prompt id: chosen from one response set, rejected from the other.
 
@@ -16,8 +21,9 @@ def pair(
         rejected: responses to disprefer (ConG: the ConG-S samples).
         pairs: JSONL rows id, prompt, chosen, rejected.
         metrics: pair counts and drops.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     result = steps.pair(config, chosen=chosen.path, rejected=rejected.path, pairs=pairs.path)
-    steps.record(result, metrics, {"chosen": chosen, "rejected": rejected}, pairs=pairs)
+    steps.record(result, metrics, run_id=run_id, inputs={"chosen": chosen, "rejected": rejected}, pairs=pairs)

@@ -5,7 +5,14 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def sft(config: dict, data: Input[Dataset], model: Output[Model], metrics: Output[Metrics], method: str = "cong_s"):
+def sft(
+    config: dict,
+    data: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    method: str = "cong_s",
+    run_id: str = "",
+):
     """Supervised fine-tuning of the strong base model, loss on response tokens only.
 
     Stage I of ConG (ConG-S, on CD responses), and the SFT step of weak_sft, icl_refine and wsd_sft.
@@ -16,8 +23,9 @@ def sft(config: dict, data: Input[Dataset], model: Output[Model], metrics: Outpu
         model: the fine-tuned strong model (Hugging Face folder).
         metrics: training loss and steps.
         method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     result = steps.sft(config, data=data.path, model=model.path, method=method)
-    steps.record(result, metrics, {"data": data}, model=model)
+    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

@@ -5,7 +5,9 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def strong_sample(config: dict, model: Input[Model], responses: Output[Dataset], metrics: Output[Metrics]):
+def strong_sample(
+    config: dict, model: Input[Model], responses: Output[Dataset], metrics: Output[Metrics], run_id: str = ""
+):
     """One sampled response per training prompt from a strong policy (the ConG-S model).
 
     Args:
@@ -13,8 +15,9 @@ def strong_sample(config: dict, model: Input[Model], responses: Output[Dataset],
         model: the policy to sample from.
         responses: JSONL rows id, prompt, response.
         metrics: row count and response lengths.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     result = steps.strong_sample(config, model=model.path, responses=responses.path)
-    steps.record(result, metrics, {"model": model}, responses=responses)
+    steps.record(result, metrics, run_id=run_id, inputs={"model": model}, responses=responses)

@@ -5,7 +5,9 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def weak_align(config: dict, pairs: Output[Dataset], weak_aligned: Output[Model], metrics: Output[Metrics]):
+def weak_align(
+    config: dict, pairs: Output[Dataset], weak_aligned: Output[Model], metrics: Output[Metrics], run_id: str = ""
+):
     """Align the weak base model: on-policy samples scored by the reward backend, best vs worst pairs, DPO.
 
     Args:
@@ -13,8 +15,9 @@ def weak_align(config: dict, pairs: Output[Dataset], weak_aligned: Output[Model]
         pairs: preference pairs (JSONL: id, prompt, chosen, rejected, chosen_reward, rejected_reward).
         weak_aligned: the aligned weak model pi_r (Hugging Face folder).
         metrics: pair counts, reward margin, training loss.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     result = steps.weak_align(config, pairs=pairs.path, weak_aligned=weak_aligned.path)
-    steps.record(result, metrics, pairs=pairs, weak_aligned=weak_aligned)
+    steps.record(result, metrics, run_id=run_id, pairs=pairs, weak_aligned=weak_aligned)

@@ -5,7 +5,13 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def weak_sample(config: dict, responses: Output[Dataset], metrics: Output[Metrics], weak_aligned: Input[Model] = None):
+def weak_sample(
+    config: dict,
+    responses: Output[Dataset],
+    metrics: Output[Metrics],
+    weak_aligned: Input[Model] = None,
+    run_id: str = "",
+):
     """Weak labels: one sample per training prompt from the aligned weak model (or the weak base).
 
     Args:
@@ -13,9 +19,10 @@ def weak_sample(config: dict, responses: Output[Dataset], metrics: Output[Metric
         responses: one weak response per training prompt (JSONL: id, prompt, response).
         metrics: row count and response lengths.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.weak_sample(config, weak_aligned=aligned, responses=responses.path)
-    steps.record(result, metrics, {"weak_aligned": weak_aligned}, responses=responses)
+    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)

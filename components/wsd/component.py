@@ -6,7 +6,12 @@ from components.image import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def wsd(
-    config: dict, split: str, responses: Output[Dataset], metrics: Output[Metrics], weak_aligned: Input[Model] = None
+    config: dict,
+    split: str,
+    responses: Output[Dataset],
+    metrics: Output[Metrics],
+    weak_aligned: Input[Model] = None,
+    run_id: str = "",
 ):
     """Weak-to-Strong Decoding: the aligned weak model drafts, the strong base model takes over when confident.
 
@@ -16,9 +21,10 @@ def wsd(
         responses: one WSD response per prompt (JSONL: id, prompt, response).
         metrics: draft lengths, how often the strong model took over, timing.
         weak_aligned: the aligned weak model (the drafter); when absent, `models.weak_aligned` is used.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.wsd(config, weak_aligned=aligned, split=split, responses=responses.path)
-    steps.record(result, metrics, {"weak_aligned": weak_aligned}, responses=responses)
+    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)

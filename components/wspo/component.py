@@ -11,6 +11,7 @@ def wspo(
     model: Output[Model],
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
+    run_id: str = "",
 ):
     """WSPO baseline: the strong model's log-ratio learns to match the weak pair's, token by token.
 
@@ -20,9 +21,10 @@ def wspo(
         model: the trained strong model (Hugging Face folder).
         metrics: training loss and steps.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
     result = steps.wspo(config, data=data.path, weak_aligned=aligned, model=model.path)
-    steps.record(result, metrics, {"data": data, "weak_aligned": weak_aligned}, model=model)
+    steps.record(result, metrics, run_id=run_id, inputs={"data": data, "weak_aligned": weak_aligned}, model=model)
