@@ -235,6 +235,16 @@ class StorageSettings(Strict):
 
     bucket: str = Field("cong", pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
     prefix: str = Field("", pattern=r"^[A-Za-z0-9._/\-]*$", description="key prefix inside the bucket")
+    credentials_secret: str | None = Field(
+        "cong-s3-credentials",
+        description="on a cluster, the Secret whose AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY every task gets as "
+        "environment variables; null for pods that get credentials otherwise (e.g. an IAM role)",
+    )
+    settings_config_map: str | None = Field(
+        "cong-storage",
+        description="on a cluster, the ConfigMap whose AWS_ENDPOINT_URL_S3, AWS_REGION and CONG_S3_ADDRESSING every "
+        "task gets as environment variables",
+    )
 
     def uri(self, *parts: str) -> str:
         keys = [self.prefix.strip("/"), *parts]

@@ -14,7 +14,7 @@ pass and one ConG-S model for both ConG rows.
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's annotations as types.
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.alpha_sweep.component import alpha_sweep
 from components.auxconf.component import auxconf
@@ -34,6 +34,8 @@ from components.wspo.component import wspo
 from cong.config import Config
 
 PIPELINE_NAME = "cong"
+CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+SETTING_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "CONG_S3_ADDRESSING")
 # Resolved by KFP at run time (the run's id in the Kubeflow UI); every stage records it on its outputs.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 # Sampling draws with temperature: a cached result would be a stale draw, not the same computation.
@@ -51,6 +53,12 @@ def build_pipeline(cfg: Config):
         if r.gpus:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(r.gpus)
         task.set_caching_options(stage not in SAMPLING_STAGES)
+        # Stages load s3:// inputs themselves (cong.storage), so every pod gets the store's settings and the
+        # credentials by reference: the compiled YAML names the Secret and its keys, never a value.
+        if cfg.storage.credentials_secret:
+            kubernetes.use_secret_as_env(task, cfg.storage.credentials_secret, {k: k for k in CREDENTIAL_KEYS})
+        if cfg.storage.settings_config_map:
+            kubernetes.use_config_map_as_env(task, cfg.storage.settings_config_map, {k: k for k in SETTING_KEYS})
         return task
 
     def skipped(method: str) -> dsl.PipelineTask:

@@ -92,3 +92,32 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path):
     # Without weak_align there are no preference pairs: WSPO trains on the weak samples instead.
     wspo_data = tasks["wspo"][1]["inputs"]["artifacts"]["data"]
     assert "weak-sample" in str(wspo_data) or "oneof" in str(wspo_data)
+
+
+def test_every_task_gets_storage_settings_and_credentials_by_reference(tmp_path):
+    """kfp-kubernetes platform spec (the second YAML document): each executor maps the Secret's keys and the
+    storage ConfigMap's keys to environment variables; a config can turn either off (e.g. for an IAM role)."""
+    cfg = load_config(preset="tiny")
+    docs = list(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(docs[0]["deploymentSpec"]["executors"])
+    for name, spec in executors.items():
+        (secret,) = spec["secretAsEnv"]
+        assert secret["secretName"] == "cong-s3-credentials", name
+        assert {(k["secretKey"], k["envVar"]) for k in secret["keyToEnv"]} == {
+            ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+            ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        }
+        (config_map,) = spec["configMapAsEnv"]
+        assert config_map["configMapName"] == "cong-storage"
+        assert {k["envVar"] for k in config_map["keyToEnv"]} == {
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_REGION",
+            "CONG_S3_ADDRESSING",
+        }
+
+    off = load_config(preset="tiny", overrides={"storage": {"credentials_secret": None}})
+    docs = list(yaml.safe_load_all(compile_pipeline(off, tmp_path / "q.yaml").read_text()))
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert not any("secretAsEnv" in spec for spec in executors.values())
+    assert all("configMapAsEnv" in spec for spec in executors.values())
