@@ -44,6 +44,20 @@ SHOWN = (
 )
 
 
+def run_outputs(run_root: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every result a finished kfp run folder holds, as `<task>/<output>` -> (local path, metadata). Metrics live
+    in metadata only and a `not_selected` placeholder is not a result, so neither is listed."""
+    found = {}
+    for task in sorted(p for p in run_root.iterdir() if (p / "executor_output.json").is_file()):
+        outputs = json.loads((task / "executor_output.json").read_text()).get("artifacts", {})
+        for name, spec in sorted(outputs.items()):
+            artifact = spec["artifacts"][0]
+            metadata = artifact.get("metadata", {})
+            if name != "metrics" and "not_selected" not in metadata and Path(artifact["uri"]).exists():
+                found[f"{task.name}/{name}"] = (artifact["uri"], metadata)
+    return found
+
+
 def collect(
     run_root: Path, published: dict[str, str], inputs: dict[str, Any], run: dict[str, Any], sources: dict[str, str]
 ) -> dict:
@@ -52,21 +66,15 @@ def collect(
     run's imported inputs, `sources` each method to the local path of its model (or responses)."""
     artifacts: dict[str, dict[str, Any]] = {}
     by_uri: dict[str, str] = {}
-    for task in sorted(p for p in run_root.iterdir() if (p / "executor_output.json").is_file()):
-        outputs = json.loads((task / "executor_output.json").read_text()).get("artifacts", {})
-        for name, spec in sorted(outputs.items()):
-            artifact = spec["artifacts"][0]
-            metadata = dict(artifact.get("metadata", {}))
-            if name == "metrics" or "not_selected" in metadata:
-                continue
-            key = f"{task.name}/{name}"
-            artifacts[key] = {
-                "uri": published.get(key),
-                "local": artifact["uri"],
-                "inputs": metadata.pop("inputs", {}),
-                "metadata": metadata,
-            }
-            by_uri[artifact["uri"]] = key
+    for key, (local, metadata) in run_outputs(run_root).items():
+        metadata = dict(metadata)
+        artifacts[key] = {
+            "uri": published.get(key),
+            "local": local,
+            "inputs": metadata.pop("inputs", {}),
+            "metadata": metadata,
+        }
+        by_uri[local] = key
     for node in artifacts.values():
         # Inputs that no task made are placeholders of methods the run left out.
         node["inputs"] = {name: by_uri[uri] for name, uri in node["inputs"].items() if uri in by_uri}

@@ -12,11 +12,11 @@ After the run, every model and dataset the run made is published under
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from cong.config import Config, config_from_dict
+from cong.lineage import run_outputs
 from cong.progress import log
 from cong.refs import resolve
 from cong.s3 import S3Settings, ensure_bucket
@@ -72,17 +72,8 @@ def publish_run(run_root: Path, cfg: Config, settings: S3Settings, sources: dict
     base = cfg.storage.uri("runs", run_root.name)
     outputs: dict[str, str] = {}
     by_path: dict[str, str] = {}
-    for task in sorted(p for p in run_root.iterdir() if (p / "executor_output.json").is_file()):
-        artifacts = json.loads((task / "executor_output.json").read_text()).get("artifacts", {})
-        for name, spec in sorted(artifacts.items()):
-            artifact = spec["artifacts"][0]
-            path = Path(artifact["uri"])
-            # Metrics live in metadata only; a not_selected placeholder is not a result.
-            if name == "metrics" or "not_selected" in artifact.get("metadata", {}) or not path.exists():
-                continue
-            outputs[f"{task.name}/{name}"] = by_path[str(path)] = publish_path(
-                path, f"{base}/{task.name}/{name}", settings=settings
-            )
+    for key, (path, _) in run_outputs(run_root).items():
+        outputs[key] = by_path[path] = publish_path(path, f"{base}/{key}", settings=settings)
     methods = {method: by_path[path] for method, path in sources.items() if path in by_path}
     # Rows whose model is an input of the run, not an output: the store's copy of that input.
     for method, ref in (("base", cfg.models.strong_base), ("weak_aligned", cfg.models.weak_aligned)):
