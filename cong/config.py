@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cong.errors import CongError
 
@@ -251,10 +251,70 @@ class StorageSettings(Strict):
         return f"s3://{self.bucket}/" + "/".join(k for k in keys if k)
 
 
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")]
+Duration = Annotated[str, Field(pattern=r"^[0-9]+[smhd]$", description="e.g. 90s, 30m, 12h, 2d")]
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?"
+LabelValue = Annotated[str, Field(pattern=rf"^({_LABEL_NAME})?$")]
+# An optional DNS-subdomain prefix, then a name (Kubernetes label keys).
+LabelKey = Annotated[str, Field(pattern=rf"^([a-z0-9]([a-z0-9.\-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")]
+# Stages whose pods may be retried: they resume from their last checkpoint (cong.training.train_and_save).
+TRAINING_STAGES = ("weak_align", "sft", "dpo", "auxconf", "wspo")
+
+
+def seconds(duration: str) -> int:
+    """`90s`, `30m`, `12h`, `2d` in seconds."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
+class Toleration(Strict):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class GpuPool(Strict):
+    """Where GPU pods of a pool land: the nodes' labels and the taints the pods tolerate."""
+
+    node_selector: dict[LabelKey, LabelValue] = {}
+    tolerations: list[Toleration] = []
+    accelerator: str = Field(
+        "nvidia.com/gpu", min_length=1, description="the extended resource name the pool's GPUs are counted under"
+    )
+
+
+class Retry(Strict):
+    """Backoff of a retried training pod (KFP set_retry); the next attempt resumes from the last checkpoint."""
+
+    count: int = Field(2, ge=0, le=10)
+    backoff: Duration = "60s"
+    factor: float = Field(2.0, ge=1, le=10)
+    max_backoff: Duration = "1h"
+
+
+class Scheduling(Strict):
+    """Cluster placement shared by all stages; per-stage requests are in `resources`."""
+
+    pools: dict[str, GpuPool] = {}
+    default_pool: str | None = Field(None, description="the pool of every GPU stage whose resources name none")
+    pod_labels: dict[LabelKey, LabelValue] = Field({}, description="added to every pod (cost centre, team, ...)")
+    retry: Retry = Retry()
+
+
 class Resources(Strict):
-    cpu: str = "4"
-    memory: str = "32Gi"
+    """One stage's pod: limits, requests (default: equal to the limits, Guaranteed QoS), GPUs and placement."""
+
+    cpu: Quantity = "4"
+    memory: Quantity = "32Gi"
+    cpu_request: Quantity | None = None
+    memory_request: Quantity | None = None
     gpus: int = Field(1, ge=0, le=64)
+    pool: str | None = Field(None, description="a key of scheduling.pools (default: scheduling.default_pool)")
+    shm: Quantity | None = Field(
+        None, description="size of the memory-backed /dev/shm; mounted whenever gpus > 1 (NCCL needs it) or set"
+    )
+    timeout: Duration | None = None
+    retries: int | None = Field(None, ge=0, le=10, description="default: scheduling.retry.count on training stages")
 
 
 class Config(Strict):
@@ -267,6 +327,7 @@ class Config(Strict):
         ["all"], min_length=1, validate_default=True, description="table rows; `all` selects every method"
     )
     resources: dict[Literal[STAGES], Resources] = {}
+    scheduling: Scheduling = Scheduling()
     storage: StorageSettings = StorageSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
 
@@ -275,6 +336,22 @@ class Config(Strict):
     def _expand_methods(cls, methods: list[str]) -> list[str]:
         chosen = set(METHODS) if "all" in methods else set(methods)
         return [m for m in METHODS if m in chosen]
+
+    @model_validator(mode="after")
+    def _pools_exist(self) -> Config:
+        named = {"scheduling.default_pool": self.scheduling.default_pool}
+        named.update({f"resources.{stage}.pool": r.pool for stage, r in self.resources.items()})
+        for field, pool in named.items():
+            if pool is not None and pool not in self.scheduling.pools:
+                known = ", ".join(sorted(self.scheduling.pools)) or "none defined"
+                raise ValueError(f"{field} names GPU pool '{pool}', which scheduling.pools does not define ({known})")
+        return self
+
+    def pool_for(self, stage: str) -> GpuPool | None:
+        """The GPU pool a stage's pods go to; None for a stage without GPUs or a config without pools."""
+        r = self.resources_for(stage)
+        name = r.pool or self.scheduling.default_pool
+        return self.scheduling.pools[name] if r.gpus and name else None
 
     def resources_for(self, stage: str) -> Resources:
         """The stage's resources from the config; stages that never touch a model get no GPU by default."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cong
+from cong.checkpoints import checkpoint_uri
 from cong.config import Config, TrainSettings, config_from_dict
 from cong.errors import CongError
 from cong.refs import resolve
@@ -41,7 +42,7 @@ def plan(config: dict) -> dict[str, Any]:
     return method_plan(cfg)
 
 
-def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
+def weak_align(config: dict, pairs: str, weak_aligned: str, run_id: str = "") -> StepResult:
     from cong.stages.weak_align import weak_align as run
 
     cfg = config_from_dict(config)
@@ -53,6 +54,7 @@ def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
         Path(weak_aligned),
         s,
         cfg.data.max_train_prompts,
+        checkpoint_uri(cfg.storage, run_id, "weak_align"),
     )
     source = {"base_model": cfg.models.weak_base, "prompts": cfg.data.train_prompts}
     return {
@@ -127,13 +129,19 @@ def _sft_settings(cfg: Config, method: str) -> TrainSettings:
     return settings[method]
 
 
-def sft(config: dict, data: str, model: str, method: str = "cong_s") -> StepResult:
+def sft(config: dict, data: str, model: str, method: str = "cong_s", run_id: str = "") -> StepResult:
     """SFT of the strong base model for one method: ConG-S on CD responses, WeakSFT on weak samples, ..."""
     from cong.stages.sft import sft as run
 
     cfg = config_from_dict(config)
     s = _sft_settings(cfg, method)
-    metrics = run(resolve(cfg.models.strong_base, cfg), data, Path(model), s)
+    metrics = run(
+        resolve(cfg.models.strong_base, cfg),
+        data,
+        Path(model),
+        s,
+        checkpoints=checkpoint_uri(cfg.storage, run_id, f"sft-{method}"),
+    )
     return {
         "metrics": metrics,
         "metadata": {
@@ -175,12 +183,12 @@ def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
     return {"metrics": metrics, "metadata": {"pairs": _lineage(cfg, "pair", rows=metrics["pairs"])}}
 
 
-def dpo(config: dict, model: str, pairs: str, aligned: str) -> StepResult:
+def dpo(config: dict, model: str, pairs: str, aligned: str, run_id: str = "") -> StepResult:
     from cong.stages.dpo import dpo as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.dpo.train
-    metrics = run(model, pairs, Path(aligned), s)
+    metrics = run(model, pairs, Path(aligned), s, checkpoints=checkpoint_uri(cfg.storage, run_id, "dpo"))
     return {
         "metrics": metrics,
         "metadata": {
@@ -197,12 +205,18 @@ def dpo(config: dict, model: str, pairs: str, aligned: str) -> StepResult:
     }
 
 
-def auxconf(config: dict, data: str, model: str) -> StepResult:
+def auxconf(config: dict, data: str, model: str, run_id: str = "") -> StepResult:
     from cong.stages.auxconf import auxconf as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.auxconf
-    metrics = run(resolve(cfg.models.strong_base, cfg), data, Path(model), s)
+    metrics = run(
+        resolve(cfg.models.strong_base, cfg),
+        data,
+        Path(model),
+        s,
+        checkpoints=checkpoint_uri(cfg.storage, run_id, "auxconf"),
+    )
     return {
         "metrics": metrics,
         "metadata": {
@@ -219,7 +233,7 @@ def auxconf(config: dict, data: str, model: str) -> StepResult:
     }
 
 
-def wspo(config: dict, data: str, weak_aligned: str | None, model: str) -> StepResult:
+def wspo(config: dict, data: str, weak_aligned: str | None, model: str, run_id: str = "") -> StepResult:
     from cong.stages.wspo import wspo as run
 
     cfg = config_from_dict(config)
@@ -231,6 +245,7 @@ def wspo(config: dict, data: str, weak_aligned: str | None, model: str) -> StepR
         data,
         Path(model),
         s,
+        checkpoints=checkpoint_uri(cfg.storage, run_id, "wspo"),
     )
     return {
         "metrics": metrics,

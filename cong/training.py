@@ -118,9 +118,21 @@ def progress_callback(stage: str):
     return Progress()
 
 
-def train_and_save(trainer, stage: str, output_dir: Path, model_dir: Path) -> dict[str, float]:
-    """Train (resuming from the last checkpoint in `output_dir`), save a plain model, drop checkpoints."""
+def train_and_save(
+    trainer, stage: str, output_dir: Path, model_dir: Path, checkpoints: str | None = None
+) -> dict[str, float]:
+    """Train (resuming from the last checkpoint in `output_dir`), save a plain model, drop checkpoints.
+
+    With `checkpoints` (an s3:// folder), checkpoints are also kept there, and an earlier attempt's newest one
+    is fetched first: a retried pod resumes where the killed one stopped (cong.checkpoints).
+    """
     from transformers.trainer_utils import get_last_checkpoint
+
+    if checkpoints:
+        from cong.checkpoints import mirror_callback, restore
+
+        restore(checkpoints, output_dir, stage)
+        trainer.add_callback(mirror_callback(checkpoints))
 
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if last:

@@ -31,7 +31,7 @@ from components.weak_align.component import weak_align
 from components.weak_sample.component import weak_sample
 from components.wsd.component import wsd
 from components.wspo.component import wspo
-from cong.config import Config
+from cong.config import TRAINING_STAGES, Config, seconds
 
 PIPELINE_NAME = "cong"
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -42,16 +42,43 @@ RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate"}
 
 
+def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
+    """The stage's pod from the config: requests and limits, GPUs on their pool, shared memory for multi-GPU
+    work, timeout, retries of training stages (which resume from their last checkpoint) and pod labels."""
+    r = cfg.resources_for(stage)
+    task.set_cpu_request(r.cpu_request or r.cpu).set_cpu_limit(r.cpu)
+    task.set_memory_request(r.memory_request or r.memory).set_memory_limit(r.memory)
+    pool = cfg.pool_for(stage)
+    if r.gpus:
+        task.set_accelerator_type(pool.accelerator if pool else "nvidia.com/gpu").set_accelerator_limit(r.gpus)
+    if pool:
+        for key, value in pool.node_selector.items():
+            kubernetes.add_node_selector(task, key, value)
+        for t in pool.tolerations:
+            kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+    if r.gpus > 1 or r.shm:
+        # Collective communication (NCCL) and DataLoader workers pass tensors through /dev/shm, which a
+        # container gets at 64 MiB unless a memory-backed volume replaces it.
+        kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit=r.shm)
+    if r.timeout:
+        kubernetes.set_timeout(task, seconds(r.timeout))
+    retries = r.retries if r.retries is not None else (cfg.scheduling.retry.count if stage in TRAINING_STAGES else 0)
+    if retries:
+        b = cfg.scheduling.retry
+        task.set_retry(retries, backoff_duration=b.backoff, backoff_factor=b.factor, backoff_max_duration=b.max_backoff)
+    labels = {"app.kubernetes.io/part-of": "cong", "cong/stage": stage, **cfg.scheduling.pod_labels}
+    for key, value in labels.items():
+        kubernetes.add_pod_label(task, key, value)
+    return task
+
+
 def build_pipeline(cfg: Config):
     """The pipeline function for this config (compile it, or call it under kfp.local)."""
     supplied_aligned = cfg.models.weak_aligned is not None
 
     def schedule(task: dsl.PipelineTask, stage: str, name: str | None = None) -> dsl.PipelineTask:
         task.set_display_name(name or stage)
-        r = cfg.resources_for(stage)
-        task.set_cpu_limit(r.cpu).set_memory_limit(r.memory)
-        if r.gpus:
-            task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(r.gpus)
+        place(task, cfg, stage)
         task.set_caching_options(stage not in SAMPLING_STAGES)
         # Stages load s3:// inputs themselves (cong.storage), so every pod gets the store's settings and the
         # credentials by reference: the compiled YAML names the Secret and its keys, never a value.

@@ -4,9 +4,14 @@ There is no KFP backend here: the assertions read the compiled IR (both YAML doc
 backend consumes.
 """
 
+import re
+
+import pytest
 import yaml
 
+from components.image import BASE_IMAGE
 from cong.config import load_config
+from cong.errors import CongError
 from pipelines.compile import COMMITTED, compile_pipeline
 
 STAGE_EXECUTORS = (
@@ -43,22 +48,112 @@ def test_committed_yaml_has_not_drifted(tmp_path):
     assert fresh.read_text() == COMMITTED.read_text(), "re-run `make compile` and commit pipelines/cong_pipeline.yaml"
 
 
-def test_every_stage_is_in_the_dag_with_its_resources(tmp_path):
-    spec = _spec(load_config(preset="qwen2.5-3b-to-7b"), tmp_path)
-    executors = spec["deploymentSpec"]["executors"]
+CLUSTER_CONFIG = """
+extends: qwen2.5-3b-to-7b
+scheduling:
+  pools:
+    h100:
+      node_selector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}
+      tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+    l4:
+      node_selector: {cloud.google.com/gke-accelerator: nvidia-l4, pool: sampling}
+      tolerations: [{key: dedicated, operator: Equal, value: sampling, effect: NoExecute}]
+  default_pool: h100
+  pod_labels: {team: alignment}
+  retry: {count: 3, backoff: 2m, factor: 3, max_backoff: 2h}
+resources:
+  cd_sample: {cpu: "8", memory: 64Gi, gpus: 1, pool: l4, shm: 8Gi}
+  strong_sample: {cpu: "8", memory: 64Gi, gpus: 1, pool: l4}
+  dpo: {cpu: "32", cpu_request: "24", memory: 384Gi, gpus: 8, timeout: 12h, retries: 1}
+"""
+TRAINING = {"weak-align", "sft", "dpo", "auxconf", "wspo"}
+SAMPLING = {"weak-align", "weak-sample", "cd-sample", "strong-sample", "alpha-sweep", "evaluate"}
+FAKE_SECRET = "cong-test-secret-4d9f0a7e"
+
+
+def _stage(executor: str) -> str:
+    """`exec-cd-sample-2` (a second task of one component) -> `cd_sample`."""
+    return re.sub(r"-[0-9]+$", "", executor.removeprefix("exec-")).replace("-", "_")
+
+
+def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
+    """Both YAML documents, per stage: GPU type and count, pool (node selector, tolerations), /dev/shm, requests
+    and limits, timeout, retries, caching, labels, the pinned image; and no credential value anywhere."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "cong-test-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(CLUSTER_CONFIG)
+    cfg = load_config(path)
+    text = compile_pipeline(cfg, tmp_path / "p.yaml").read_text()
+    assert FAKE_SECRET not in text and "cong-test-key-id" not in text
+    pipeline, platform = yaml.safe_load_all(text)
+    executors = pipeline["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = _tasks(pipeline)
     for stage in STAGE_EXECUTORS:
         assert f"exec-{stage}" in executors, stage
-    resources = {name: e["container"].get("resources", {}) for name, e in executors.items()}
-    assert resources["exec-dpo"]["accelerator"]["resourceCount"] == "4"
-    assert resources["exec-wspo"]["accelerator"]["resourceCount"] == "4"
-    assert resources["exec-wsd"]["accelerator"]["resourceCount"] == "1"
-    for light in ("exec-plan", "exec-pair", "exec-not-selected"):
-        assert "accelerator" not in resources[light], light
-    tasks = _tasks(spec)
-    for stage in ("weak-align", "weak-sample", "cd-sample", "strong-sample", "alpha-sweep", "evaluate"):
-        assert tasks[stage][1]["cachingOptions"] == {}, stage
-    assert tasks["dpo"][1]["cachingOptions"] == {"enableCache": True}
-    assert spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]["name"] == "qwen2.5-3b-to-7b"
+
+    for name, executor in executors.items():
+        stage = "plan" if _stage(name) == "not_selected" else _stage(name)
+        r, pool, spec = cfg.resources_for(stage), cfg.pool_for(stage), k8s[name]
+        container = executor["container"]
+        assert container["image"] == BASE_IMAGE, name
+        res = container["resources"]
+        assert (res["resourceCpuLimit"], res["resourceCpuRequest"]) == (r.cpu, r.cpu_request or r.cpu), name
+        assert (res["resourceMemoryLimit"], res["resourceMemoryRequest"]) == (r.memory, r.memory), name
+        if r.gpus:
+            assert res["accelerator"]["resourceType"] == "nvidia.com/gpu", name
+            assert res["accelerator"]["resourceCount"] == str(r.gpus), name
+            assert spec["nodeSelector"]["labels"] == pool.node_selector, name
+            assert [t["key"] for t in spec["tolerations"]] == [t.key for t in pool.tolerations], name
+        else:
+            assert "accelerator" not in res and "nodeSelector" not in spec and "tolerations" not in spec, name
+        shm = [m for m in spec.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        assert bool(shm) == (r.gpus > 1 or r.shm is not None), name
+        assert all(m["medium"] == "Memory" for m in shm), name
+        labels = spec["podMetadata"]["labels"]
+        assert labels["team"] == "alignment" and labels["cong/stage"] == stage, name
+
+    # Hand-written expectations, so the loop above cannot pass by reading the config back wrongly.
+    dpo, cd, plan = k8s["exec-dpo"], k8s["exec-cd-sample"], k8s["exec-plan"]
+    assert executors["exec-dpo"]["container"]["resources"]["accelerator"]["resourceCount"] == "8"
+    assert dpo["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}]
+    assert dpo["activeDeadlineSeconds"] == str(12 * 3600)
+    assert dpo["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert cd["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "pool": "sampling"}
+    assert cd["tolerations"] == [{"effect": "NoExecute", "key": "dedicated", "operator": "Equal", "value": "sampling"}]
+    assert cd["emptyDirMounts"][0]["sizeLimit"] == "8Gi" and "activeDeadlineSeconds" not in cd
+    assert "nodeSelector" not in plan and "emptyDirMounts" not in plan
+    assert ":" in BASE_IMAGE and not BASE_IMAGE.endswith(":latest")
+
+    retried = set()
+    for task, (_, body) in tasks.items():
+        stage = next((s for s in STAGE_EXECUTORS if re.fullmatch(rf"{s}(-[0-9]+)?", task)), None)
+        if stage is None:
+            continue
+        retried.update([stage] if "retryPolicy" in body else [])
+        assert body.get("cachingOptions") == ({} if stage in SAMPLING else {"enableCache": True}), task
+        retry = body.get("retryPolicy")
+        if stage not in TRAINING:
+            assert retry is None, task
+        elif stage == "dpo":
+            assert retry["maxRetryCount"] == 1, task
+        else:
+            assert retry == {
+                "maxRetryCount": 3,
+                "backoffDuration": "120s",
+                "backoffFactor": 3.0,
+                "backoffMaxDuration": "7200s",
+            }, task
+    assert retried == TRAINING
+    assert pipeline["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]["name"] == "qwen2.5-3b-to-7b"
+
+
+def test_pools_must_exist(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("extends: tiny\nresources:\n  sft: {gpus: 2, pool: a100}\n")
+    with pytest.raises(CongError, match="resources.sft.pool names GPU pool 'a100'"):
+        load_config(path)
 
 
 def test_branches_switch_on_the_plan_at_run_time(tmp_path):

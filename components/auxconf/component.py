@@ -17,5 +17,5 @@ def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: O
     """
     from cong import steps
 
-    result = steps.auxconf(config, data=data.path, model=model.path)
+    result = steps.auxconf(config, data=data.path, model=model.path, run_id=run_id)
     steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

@@ -25,5 +25,5 @@ def dpo(
     """
     from cong import steps
 
-    result = steps.dpo(config, model=model.path, pairs=pairs.path, aligned=aligned.path)
+    result = steps.dpo(config, model=model.path, pairs=pairs.path, aligned=aligned.path, run_id=run_id)
     steps.record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)

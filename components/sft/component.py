@@ -27,5 +27,5 @@ def sft(
     """
     from cong import steps
 
-    result = steps.sft(config, data=data.path, model=model.path, method=method)
+    result = steps.sft(config, data=data.path, model=model.path, method=method, run_id=run_id)
     steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

@@ -19,5 +19,5 @@ def weak_align(
     """
     from cong import steps
 
-    result = steps.weak_align(config, pairs=pairs.path, weak_aligned=weak_aligned.path)
+    result = steps.weak_align(config, pairs=pairs.path, weak_aligned=weak_aligned.path, run_id=run_id)
     steps.record(result, metrics, run_id=run_id, pairs=pairs, weak_aligned=weak_aligned)

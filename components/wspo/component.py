@@ -26,5 +26,5 @@ def wspo(
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.wspo(config, data=data.path, weak_aligned=aligned, model=model.path)
+    result = steps.wspo(config, data=data.path, weak_aligned=aligned, model=model.path, run_id=run_id)
     steps.record(result, metrics, run_id=run_id, inputs={"data": data, "weak_aligned": weak_aligned}, model=model)

@@ -37,7 +37,12 @@ class AuxConfTrainer(SFTTrainer):
 
 
 def auxconf(
-    strong_base: str, data_path: str, model_dir: Path, settings: AuxConfSettings, stage: str = "auxconf"
+    strong_base: str,
+    data_path: str,
+    model_dir: Path,
+    settings: AuxConfSettings,
+    stage: str = "auxconf",
+    checkpoints: str | None = None,
 ) -> dict[str, float]:
     """AuxConf training of `strong_base` on the weak model's `response` rows of `data_path`."""
     model_dir = Path(model_dir)
@@ -46,4 +51,4 @@ def auxconf(
         aux_coef=settings.aux_coef,
         ramp_fraction=settings.ramp_fraction,
     )
-    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir)
+    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)

@@ -11,7 +11,12 @@ from cong.training import dpo_args, peft_config, progress_callback, train_and_sa
 
 
 def dpo(
-    model_ref: str, pairs_path: str, model_dir: Path, settings: DpoSettings, stage: str = "dpo"
+    model_ref: str,
+    pairs_path: str,
+    model_dir: Path,
+    settings: DpoSettings,
+    stage: str = "dpo",
+    checkpoints: str | None = None,
 ) -> dict[str, float]:
     """DPO of `model_ref` on `pairs_path`; the reference model is the frozen `model_ref` (trl's copy)."""
     from datasets import Dataset
@@ -40,4 +45,4 @@ def dpo(
         peft_config=peft_config(settings),
         callbacks=[progress_callback(stage)],
     )
-    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir)
+    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)

@@ -10,10 +10,15 @@ from cong.training import sft_trainer_kwargs, train_and_save
 
 
 def sft(
-    model_ref: str, data_path: str, model_dir: Path, settings: TrainSettings, stage: str = "sft"
+    model_ref: str,
+    data_path: str,
+    model_dir: Path,
+    settings: TrainSettings,
+    stage: str = "sft",
+    checkpoints: str | None = None,
 ) -> dict[str, float]:
     from trl import SFTTrainer
 
     model_dir = Path(model_dir)
     trainer = SFTTrainer(**sft_trainer_kwargs(model_ref, training_rows(data_path, stage), settings, model_dir, stage))
-    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir)
+    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)

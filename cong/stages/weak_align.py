@@ -71,9 +71,10 @@ def weak_align(
     model_dir: Path,
     settings: WeakAlignSettings,
     max_prompts: int | None = None,
+    checkpoints: str | None = None,
 ) -> dict[str, float]:
     pairs, metrics = preference_pairs(weak_base, prompts_path, settings, max_prompts)
     write_jsonl(pairs_path, pairs)
     log(STAGE, f"{len(pairs)} preference pairs; DPO of the weak base model")
-    train_metrics = dpo(weak_base, str(pairs_path), model_dir, settings.train, stage=STAGE)
+    train_metrics = dpo(weak_base, str(pairs_path), model_dir, settings.train, STAGE, checkpoints)
     return {**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}}

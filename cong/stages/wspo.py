@@ -96,7 +96,8 @@ def wspo(
     model_dir: Path,
     settings: WspoSettings,
     stage: str = "wspo",
+    checkpoints: str | None = None,
 ) -> dict[str, float]:
     model_dir = Path(model_dir)
     trainer = wspo_trainer(strong_base, weak_base, weak_aligned, data_path, model_dir, settings, stage)
-    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir)
+    return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)

@@ -1,0 +1,72 @@
+"""A retried training pod resumes from the checkpoint the killed one left in storage (real SeaweedFS, real trl)."""
+
+import pytest
+
+from cong.checkpoints import _published_steps, checkpoint_uri
+from cong.checkpoints import mirror_callback as real_mirror_callback
+from cong.config import StorageSettings, TrainSettings
+from cong.data import read_jsonl, write_jsonl
+from cong.s3 import S3Settings, ensure_bucket
+from cong.stages.sft import sft
+from cong.storage import find_manifest
+
+TRAIN = TrainSettings(
+    learning_rate=1e-3,
+    epochs=3,
+    per_device_batch_size=4,
+    gradient_accumulation_steps=1,
+    max_length=64,
+    warmup_ratio=0.0,
+    precision="fp32",
+)
+
+
+class Killed(Exception):
+    """Stands in for the pod's end: raised right after the first checkpoint reached storage."""
+
+
+def _dying_mirror(uri, settings=None):
+    """The real mirror callback, then the pod dies."""
+    mirror = real_mirror_callback(uri, settings)
+
+    class MirrorThenDie(type(mirror)):
+        def on_save(self, args, state, control, **kwargs):
+            super().on_save(args, state, control, **kwargs)
+            raise Killed(state.global_step)
+
+    return MirrorThenDie()
+
+
+def test_a_retried_pod_resumes_from_the_stored_checkpoint(micro_testbed, store, tmp_path, monkeypatch):
+    for name, value in store.env().items():
+        monkeypatch.setenv(name, value)
+    storage = StorageSettings(bucket="ckpt")
+    ensure_bucket(storage.bucket)
+    uri = checkpoint_uri(storage, "run-1", "sft-cong_s")
+    assert checkpoint_uri(storage, "", "sft-cong_s") is None, "no run id (a plain library call): nothing stored"
+
+    data = tmp_path / "rows.jsonl"
+    prompts = read_jsonl(micro_testbed / "train.jsonl", ("id", "prompt"), limit=8)
+    write_jsonl(data, [{**p, "response": f"The answer is {i}."} for i, p in enumerate(prompts)])
+    strong = str(micro_testbed / "strong")
+
+    # The first attempt dies after epoch 1, once its checkpoint is in storage: the pod's disk is gone.
+    monkeypatch.setattr("cong.checkpoints.mirror_callback", _dying_mirror)
+    with pytest.raises(Killed) as killed:
+        sft(strong, str(data), tmp_path / "attempt-1", TRAIN, checkpoints=uri)
+    first_step = killed.value.args[0]
+    assert _published_steps(uri, S3Settings.from_env()) == [first_step]
+    assert find_manifest(f"{uri}/checkpoint-{first_step}") is not None
+    monkeypatch.setattr("cong.checkpoints.mirror_callback", real_mirror_callback)
+
+    # The retry is a new pod: a fresh model folder, the same run id.
+    logs = []
+    monkeypatch.setattr("cong.training.log", lambda stage, message: logs.append(message))
+    metrics = sft(strong, str(data), tmp_path / "attempt-2", TRAIN, checkpoints=uri)
+    assert any("resuming from" in m and f"checkpoint-{first_step}" in m for m in logs), logs
+    assert metrics["global_step"] == 3 * first_step, "three epochs of 2 steps"
+    assert (tmp_path / "attempt-2" / "model.safetensors").is_file()
+    final = int(metrics["global_step"])
+    for step in (first_step, 2 * first_step, final):
+        kept = find_manifest(f"{uri}/checkpoint-{step}") is not None
+        assert kept == (step == final), f"checkpoint-{step}: only the newest is kept"
