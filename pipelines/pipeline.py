@@ -66,7 +66,10 @@ def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
     if retries:
         b = cfg.scheduling.retry
         task.set_retry(retries, backoff_duration=b.backoff, backoff_factor=b.factor, backoff_max_duration=b.max_backoff)
-    labels = {"app.kubernetes.io/part-of": "cong", "cong/stage": stage, **cfg.scheduling.pod_labels}
+    # `cong/workload` lets cluster policy tell training pods apart (manifests/ gives them a PriorityClass).
+    workload = "training" if stage in TRAINING_STAGES else "gpu" if r.gpus else "light"
+    labels = {"app.kubernetes.io/part-of": "cong", "cong/stage": stage, "cong/workload": workload}
+    labels.update(cfg.scheduling.pod_labels)
     for key, value in labels.items():
         kubernetes.add_pod_label(task, key, value)
     return task

@@ -113,6 +113,8 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
         assert all(m["medium"] == "Memory" for m in shm), name
         labels = spec["podMetadata"]["labels"]
         assert labels["team"] == "alignment" and labels["cong/stage"] == stage, name
+        workload = "training" if stage.replace("_", "-") in TRAINING else "gpu" if r.gpus else "light"
+        assert labels["cong/workload"] == workload, name
 
     # Hand-written expectations, so the loop above cannot pass by reading the config back wrongly.
     dpo, cd, plan = k8s["exec-dpo"], k8s["exec-cd-sample"], k8s["exec-plan"]
@@ -124,6 +126,9 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
     assert cd["tolerations"] == [{"effect": "NoExecute", "key": "dedicated", "operator": "Equal", "value": "sampling"}]
     assert cd["emptyDirMounts"][0]["sizeLimit"] == "8Gi" and "activeDeadlineSeconds" not in cd
     assert "nodeSelector" not in plan and "emptyDirMounts" not in plan
+    assert dpo["podMetadata"]["labels"]["cong/workload"] == "training"
+    assert cd["podMetadata"]["labels"]["cong/workload"] == "gpu"
+    assert plan["podMetadata"]["labels"]["cong/workload"] == "light"
     assert ":" in BASE_IMAGE and not BASE_IMAGE.endswith(":latest")
 
     retried = set()
