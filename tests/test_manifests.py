@@ -30,8 +30,8 @@ import yaml
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 OVERLAYS = ("seaweedfs", "minio", "aws-s3", "seaweedfs-standalone", "gpu-pool-h100")
 PLACEHOLDER = "REPLACE_ME"
-# Every kind used here has had the same schema since 1.27 (StatefulSet's PVC retention policy is the newest field);
-# one recent version is enough.
+# One recent version is enough: every field used here is stable in 1.32 (the newest, StatefulSet's PVC retention
+# policy, became GA there).
 KUBERNETES_VERSION = "1.32.0"
 # KFP's launcher accepts a pipeline root of this shape (backend/src/v2/objectstore: bucketPattern).
 PIPELINE_ROOT = re.compile(r"^s3://([^/?]+)(/[^?]*)?$")
