@@ -41,3 +41,20 @@ compile: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache runs
+
+# The training image (images/train/Dockerfile). IMAGE comes from components/image.py and TAG is the package version,
+# so by default this builds exactly the image the compiled pipeline names. Any other IMAGE/TAG needs the same change
+# in components/image.py before `make compile`. The engine: CONTAINER_ENGINE if given, else docker, else podman.
+IMAGE ?= $(shell sed -n 's/^IMAGE = "\(.*\)"$$/\1/p' components/image.py)
+TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' cong/__init__.py)
+CONTAINER_ENGINE ?= $(firstword $(foreach engine,docker podman,$(shell command -v $(engine) 2>/dev/null)))
+
+.PHONY: image image-lock
+
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs a container engine: install docker or podman, or name one with CONTAINER_ENGINE=..." >&2; exit 2; }
+	$(CONTAINER_ENGINE) build -f images/train/Dockerfile -t $(IMAGE):$(TAG) .
+
+# Re-pins images/train/requirements*.txt to the versions installed in .venv (where `make test` passes).
+image-lock: $(STAMP)
+	$(BIN)/python images/train/lock.py

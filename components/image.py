@@ -1,3 +1,11 @@
-"""The one place that names the image every component runs in (built from images/train/Dockerfile)."""
+"""The one place that names the image every component runs in (built from images/train/Dockerfile).
 
-BASE_IMAGE = "cong-train:0.1.0"
+`make image` reads IMAGE from this file and tags the build with the package version, so the compiled pipeline
+names exactly the image it builds. To run on a cluster, set IMAGE to a repository your nodes can pull from
+(e.g. registry.example.com/ml/cong-train), then `make image`, push it, and `make compile`.
+"""
+
+from cong import __version__
+
+IMAGE = "cong-train"
+BASE_IMAGE = f"{IMAGE}:{__version__}"

