@@ -66,7 +66,8 @@ def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
     if retries:
         b = cfg.scheduling.retry
         task.set_retry(retries, backoff_duration=b.backoff, backoff_factor=b.factor, backoff_max_duration=b.max_backoff)
-    # `cong/workload` lets cluster policy tell training pods apart (manifests/ gives them a PriorityClass).
+    # `cong/workload` lets cluster policy tell training pods apart: KFP cannot set a pod's priorityClassName, so an
+    # admission policy (e.g. Kyverno) that gives `training` pods the class `cong-training` of manifests/ keys on it.
     workload = "training" if stage in TRAINING_STAGES else "gpu" if r.gpus else "light"
     labels = {"app.kubernetes.io/part-of": "cong", "cong/stage": stage, "cong/workload": workload}
     labels.update(cfg.scheduling.pod_labels)
