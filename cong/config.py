@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cong.errors import CongError
 
@@ -40,6 +41,8 @@ METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", 
 MethodName = Literal[(*METHODS, "all")]
 # Methods whose loss compares weak and strong log-probabilities token by token.
 SHARED_VOCAB_METHODS = ("wspo",)
+# Stages that can train on more than one node (as a Kubeflow TrainJob, cong.trainjob).
+MULTI_NODE_STAGES = ("sft", "dpo")
 
 
 class Strict(BaseModel):
@@ -315,6 +318,22 @@ class Resources(Strict):
     )
     timeout: Duration | None = None
     retries: int | None = Field(None, ge=0, le=10, description="default: scheduling.retry.count on training stages")
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="above 1, a training stage runs as a Kubeflow TrainJob on this many nodes, each "
+        "with the cpu, memory and gpus above (sft and dpo)",
+    )
+
+
+class TrainJobSettings(Strict):
+    """Training stages with `nodes` > 1 run as a Kubeflow Trainer v2 TrainJob (cong.trainjob)."""
+
+    runtime: Literal["torch-distributed", "deepspeed-distributed"] = Field(
+        "torch-distributed",
+        description="the ClusterTrainingRuntime: torchrun on every node, or mpirun from a launcher (DeepSpeed)",
+    )
 
 
 class Config(Strict):
@@ -329,7 +348,23 @@ class Config(Strict):
     resources: dict[Literal[STAGES], Resources] = {}
     scheduling: Scheduling = Scheduling()
     storage: StorageSettings = StorageSettings()
+    trainjob: TrainJobSettings = TrainJobSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
+
+    @model_validator(mode="after")
+    def _check_nodes(self) -> Config:
+        for stage, r in self.resources.items():
+            if r.nodes > 1 and stage not in MULTI_NODE_STAGES:
+                # Raised with the field's own location, so the message names resources.<stage>.nodes.
+                message = (
+                    f"only {' and '.join(MULTI_NODE_STAGES)} train on more than one node (as a Kubeflow TrainJob); "
+                    "set nodes: 1 here"
+                )
+                detail = InitErrorDetails(
+                    type=PydanticCustomError("nodes", message), loc=("resources", stage, "nodes"), input=r.nodes
+                )
+                raise ValidationError.from_exception_data("Config", [detail])
+        return self
 
     @field_validator("methods")
     @classmethod

@@ -370,6 +370,61 @@ def evaluate(
     }
 
 
+def _trained_with(cfg: Config, stage: str, method: str) -> dict[str, Any]:
+    """The training settings a stage's lineage records (as sft and dpo record them when training in the pod)."""
+    if stage == "sft":
+        s = _sft_settings(cfg, method)
+        extra = {"method": method, "base_model": cfg.models.strong_base, "epochs": s.epochs}
+    else:
+        s = cfg.stages.dpo.train
+        extra = {"beta": s.beta, "reference": "initial policy (frozen)"}
+    return {**extra, "learning_rate": s.learning_rate, "seed": s.seed}
+
+
+def trainjob(
+    config: dict,
+    stage: str,
+    *,
+    run_id: str,
+    image: str,
+    task_config: Any,
+    inputs: dict[str, str],
+    output: tuple[str, str],
+    method: str = "",
+) -> StepResult:
+    """sft or dpo on several nodes, as a Kubeflow TrainJob (cong.trainjob); `task_config` is the task's
+    dsl.TaskConfig, `output` the name and local folder of the trained model."""
+    from cong.trainjob import TaskSettings, job_name, run_stage
+
+    cfg = config_from_dict(config)
+    metrics = run_stage(
+        cfg,
+        stage,
+        run_id=run_id,
+        image=image,
+        task=TaskSettings.of(task_config),
+        inputs={key: Path(path) for key, path in inputs.items()},
+        output=(output[0], Path(output[1])),
+        method=method,
+    )
+    lineage = _lineage(
+        cfg,
+        stage,
+        trainjob=job_name(run_id, stage, method),
+        runtime=cfg.trainjob.runtime,
+        nodes=metrics["nodes"],
+        **_trained_with(cfg, stage, method),
+    )
+    return {"metrics": metrics, "metadata": {output[0]: lineage}}
+
+
+def delete_trainjobs(run_id: str, keys: list[list[str]]) -> list[str]:
+    """The run's exit handler: delete the TrainJobs its training stages may have left (by name)."""
+    from cong.trainjob import delete_jobs
+
+    return delete_jobs(run_id, keys)
+
+
 def record(
     result: StepResult, metrics: Any, run_id: str = "", inputs: dict[str, Any] | None = None, **artifacts: Any
 ) -> None:

@@ -27,11 +27,13 @@ from components.pair.component import pair
 from components.plan.component import plan
 from components.sft.component import sft
 from components.strong_sample.component import strong_sample
+from components.trainjob.component import dpo_trainjob, sft_trainjob
 from components.weak_align.component import weak_align
 from components.weak_sample.component import weak_sample
 from components.wsd.component import wsd
 from components.wspo.component import wspo
 from cong.config import TRAINING_STAGES, Config, seconds
+from pipelines.trainjob import multi_node, with_trainjob_cleanup
 
 PIPELINE_NAME = "cong"
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -115,8 +117,9 @@ def build_pipeline(cfg: Config):
             aligned = {"weak_aligned": weak.outputs["weak_aligned"]}
 
         def train_sft(data, method: str):
+            train = sft_trainjob if multi_node(cfg, "sft") else sft
             return schedule(
-                sft(config=config, run_id=RUN_ID, data=data, method=method), "sft", f"sft ({method})"
+                train(config=config, run_id=RUN_ID, data=data, method=method), "sft", f"sft ({method})"
             ).outputs["model"]
 
         weak_samples = branch(
@@ -186,8 +189,9 @@ def build_pipeline(cfg: Config):
                 ),
                 "pair",
             )
+            train_dpo = dpo_trainjob if multi_node(cfg, "dpo") else dpo
             cong = schedule(
-                dpo(config=config, run_id=RUN_ID, model=cong_s, pairs=pairs.outputs["pairs"]), "dpo"
+                train_dpo(config=config, run_id=RUN_ID, model=cong_s, pairs=pairs.outputs["pairs"]), "dpo"
             ).outputs["aligned"]
         with dsl.Elif(switches["cong_mode"] == "cong_s", name="cong-s-only"):
             _, cong_s_only = cong_s_model()
@@ -206,4 +210,4 @@ def build_pipeline(cfg: Config):
             evaluate(config=config, run_id=RUN_ID, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned), "evaluate"
         )
 
-    return cong_pipeline
+    return with_trainjob_cleanup(cfg, cong_pipeline, RUN_ID)

@@ -1,0 +1,1 @@
+"""The TrainJob components: sft and dpo on several nodes, and the exit handler that deletes their jobs."""

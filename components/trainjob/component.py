@@ -1,0 +1,104 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+# What the task's settings become (cong.trainjob): its resources are each training node's, not this pod's, and
+# so are its node selector, affinity and tolerations (this pod only waits); the environment (the storage
+# Secret and ConfigMap) and volumes (a workspace: ReadWriteMany) serve both.
+PASSTHROUGHS = [
+    dsl.TaskConfigField.RESOURCES,
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
+    dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+    dsl.TaskConfigField.KUBERNETES_AFFINITY,
+    dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_VOLUMES, apply_to_task=True),
+]
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, task_config_passthroughs=PASSTHROUGHS)
+def sft_trainjob(
+    config: dict,
+    data: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    task_config: dsl.TaskConfig,
+    method: str = "cong_s",
+    run_id: str = "",
+    image: str = BASE_IMAGE,
+):
+    """The sft stage on several nodes: a Kubeflow TrainJob trains, this task waits for it and fetches the model.
+
+    Args:
+        config: the run's configuration; `resources.sft.nodes` nodes, each with the task's resources.
+        data: (prompt, response) rows to imitate.
+        model: the fine-tuned strong model (Hugging Face folder).
+        metrics: nodes, processes per node and the TrainJob's duration.
+        task_config: the task's resources, environment, scheduling and volumes, forwarded to the TrainJob.
+        method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
+        run_id: the KFP run's id: it names the TrainJob, and is recorded on every output for lineage.
+        image: the training nodes' image.
+    """
+    from cong import steps
+
+    result = steps.trainjob(
+        config,
+        "sft",
+        run_id=run_id,
+        image=image,
+        task_config=task_config,
+        inputs={"data": data.path},
+        output=("model", model.path),
+        method=method,
+    )
+    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, task_config_passthroughs=PASSTHROUGHS)
+def dpo_trainjob(
+    config: dict,
+    model: Input[Model],
+    pairs: Input[Dataset],
+    aligned: Output[Model],
+    metrics: Output[Metrics],
+    task_config: dsl.TaskConfig,
+    run_id: str = "",
+    image: str = BASE_IMAGE,
+):
+    """The dpo stage (ConG) on several nodes: a Kubeflow TrainJob trains, this task waits and fetches the model.
+
+    Args:
+        config: the run's configuration; `resources.dpo.nodes` nodes, each with the task's resources.
+        model: the policy to start from (ConG-S), also the frozen reference.
+        pairs: preference pairs.
+        aligned: the aligned strong model (Hugging Face folder).
+        metrics: nodes, processes per node and the TrainJob's duration.
+        task_config: the task's resources, environment, scheduling and volumes, forwarded to the TrainJob.
+        run_id: the KFP run's id: it names the TrainJob, and is recorded on every output for lineage.
+        image: the training nodes' image.
+    """
+    from cong import steps
+
+    result = steps.trainjob(
+        config,
+        "dpo",
+        run_id=run_id,
+        image=image,
+        task_config=task_config,
+        inputs={"model": model.path, "pairs": pairs.path},
+        output=("aligned", aligned.path),
+    )
+    steps.record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def delete_trainjobs(keys: list, run_id: str = ""):
+    """The run's exit handler: delete every TrainJob its training stages may have left, whatever happened.
+
+    Args:
+        keys: the (stage, method) pairs that may have run as TrainJobs; each names one job.
+        run_id: the KFP run's id, the rest of each job's name.
+    """
+    from cong import steps
+
+    steps.delete_trainjobs(run_id, keys)
