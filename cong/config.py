@@ -332,7 +332,14 @@ class TrainJobSettings(Strict):
 
     runtime: Literal["torch-distributed", "deepspeed-distributed"] = Field(
         "torch-distributed",
-        description="the ClusterTrainingRuntime: torchrun on every node, or mpirun from a launcher (DeepSpeed)",
+        description="the Trainer runtime: torchrun on every node, or mpirun from a launcher (DeepSpeed)",
+    )
+    runtime_ref: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="the ClusterTrainingRuntime to use, when not the one named `runtime`: e.g. a copy of "
+        "deepspeed-distributed whose node pods run this project's image (the Trainer sets the image of the "
+        "launcher only)",
     )
 
 

@@ -10,7 +10,9 @@ waits for the job's Complete or Failed condition, fetches the model the job publ
   exit handler can delete it by name when the run ends, however it ended.
 - Runtimes: the ClusterTrainingRuntimes `torch-distributed` (torchrun on every node, which reads the `PET_*`
   variables the Trainer sets) and `deepspeed-distributed` (OpenMPI: mpirun on the launcher reaches every node
-  over SSH; the image then needs OpenMPI, sshd and mpi4py, as the runtime's own image has).
+  over SSH; the image then needs OpenMPI, sshd and mpi4py, as the runtime's own image has). The Trainer gives
+  the job's image to the launcher only: the node pods keep the runtime's image, so this needs a copy of the
+  runtime with this project's image (`trainjob.runtime_ref` names it).
 - Forwarded from the KFP task (`dsl.TaskConfig`): resources (per node), environment (the storage Secret and
   ConfigMap by reference), node selector, affinity, tolerations and volumes (with their mounts); multi-GPU
   nodes also get a memory-backed `/dev/shm`, which KFP does not forward.
@@ -26,6 +28,7 @@ The pipeline's service account needs, in the run's namespace (a Role):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -140,6 +143,7 @@ def manifest(
     *,
     namespace: str,
     runtime: str,
+    runtime_ref: str | None = None,
     image: str,
     command: list[str],
     nodes: int,
@@ -149,8 +153,9 @@ def manifest(
     annotations: dict[str, str],
     shm: bool,
 ) -> dict[str, Any]:
-    """The TrainJob object: the trainer (image, command, nodes, resources, env) and, as a runtime patch, where
-    its pods may run (node selector, affinity, tolerations) and what they mount."""
+    """The TrainJob object for `runtime` (the ClusterTrainingRuntime `runtime_ref`, by default the runtime's own
+    name): the trainer (image, command, nodes, resources, env) and, as a runtime patch, where its pods may run
+    (node selector, affinity, tolerations) and what they mount."""
     trainer: dict[str, Any] = {
         "image": image,
         "command": command,
@@ -177,7 +182,7 @@ def manifest(
         pod["volumes"] = volumes
     if mounts:
         pod["containers"] = [{"name": CONTAINER, "volumeMounts": mounts}]
-    spec: dict[str, Any] = {"runtimeRef": {"name": runtime}, "trainer": trainer}
+    spec: dict[str, Any] = {"runtimeRef": {"name": runtime_ref or runtime}, "trainer": trainer}
     if pod:
         jobs = [
             {"name": job, "template": {"spec": {"template": {"spec": pod}}}}
@@ -201,6 +206,17 @@ def _condition(job: dict[str, Any]) -> tuple[str, str] | None:
             detail = ": ".join(p for p in (condition.get("reason"), condition.get("message")) if p)
             return condition["type"], detail or "no reason given"
     return None
+
+
+def _pod_summary(pods: list[dict[str, Any]]) -> str:
+    """Pods by phase, with why containers wait (e.g. `2 Running, 1 Pending (ImagePullBackOff)`)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for pod in pods:
+        status = pod.get("status") or {}
+        states = [(c.get("state") or {}).get("waiting") or {} for c in status.get("containerStatuses") or []]
+        reasons = sorted({state["reason"] for state in states if state.get("reason")})
+        counts[status.get("phase", "Unknown") + (f" ({', '.join(reasons)})" if reasons else "")] += 1
+    return ", ".join(f"{count} {what}" for what, count in sorted(counts.items())) or "none yet"
 
 
 class Cluster:
@@ -341,11 +357,15 @@ class Cluster:
         """Poll the job until it ends, streaming its rank-0 log meanwhile; a failure is a CongError."""
         followed: set[str] = set()
         streams: list[threading.Thread] = []
+        shown = ""
         while True:
             job = self.get(name)
             if job is None:
                 raise CongError(f"trainjob {self.namespace}/{name} disappeared while this task waited for it.")
             pods = self.pods(name)
+            if (summary := _pod_summary(pods)) != shown:
+                log(STAGE, f"{name}: pods {summary}")
+                shown = summary
             for pod in pods:
                 if self._shows_progress(pod, runtime) and pod["metadata"]["uid"] not in followed:
                     if pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed"):
@@ -439,6 +459,7 @@ def run_stage(
         name,
         namespace=cluster.namespace,
         runtime=cfg.trainjob.runtime,
+        runtime_ref=cfg.trainjob.runtime_ref,
         image=image,
         command=trainer_command(cfg.trainjob.runtime, arguments, env_names),
         nodes=resources.nodes,

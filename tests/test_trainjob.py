@@ -157,7 +157,21 @@ class FakeKubernetes:
                         "batch.kubernetes.io/job-completion-index": str(index),
                     },
                 },
-                "status": {"phase": "Failed" if failed and index == 1 else "Running"},
+                "status": {
+                    "phase": "Failed" if failed and index == 1 else "Running",
+                    "containerStatuses": [
+                        {
+                            "name": "node",
+                            "image": "cong-train:0.1.0",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"waiting": {"reason": "CrashLoopBackOff"}}
+                            if failed and index == 1
+                            else {"running": {}},
+                        }
+                    ],
+                },
             }
             for index in range(2)
         ]
@@ -261,6 +275,14 @@ def a_training_node(settings, expected_config, expected_data: Path):
     return train
 
 
+def test_only_sft_and_dpo_accept_more_than_one_node():
+    with pytest.raises(CongError, match=r"resources\.auxconf\.nodes = 2: only sft and dpo train on more than one"):
+        load_config(preset="tiny", overrides={"resources": {"auxconf": {"nodes": 2}}})
+    with pytest.raises(CongError, match=r"trainjob\.runtime"):
+        load_config(preset="tiny", overrides={"trainjob": {"runtime": "mpi-distributed"}})
+    assert load_config(preset="tiny", overrides={"resources": {"dpo": {"nodes": 2}}}).resources["dpo"].nodes == 2
+
+
 def test_names_are_dns_labels_fixed_by_run_stage_and_method():
     names = {job_name(run, stage, method) for run in ("r1", "r2") for stage, method in (("sft", "cong_s"), ("dpo", ""))}
     assert len(names) == 4
@@ -353,6 +375,7 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     rank0 = f"{name}-node-0-0-x7k2p"
     assert f"[{rank0}] step 2/2 loss 1.87" in err
     assert f"{name}-node-0-1-x7k2p" not in err, "only rank 0's log is streamed"
+    assert f"[trainjob] {name}: pods 2 Running" in err
 
 
 def test_a_failed_dpo_trainjob_fails_the_task_and_is_deleted(store, in_a_pod, tmp_path):
@@ -394,6 +417,7 @@ def test_deepspeed_runtime_launches_with_mpirun_and_patches_both_jobs():
         job_name(RUN_ID, "dpo"),
         namespace=NAMESPACE,
         runtime="deepspeed-distributed",
+        runtime_ref="cong-deepspeed",
         image="cong-train:0.1.0",
         command=command,
         nodes=2,
@@ -404,6 +428,7 @@ def test_deepspeed_runtime_launches_with_mpirun_and_patches_both_jobs():
         shm=False,
     )
     assert_trainjob_schema(body)
+    assert body["spec"]["runtimeRef"] == {"name": "cong-deepspeed"}, "a runtime whose node pods run our image"
     jobs = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     assert [job["name"] for job in jobs] == ["launcher", "node"]
     assert "volumes" not in jobs[0]["template"]["spec"]["template"]["spec"], "one GPU a node: no /dev/shm volume"
@@ -472,7 +497,7 @@ def test_a_job_of_another_run_is_not_adopted():
             cluster.create_or_adopt(mine)
 
 
-def test_a_failed_job_is_reported_with_its_reason_and_failed_pods():
+def test_a_failed_job_is_reported_with_its_reason_and_failed_pods(capfd):
     outcome = ("Failed", "JobsFailed", "jobset node failed: node-0-1 exited with 137 (OOMKilled)")
     with FakeKubernetes(outcome=outcome) as kube:
         cluster = kube.cluster()
@@ -483,6 +508,7 @@ def test_a_failed_job_is_reported_with_its_reason_and_failed_pods():
     message = str(error.value)
     assert "OOMKilled" in message and "JobsFailed" in message
     assert f"{body['metadata']['name']}-node-0-1-x7k2p" in message and f"kubectl logs -n {NAMESPACE}" in message
+    assert "pods 1 Failed (CrashLoopBackOff), 1 Running" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize(
