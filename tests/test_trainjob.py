@@ -545,6 +545,13 @@ def test_an_unreachable_api_server_is_named():
         cluster.get("cong-dpo-0123456789")
 
 
+def test_without_a_cluster_the_stage_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    with pytest.raises(CongError, match="needs a cluster: run it with nodes: 1 here"):
+        Cluster.connect()
+
+
 def test_exit_handler_deletes_the_runs_jobs_by_name():
     cfg = load_config(preset="tiny", overrides={"resources": {"sft": {"nodes": 2}, "dpo": {"nodes": 2}}})
     from cong.trainjob import trainjob_keys
