@@ -37,6 +37,7 @@ from cong.trainjob import (
     job_name,
     manifest,
     trainer_command,
+    trainjob_keys,
 )
 from pipelines.compile import COMMITTED, compile_pipeline
 
@@ -247,13 +248,9 @@ class FakeKubernetes:
         return Handler
 
 
-def sft_config(runtime="torch-distributed"):
+def sft_config():
     return load_config(
-        preset="tiny",
-        overrides={
-            "resources": {"sft": {"cpu": "32", "memory": "256Gi", "gpus": 8, "nodes": 4}},
-            "trainjob": {"runtime": runtime},
-        },
+        preset="tiny", overrides={"resources": {"sft": {"cpu": "32", "memory": "256Gi", "gpus": 8, "nodes": 4}}}
     )
 
 
@@ -266,7 +263,7 @@ def a_training_node(settings, expected_config, expected_data: Path):
         config = json.loads(Path(localize(config_uri, settings)).read_text())
         assert config == expected_config
         assert Path(localize(inputs["data"], settings)).read_bytes() == expected_data.read_bytes()
-        model = Path(expected_data.parent / "trained")
+        model = expected_data.parent / "trained"
         model.mkdir()
         (model / "config.json").write_text('{"trained": true}')
         (model / "model.safetensors").write_bytes(b"\0" * 2048)
@@ -295,7 +292,7 @@ def test_names_are_dns_labels_fixed_by_run_stage_and_method():
 def task_config(settings: TaskSettings):
     from kfp import dsl
 
-    return dsl.TaskConfig(**{k: v for k, v in vars(settings).items()})
+    return dsl.TaskConfig(**vars(settings))
 
 
 @pytest.fixture
@@ -554,8 +551,6 @@ def test_without_a_cluster_the_stage_says_what_to_do(tmp_path, monkeypatch):
 
 def test_exit_handler_deletes_the_runs_jobs_by_name():
     cfg = load_config(preset="tiny", overrides={"resources": {"sft": {"nodes": 2}, "dpo": {"nodes": 2}}})
-    from cong.trainjob import trainjob_keys
-
     keys = trainjob_keys(cfg)
     assert keys == [*(["sft", m] for m in SFT_METHODS), ["dpo", ""]]
     with FakeKubernetes() as kube:
