@@ -14,8 +14,11 @@ waits for the job's Complete or Failed condition, fetches the model the job publ
   the job's image to the launcher only: the node pods keep the runtime's image, so this needs a copy of the
   runtime with this project's image (`trainjob.runtime_ref` names it).
 - Forwarded from the KFP task (`dsl.TaskConfig`): resources (per node), environment (the storage Secret and
-  ConfigMap by reference), node selector, affinity, tolerations and volumes (with their mounts); multi-GPU
-  nodes also get a memory-backed `/dev/shm`, which KFP does not forward.
+  ConfigMap by reference), node selector, affinity, tolerations and volumes (with their mounts). From the
+  config, as the pipeline sets them on a training pod: the pod labels, a memory-backed `/dev/shm` on multi-GPU
+  nodes (KFP does not forward it) and the stage's timeout (the job's activeDeadlineSeconds). A priority class
+  cannot be set through a TrainJob (its runtime patches do not have the field): give it with the runtime, or
+  with an admission policy keyed on the label `cong/workload=training`.
 - Schema: Kubeflow Trainer >= 2.2 (`spec.runtimePatches`; 2.0 and 2.1 named it differently). The tests check
   the manifest against the models of the PyPI package `kubeflow-trainer-api` 2.3.0, generated from the
   Trainer's OpenAPI spec.
@@ -40,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cong.config import Config
+from cong.config import Config, seconds
 from cong.errors import CongError
 from cong.progress import log
 
@@ -152,10 +155,13 @@ def manifest(
     labels: dict[str, str],
     annotations: dict[str, str],
     shm: bool,
+    shm_size: str | None = None,
+    pod_labels: dict[str, str] | None = None,
+    deadline_s: int | None = None,
 ) -> dict[str, Any]:
     """The TrainJob object for `runtime` (the ClusterTrainingRuntime `runtime_ref`, by default the runtime's own
     name): the trainer (image, command, nodes, resources, env) and, as a runtime patch, where its pods may run
-    (node selector, affinity, tolerations) and what they mount."""
+    (node selector, affinity, tolerations), what they mount and their labels. `deadline_s` bounds its run."""
     trainer: dict[str, Any] = {
         "image": image,
         "command": command,
@@ -176,17 +182,23 @@ def manifest(
     volumes, mounts = list(task.volumes or []), list(task.volume_mounts or [])
     if shm:
         # NCCL between the GPUs of one node goes through /dev/shm; a container's default is 64 MiB.
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        volumes.append(
+            {"name": "dshm", "emptyDir": {"medium": "Memory", **({"sizeLimit": shm_size} if shm_size else {})}}
+        )
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     if volumes:
         pod["volumes"] = volumes
     if mounts:
         pod["containers"] = [{"name": CONTAINER, "volumeMounts": mounts}]
     spec: dict[str, Any] = {"runtimeRef": {"name": runtime_ref or runtime}, "trainer": trainer}
+    if deadline_s:
+        spec["activeDeadlineSeconds"] = deadline_s
+    template: dict[str, Any] = {"metadata": {"labels": pod_labels}} if pod_labels else {}
     if pod:
+        template["spec"] = pod
+    if template:
         jobs = [
-            {"name": job, "template": {"spec": {"template": {"spec": pod}}}}
-            for job in RUNTIMES[runtime].replicated_jobs
+            {"name": job, "template": {"spec": {"template": template}}} for job in RUNTIMES[runtime].replicated_jobs
         ]
         spec["runtimePatches"] = [
             {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": jobs}}}}
@@ -467,7 +479,16 @@ def run_stage(
         task=task,
         labels={"app.kubernetes.io/managed-by": "cong", "cong/stage": stage},
         annotations={RUN_ANNOTATION: run_id},
-        shm=resources.gpus > 1,
+        shm=resources.gpus > 1 or resources.shm is not None,
+        shm_size=resources.shm,
+        # The labels the pipeline gives a training stage's pods (pipelines.pipeline.place), for cluster policy.
+        pod_labels={
+            "app.kubernetes.io/part-of": "cong",
+            "cong/stage": stage,
+            "cong/workload": "training",
+            **cfg.scheduling.pod_labels,
+        },
+        deadline_s=seconds(resources.timeout) if resources.timeout else None,
     )
     started = time.monotonic()
     cluster.create_or_adopt(body)

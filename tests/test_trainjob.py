@@ -249,8 +249,9 @@ class FakeKubernetes:
 
 
 def sft_config():
+    sft = {"cpu": "32", "memory": "256Gi", "gpus": 8, "nodes": 4, "shm": "64Gi", "timeout": "12h"}
     return load_config(
-        preset="tiny", overrides={"resources": {"sft": {"cpu": "32", "memory": "256Gi", "gpus": 8, "nodes": 4}}}
+        preset="tiny", overrides={"resources": {"sft": sft}, "scheduling": {"pod_labels": {"team": "a"}}}
     )
 
 
@@ -342,6 +343,7 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     assert body["metadata"]["name"] == name and body["metadata"]["namespace"] == NAMESPACE
     assert body["metadata"]["annotations"][RUN_ANNOTATION] == RUN_ID
     assert body["spec"]["runtimeRef"] == {"name": "torch-distributed"}
+    assert body["spec"]["activeDeadlineSeconds"] == 12 * 3600, "the stage's timeout bounds the job"
     trainer = body["spec"]["trainer"]
     assert trainer["image"] == "registry.example.com/cong-train:0.1.0"
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
@@ -353,9 +355,16 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     pod = node["template"]["spec"]["template"]["spec"]
     assert node["name"] == "node"
+    labels = node["template"]["spec"]["template"]["metadata"]["labels"]
+    assert labels == {
+        "app.kubernetes.io/part-of": "cong",
+        "cong/stage": "sft",
+        "cong/workload": "training",
+        "team": "a",
+    }
     assert pod["nodeSelector"] == TASK.node_selector and pod["tolerations"] == TASK.tolerations
     assert pod["affinity"] == TASK.affinity
-    assert pod["volumes"] == [*TASK.volumes, {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert pod["volumes"] == [*TASK.volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}}]
     assert pod["containers"] == [
         {"name": "node", "volumeMounts": [*TASK.volume_mounts, {"name": "dshm", "mountPath": "/dev/shm"}]}
     ]
@@ -596,8 +605,12 @@ def test_multi_node_stages_compile_to_trainjob_tasks_with_passthroughs(compiled)
         }
     resources = executors["exec-dpo-trainjob"]["container"]["resources"]
     assert resources["accelerator"]["resourceCount"] == "8" and resources["resourceMemoryLimit"] == "384Gi"
-    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-sft-trainjob"]["secretAsEnv"]
-    assert secrets[0]["secretName"] == "cong-s3-credentials", "the env the TrainJob gets through ENV passthrough"
+    # What the passthroughs forward to the TrainJob: the storage env, the GPU pool's node selector and taints.
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-dpo-trainjob"]
+    assert kube["secretAsEnv"][0]["secretName"] == "cong-s3-credentials"
+    assert kube["nodeSelector"]["labels"] and kube["tolerations"], "the preset's default GPU pool"
+    tasks = {name: t for c in components.values() for name, t in c.get("dag", {}).get("tasks", {}).items()}
+    assert tasks["dpo-trainjob"]["retryPolicy"]["maxRetryCount"] == 2, "a retried task adopts its TrainJob"
     sft_tasks = [t for c in components.values() for t in c.get("dag", {}).get("tasks", {}).values()]
     methods = {
         t["inputs"]["parameters"]["method"]["runtimeValue"]["constant"]
