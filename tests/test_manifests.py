@@ -46,8 +46,8 @@ EXPECTED = {
 }
 # What the multi-node training component does with the Kubernetes API (cong-trainjobs), and nothing more.
 TRAINJOB_RULES = (
-    {("trainer.kubeflow.org", "trainjobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
-    | {("", "pods", verb) for verb in ("get", "list", "watch")}
+    {("trainer.kubeflow.org", "trainjobs", verb) for verb in ("create", "get", "delete")}
+    | {("", "pods", "list")}
     | {("", "pods/log", "get")}
 )
 # The cluster-scoped kinds among these manifests (kustomize's namespace transformer leaves them alone).

@@ -43,6 +43,7 @@ from pipelines.compile import COMMITTED, compile_pipeline
 
 NAMESPACE = "team-a"
 RUN_ID = "8f14e45f-ceea-467f-a0e6-1c7bd2c1d9a4"
+ROOT = Path(__file__).resolve().parent.parent
 JOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NAMESPACE}/trainjobs"
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 # What the KFP driver puts in a task's dsl.TaskConfig (Kubernetes JSON, as backend/src/v2/driver builds it).
@@ -248,6 +249,30 @@ class FakeKubernetes:
         return Handler
 
 
+def rbac_verbs(requests) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of each request, as RBAC sees it: GET of a collection is `list`."""
+    used = set()
+    for r in requests:
+        parts = r["path"].strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        rest = parts[parts.index("namespaces") + 2 :]
+        resource = "/".join([rest[0], *rest[2:]])
+        verb = {"POST": "create", "DELETE": "delete"}.get(r["method"], "get" if len(rest) > 1 else "list")
+        used.add((group, resource, verb))
+    return used
+
+
+def granted_rules() -> set[tuple[str, str, str]]:
+    role = yaml.safe_load((ROOT / "manifests" / "base" / "role.yaml").read_text())
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 def sft_config():
     sft = {"cpu": "32", "memory": "256Gi", "gpus": 8, "nodes": 4, "shm": "64Gi", "timeout": "12h"}
     return load_config(
@@ -337,6 +362,7 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
         (create,) = kube.calls("POST", JOBS)
         (delete,) = kube.calls("DELETE", JOBS)
         assert kube.calls("GET", PODS), "the trainer pods were listed"
+    assert rbac_verbs(kube.requests) == granted_rules(), "the Role in manifests/ grants exactly what a run uses"
     body = create["body"]
     name = job_name(RUN_ID, "sft", "weak_sft")
     assert_trainjob_schema(body)
