@@ -95,8 +95,8 @@ class KfpClient:
             response = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
         except requests.RequestException as exc:
             raise CongError(
-                f"cannot reach the Kubeflow Pipelines API at {self.connection.host} ({type(exc).__name__}: "
-                f"{_one_line(str(exc))}). Check --host / {HOST_ENV} and that the port-forward or ingress is up."
+                f"cannot reach the Kubeflow Pipelines API at {self.connection.host} ({_reason(exc)}). Check --host / "
+                f"{HOST_ENV} and that the port-forward or ingress is up."
             ) from None
         if 300 <= response.status_code < 400:
             raise CongError(
@@ -301,6 +301,16 @@ def _server_message(response: Any) -> str:
     if isinstance(body, dict) and (body.get("message") or body.get("error")):
         return _one_line(str(body.get("message") or body.get("error")))
     return _one_line(response.text)[:500] or "(empty answer)"
+
+
+def _reason(exc: Exception) -> str:
+    """Why a request got no answer (`[Errno 111] Connection refused`), without urllib3's wrapping around it."""
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time"
+    cause = re.search(r"\[Errno -?\d+\] [^\"')]+", str(exc))
+    return cause.group(0) if cause else f"{type(exc).__name__}: {_one_line(str(exc))[:300]}"
 
 
 def _one_line(text: str) -> str:

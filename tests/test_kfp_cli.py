@@ -544,7 +544,8 @@ def test_missing_token_and_unreachable_host(kfp, capsys, monkeypatch, tmp_path):
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     code, out, err = cong(capsys, "runs", "--host", closed)
     assert code == 2
-    assert f"cannot reach the Kubeflow Pipelines API at {closed}" in err and "Traceback" not in err
+    assert f"cannot reach the Kubeflow Pipelines API at {closed} ([Errno 111] Connection refused)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
     monkeypatch.delenv("KFP_HOST", raising=False)
     code, out, err = cong(capsys, "runs")
