@@ -258,6 +258,8 @@ def kfp(monkeypatch):
     server.shutdown()
     server.server_close()
     thread.join()
+    for request in state.calls("POST", "/recurringruns"):
+        assert len(request["json"]["trigger"]["cron_schedule"]["cron"].split()) == 6, "a 5-field cron reached KFP"
 
 
 def cong(capsys, *argv) -> tuple[int, str, str]:
@@ -266,7 +268,7 @@ def cong(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_submit_uploads_the_compiled_pipeline_once_per_content_and_starts_runs(kfp, capsys, tmp_path):
+def test_submit_uploads_the_compiled_pipeline_once_per_content_and_starts_runs(kfp, capsys):
     code, out, err = cong(capsys, "submit", "--preset", "tiny", "--host", kfp.url, "--namespace", "team-a")
     assert code == 0, err
     assert all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in kfp.requests)
@@ -324,33 +326,21 @@ def test_submit_passes_a_store_pipeline_root_and_the_service_account(kfp, capsys
     assert "namespace" not in kfp.calls("GET", "/experiments")[0]["query"], "no namespace unless one is set"
 
 
-@pytest.mark.parametrize(
-    "cron, six_fields",
-    [
-        ("*/15 9-17 * * MON-FRI", "0 */15 9-17 * * MON-FRI"),
-        ("@weekly", "0 0 0 * * 0"),
-    ],
-)
-def test_schedule_sends_the_six_field_cron_one_at_a_time_without_catchup(kfp, capsys, cron, six_fields):
-    code, out, err = cong(capsys, "schedule", "--cron", cron, "--preset", "tiny", "--host", kfp.url)
+def test_schedule_sends_the_six_field_cron_one_at_a_time_without_catchup_and_replace_recreates(kfp, capsys):
+    args = ["schedule", "--preset", "tiny", "--host", kfp.url, "--name", "nightly"]
+    code, out, err = cong(capsys, *args, "--cron", "*/15 9-17 * * MON-FRI")
     assert code == 0, err
     (body,) = [r["json"] for r in kfp.calls("POST", "/recurringruns")]
-    assert body["trigger"] == {"cron_schedule": {"cron": six_fields}}
+    assert body["trigger"] == {"cron_schedule": {"cron": "0 */15 9-17 * * MON-FRI"}}, "seconds first, never 5 fields"
     assert int(body["max_concurrency"]) == 1
     assert body["no_catchup"] is True
     assert body["mode"] == "ENABLE"
-    assert body["display_name"] == "tiny"
+    assert body["display_name"] == "nightly"
     (version,) = kfp.versions.values()
     assert body["pipeline_version_reference"]["pipeline_version_id"] == version["pipeline_version_id"]
     assert body["runtime_config"]["parameters"]["config"] == load_config(preset="tiny").as_parameter()
-    (schedule_id,) = kfp.schedules
-    assert f"{kfp.url}/#/recurringrun/details/{schedule_id}" in out
-
-
-def test_schedule_of_an_existing_name_needs_replace_which_deletes_and_recreates(kfp, capsys):
-    args = ["schedule", "--preset", "tiny", "--host", kfp.url, "--name", "nightly"]
-    assert cong(capsys, *args, "--cron", "0 3 * * *")[0] == 0
     (first,) = kfp.schedules
+    assert f"{kfp.url}/#/recurringrun/details/{first}" in out
 
     code, out, err = cong(capsys, *args, "--cron", "0 4 * * *")
     assert code == 2
