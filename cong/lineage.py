@@ -16,7 +16,8 @@ from typing import Any
 from cong.errors import CongError
 
 LINEAGE_FILE = "lineage.json"
-# The fields a reader needs to tell two models apart, in the order they are printed.
+# The fields a reader needs to tell two models apart, in the order they are printed (the last two: a cluster
+# run's task state and ML Metadata artifact id, see cong.kfp_runs).
 SHOWN = (
     "stage",
     "method",
@@ -41,6 +42,8 @@ SHOWN = (
     "sha256",
     "config",
     "code_version",
+    "state",
+    "artifact_id",
 )
 
 

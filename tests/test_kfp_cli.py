@@ -1,0 +1,589 @@
+"""`cong submit`, `cong schedule`, `cong runs` and `cong lineage RUN_ID` against the Kubeflow Pipelines API.
+
+There is no KFP backend here, so these tests run the commands against a local HTTP server on 127.0.0.1 that
+implements the v2beta1 endpoints they call, with the paths, query parameters, JSON field names and error body
+(google.rpc.Status) of the published API (kfp-server-api 2.17): pipelines (list, create, upload_version,
+versions), experiments, runs (create, list, get) and recurring runs (list, create, delete). The server records
+every request, so the tests assert what the backend would receive.
+"""
+
+import email.parser
+import email.policy
+import hashlib
+import json
+import re
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+
+from cong.config import load_config
+from cong.cron import to_kfp_cron
+from cong.errors import CongError
+from pipelines.cli import main
+from pipelines.compile import COMMITTED
+
+API = "/apis/v2beta1"
+TOKEN = "test-bearer-token"
+# The server answers at most this many items per page (as a server may), so every list is read page by page.
+SERVER_PAGE = 2
+
+
+class FakeKfp:
+    """The state of a KFP backend and the requests it got; `fail` maps (method, path) to a canned answer."""
+
+    def __init__(self):
+        self.pipelines, self.versions, self.experiments, self.runs, self.schedules = {}, {}, {}, {}, {}
+        self.requests = []
+        self.fail = {}
+        self.clock = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+    def now(self) -> str:
+        self.clock += timedelta(seconds=1)
+        return self.clock.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def calls(self, method: str, path: str) -> list[dict]:
+        return [r for r in self.requests if r["method"] == method and r["path"] == f"{API}{path}"]
+
+
+def listing(items: list[dict], query: dict, key: str) -> dict:
+    """A list answer: the filter's EQUALS predicates applied, sorted, then one page."""
+    if "filter" in query:
+        for predicate in json.loads(query["filter"])["predicates"]:
+            assert predicate["operation"] == "EQUALS"
+            items = [i for i in items if i.get(predicate["key"]) == predicate["string_value"]]
+    if query.get("sort_by") == "created_at desc":
+        items = sorted(items, key=lambda i: i["created_at"], reverse=True)
+    start = int(query.get("page_token") or 0)
+    size = min(int(query.get("page_size", 20)), SERVER_PAGE)
+    answer = {key: items[start : start + size], "total_size": len(items)}
+    if start + size < len(items):
+        answer["next_page_token"] = str(start + size)
+    return answer
+
+
+def make_handler(kfp: FakeKfp):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status: int, body, content_type="application/json", headers=None):
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def error(self, status: int, message: str):
+            self.answer(
+                status, {"error": message, "code": {400: 3, 401: 16, 404: 5, 409: 6}[status], "message": message}
+            )
+
+        def handle_any(self, method: str):
+            url = urlparse(self.path)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            record = {"method": method, "path": url.path, "query": query, "headers": dict(self.headers), "raw": raw}
+            if self.headers.get("Content-Type", "").startswith("application/json"):
+                record["json"] = json.loads(raw)
+            kfp.requests.append(record)
+            if (method, url.path) in kfp.fail:
+                return self.answer(*kfp.fail[(method, url.path)])
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                return self.error(401, "Unauthenticated: missing or invalid bearer token")
+            path = url.path.removeprefix(API)
+            for pattern, route in ROUTES:
+                match = re.fullmatch(pattern, f"{method} {path}")
+                if match:
+                    return route(self, kfp, query, record, *match.groups())
+            self.error(404, f"no route for {method} {path}")
+
+        def do_GET(self):
+            self.handle_any("GET")
+
+        def do_POST(self):
+            self.handle_any("POST")
+
+        def do_DELETE(self):
+            self.handle_any("DELETE")
+
+    return Handler
+
+
+def list_pipelines(h, kfp, query, record):
+    items = [p for p in kfp.pipelines.values() if p.get("namespace", "") == query.get("namespace", "")]
+    h.answer(200, listing(items, query, "pipelines"))
+
+
+def create_pipeline(h, kfp, query, record):
+    body = record["json"]
+    if any(p["name"] == body["name"] for p in kfp.pipelines.values()):
+        return h.error(409, f"Already exist error: pipeline {body['name']} already exists")
+    pipeline = {**body, "pipeline_id": str(uuid.uuid4()), "created_at": kfp.now()}
+    kfp.pipelines[pipeline["pipeline_id"]] = pipeline
+    h.answer(200, pipeline)
+
+
+def upload_version(h, kfp, query, record):
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + h.headers["Content-Type"].encode() + b"\r\n\r\n" + record["raw"]
+    )
+    files = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+    package = files["uploadfile"].get_payload(decode=True)
+    assert files["uploadfile"].get_filename().endswith(".yaml"), "the server picks the format by the file's extension"
+    if query["pipelineid"] not in kfp.pipelines:
+        return h.error(404, f"Pipeline {query['pipelineid']} not found")
+    if any(v["name"] == query["name"] for v in kfp.versions.values() if v["pipeline_id"] == query["pipelineid"]):
+        return h.error(409, f"Already exist error: version {query['name']} already exists")
+    version = {
+        "pipeline_id": query["pipelineid"],
+        "pipeline_version_id": str(uuid.uuid4()),
+        "name": query["name"],
+        "display_name": query.get("display_name", query["name"]),
+        "created_at": kfp.now(),
+        "pipeline_spec": next(yaml.load_all(package, Loader=yaml.CSafeLoader)),
+        "package": package,
+    }
+    kfp.versions[version["pipeline_version_id"]] = version
+    h.answer(200, {k: v for k, v in version.items() if k != "package"})
+
+
+def list_versions(h, kfp, query, record, pipeline_id):
+    items = [
+        {k: v for k, v in version.items() if k not in ("package", "pipeline_spec")}
+        for version in kfp.versions.values()
+        if version["pipeline_id"] == pipeline_id
+    ]
+    h.answer(200, listing(items, query, "pipeline_versions"))
+
+
+def get_version(h, kfp, query, record, pipeline_id, version_id):
+    version = kfp.versions.get(version_id)
+    if version is None or version["pipeline_id"] != pipeline_id:
+        return h.error(404, f"Pipeline version {version_id} not found")
+    h.answer(200, {k: v for k, v in version.items() if k != "package"})
+
+
+def list_experiments(h, kfp, query, record):
+    items = [e for e in kfp.experiments.values() if e.get("namespace", "") == query.get("namespace", "")]
+    h.answer(200, listing(items, query, "experiments"))
+
+
+def create_experiment(h, kfp, query, record):
+    experiment = {**record["json"], "experiment_id": str(uuid.uuid4()), "created_at": kfp.now()}
+    experiment["storage_state"] = "AVAILABLE"
+    kfp.experiments[experiment["experiment_id"]] = experiment
+    h.answer(200, experiment)
+
+
+def create_run(h, kfp, query, record):
+    body = record["json"]
+    if body["pipeline_version_reference"]["pipeline_version_id"] not in kfp.versions:
+        return h.error(404, "Pipeline version not found")
+    run = {**body, "run_id": str(uuid.uuid4()), "created_at": kfp.now(), "state": "PENDING"}
+    run["finished_at"] = "1970-01-01T00:00:00Z"
+    kfp.runs[run["run_id"]] = run
+    h.answer(200, run)
+
+
+def list_runs(h, kfp, query, record):
+    items = [r for r in kfp.runs.values() if r["experiment_id"] == query.get("experiment_id")]
+    h.answer(200, listing(items, query, "runs"))
+
+
+def get_run(h, kfp, query, record, run_id):
+    if run_id not in kfp.runs:
+        return h.error(404, f"Failed to get run: ResourceNotFoundError: Run {run_id} not found")
+    h.answer(200, kfp.runs[run_id])
+
+
+def list_schedules(h, kfp, query, record):
+    items = [s for s in kfp.schedules.values() if s["experiment_id"] == query.get("experiment_id")]
+    h.answer(200, listing(items, query, "recurring_runs"))
+
+
+def create_schedule(h, kfp, query, record):
+    body = record["json"]
+    if not 1 <= int(body["max_concurrency"]) <= 10:
+        return h.error(400, "Max concurrency of a recurring run must be at least 1 and at most 10")
+    schedule = {**body, "recurring_run_id": str(uuid.uuid4()), "created_at": kfp.now(), "status": "ENABLED"}
+    kfp.schedules[schedule["recurring_run_id"]] = schedule
+    h.answer(200, schedule)
+
+
+def delete_schedule(h, kfp, query, record, schedule_id):
+    if kfp.schedules.pop(schedule_id, None) is None:
+        return h.error(404, f"Recurring run {schedule_id} not found")
+    h.answer(200, {})
+
+
+ROUTES = [
+    (r"GET /pipelines", list_pipelines),
+    (r"POST /pipelines", create_pipeline),
+    (r"POST /pipelines/upload_version", upload_version),
+    (r"GET /pipelines/([^/]+)/versions", list_versions),
+    (r"GET /pipelines/([^/]+)/versions/([^/]+)", get_version),
+    (r"GET /experiments", list_experiments),
+    (r"POST /experiments", create_experiment),
+    (r"POST /runs", create_run),
+    (r"GET /runs", list_runs),
+    (r"GET /runs/([^/]+)", get_run),
+    (r"GET /recurringruns", list_schedules),
+    (r"POST /recurringruns", create_schedule),
+    (r"DELETE /recurringruns/([^/]+)", delete_schedule),
+]
+
+
+@pytest.fixture
+def kfp(monkeypatch):
+    """The fake backend on a free port of 127.0.0.1, and the connection settings pointing at it."""
+    state = FakeKfp()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    for name in ("KFP_HOST", "KFP_NAMESPACE", "KFP_UI_URL", "KFP_EXPERIMENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", "/nonexistent/token")
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join()
+    for request in state.calls("POST", "/recurringruns"):
+        assert len(request["json"]["trigger"]["cron_schedule"]["cron"].split()) == 6, "a 5-field cron reached KFP"
+
+
+def cong(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_submit_uploads_the_compiled_pipeline_once_per_content_and_starts_runs(kfp, capsys):
+    code, out, err = cong(capsys, "submit", "--preset", "tiny", "--host", kfp.url, "--namespace", "team-a")
+    assert code == 0, err
+    assert all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in kfp.requests)
+
+    (pipeline,) = kfp.pipelines.values()
+    assert (pipeline["name"], pipeline["display_name"], pipeline["namespace"]) == ("cong", "cong", "team-a")
+    (version,) = kfp.versions.values()
+    expected = COMMITTED.read_bytes()  # the tiny preset's compiled pipeline (test_compile checks it is current)
+    assert version["package"] == expected, "the uploaded package is the compiled pipeline for the config"
+    assert version["name"] == f"tiny-{hashlib.sha256(expected).hexdigest()[:16]}"
+    (experiment,) = kfp.experiments.values()
+    assert (experiment["display_name"], experiment["namespace"]) == ("cong", "team-a")
+
+    (body,) = [r["json"] for r in kfp.calls("POST", "/runs")]
+    assert body["experiment_id"] == experiment["experiment_id"]
+    assert body["pipeline_version_reference"] == {
+        "pipeline_id": pipeline["pipeline_id"],
+        "pipeline_version_id": version["pipeline_version_id"],
+    }
+    assert body["runtime_config"] == {"parameters": {"config": load_config(preset="tiny").as_parameter()}}
+    assert body["display_name"].startswith("tiny-")
+    (run_id,) = kfp.runs
+    assert f"{kfp.url}/#/runs/details/{run_id}" in out.splitlines()
+
+    # The same code and config again: no new pipeline, version or experiment, one more run of the same version.
+    code, out, err = cong(capsys, "submit", "--preset", "tiny", "--host", kfp.url, "--namespace", "team-a")
+    assert code == 0, err
+    assert "already uploaded" in out
+    assert (len(kfp.pipelines), len(kfp.versions), len(kfp.experiments), len(kfp.runs)) == (1, 1, 1, 2)
+    assert len(kfp.calls("POST", "/pipelines/upload_version")) == 1
+    assert {r["pipeline_version_reference"]["pipeline_version_id"] for r in kfp.runs.values()} == {
+        version["pipeline_version_id"]
+    }
+
+    # Other methods compile to other content: a second version of the same pipeline.
+    code, out, err = cong(
+        capsys, "submit", "--preset", "tiny", "--methods", "base,cong", "--host", kfp.url, "--namespace", "team-a"
+    )
+    assert code == 0, err
+    assert (len(kfp.pipelines), len(kfp.versions), len(kfp.runs)) == (1, 2, 3)
+    newest = max(kfp.runs.values(), key=lambda r: r["created_at"])
+    assert newest["runtime_config"]["parameters"]["config"]["methods"] == ["base", "cong"]
+
+
+def test_submit_passes_a_store_pipeline_root_and_the_service_account(kfp, capsys, tmp_path):
+    config = tmp_path / "root.yaml"
+    config.write_text("extends: tiny\nname: rooted\npipeline_root: s3://cong/pipeline-root\n")
+    code, out, err = cong(
+        capsys, "submit", "--config", str(config), "--host", kfp.url, "--service-account", "cong-pipeline-runner"
+    )
+    assert code == 0, err
+    (body,) = [r["json"] for r in kfp.calls("POST", "/runs")]
+    assert body["runtime_config"]["pipeline_root"] == "s3://cong/pipeline-root"
+    assert body["service_account"] == "cong-pipeline-runner"
+    assert "namespace" not in kfp.calls("GET", "/experiments")[0]["query"], "no namespace unless one is set"
+
+
+def test_schedule_sends_the_six_field_cron_one_at_a_time_without_catchup_and_replace_recreates(kfp, capsys):
+    args = ["schedule", "--preset", "tiny", "--host", kfp.url, "--name", "nightly"]
+    code, out, err = cong(capsys, *args, "--cron", "*/15 9-17 * * MON-FRI")
+    assert code == 0, err
+    (body,) = [r["json"] for r in kfp.calls("POST", "/recurringruns")]
+    assert body["trigger"] == {"cron_schedule": {"cron": "0 */15 9-17 * * MON-FRI"}}, "seconds first, never 5 fields"
+    assert int(body["max_concurrency"]) == 1
+    assert body["no_catchup"] is True
+    assert body["mode"] == "ENABLE"
+    assert body["display_name"] == "nightly"
+    (version,) = kfp.versions.values()
+    assert body["pipeline_version_reference"]["pipeline_version_id"] == version["pipeline_version_id"]
+    assert body["runtime_config"]["parameters"]["config"] == load_config(preset="tiny").as_parameter()
+    (first,) = kfp.schedules
+    assert f"{kfp.url}/#/recurringrun/details/{first}" in out
+
+    code, out, err = cong(capsys, *args, "--cron", "0 4 * * *")
+    assert code == 2
+    assert "--replace" in err and "nightly" in err and "Traceback" not in err
+    assert list(kfp.schedules) == [first] and not kfp.calls("DELETE", f"/recurringruns/{first}")
+
+    code, out, err = cong(capsys, *args, "--cron", "0 4 * * *", "--replace", "--catchup")
+    assert code == 0, err
+    assert len(kfp.calls("DELETE", f"/recurringruns/{first}")) == 1
+    (second,) = kfp.schedules.values()
+    assert second["recurring_run_id"] != first
+    assert second["trigger"]["cron_schedule"]["cron"] == "0 0 4 * * *"
+    assert second["no_catchup"] is False
+
+
+@pytest.mark.parametrize(
+    "cron, expected",
+    [
+        ("0 3 * * *", "0 0 3 * * *"),
+        ("5 4 * * SUN", "0 5 4 * * SUN"),
+        ("0 22 * * 1-5", "0 0 22 * * 1-5"),
+        ("23 0-20/2 * * *", "0 23 0-20/2 * * *"),
+        ("0 0,12 1 */2 *", "0 0 0,12 1 */2 *"),
+        ("0 9 1-7 JAN-MAR mon", "0 0 9 1-7 JAN-MAR mon"),
+        ("  0   3 * *  * ", "0 0 3 * * *"),
+        ("@daily", "0 0 0 * * *"),
+        ("@midnight", "0 0 0 * * *"),
+        ("@hourly", "0 0 * * * *"),
+        ("@monthly", "0 0 0 1 * *"),
+        ("@YEARLY", "0 0 0 1 1 *"),
+        ("0 30 2 * * ?", "0 30 2 * * ?"),
+        ("*/10 * * * * *", "*/10 * * * * *"),
+    ],
+)
+def test_cron_conversion(cron, expected):
+    converted = to_kfp_cron(cron)
+    assert converted == expected
+    assert len(converted.split()) == 6
+    if len(cron.split()) == 5:
+        assert converted.split()[1:] == cron.split(), "the five Unix fields move one place right, unchanged"
+
+
+@pytest.mark.parametrize(
+    "cron, says",
+    [
+        ("0 3 * *", "has 4 fields"),
+        ("0 0 3 * * * *", "has 7 fields"),
+        ("", "has 0 fields"),
+        ("60 * * * *", "minute 60 is out of range"),
+        ("0 24 * * *", "hour 24 is out of range"),
+        ("0 3 0 * *", "day of month 0 is out of range"),
+        ("0 3 * 13 *", "month 13 is out of range"),
+        ("0 3 * * 7", "write 0 (or SUN)"),
+        ("0 3 * * FUN", "not a valid day of week"),
+        ("0 3 * * 5-1", "runs backwards"),
+        ("5/15 * * * *", "`5-59/15`"),
+        ("*/0 * * * *", "step /0"),
+        ("0 3 L * *", "not a valid day of month"),
+        ("? 3 * * *", "only in the day fields"),
+        ("@reboot", "unknown macro"),
+        ("@every 1h", "unknown macro"),
+        ("0 0 3 * MON *", "not a valid month"),
+    ],
+)
+def test_cron_rejected_with_what_is_expected(cron, says):
+    with pytest.raises(CongError, match=re.escape(says)):
+        to_kfp_cron(cron)
+
+
+def test_a_bad_cron_fails_before_any_request(kfp, capsys):
+    code, out, err = cong(capsys, "schedule", "--cron", "0 3 * *", "--preset", "tiny", "--host", kfp.url)
+    assert code == 2
+    assert "expected a 5-field Unix cron" in err and "Traceback" not in err
+    assert kfp.requests == []
+
+
+def seed_run(kfp, experiment_id: str, name: str, state: str, minutes: int, finished: bool) -> str:
+    run_id = str(uuid.uuid4())
+    created = kfp.clock + timedelta(minutes=len(kfp.runs) * 100)
+    kfp.runs[run_id] = {
+        "run_id": run_id,
+        "display_name": name,
+        "experiment_id": experiment_id,
+        "state": state,
+        "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished_at": (created + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.123456789Z")
+        if finished
+        else "1970-01-01T00:00:00Z",
+    }
+    return run_id
+
+
+def test_runs_lists_the_newest_runs_and_shows_one_with_its_tasks(kfp, capsys):
+    experiment = str(uuid.uuid4())
+    kfp.experiments[experiment] = {"experiment_id": experiment, "display_name": "cong", "storage_state": "AVAILABLE"}
+    ids = [
+        seed_run(kfp, experiment, f"tiny-{i}", state, minutes, finished)
+        for i, (state, minutes, finished) in enumerate(
+            [("SUCCEEDED", 62, True), ("FAILED", 3, True), ("SUCCEEDED", 7, True), ("RUNNING", 0, False)]
+        )
+    ]
+    code, out, err = cong(capsys, "runs", "--host", kfp.url, "--limit", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "id", "state", "created", "duration"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["tiny-3", ids[3], "RUNNING"],
+        ["tiny-2", ids[2], "SUCCEEDED"],
+        ["tiny-1", ids[1], "FAILED"],
+    ], "newest first, paged through the server's pages, three of four"
+    assert lines[2].endswith("7m 00s") and lines[3].endswith("3m 00s")
+    assert "2026-11-23 13:00 UTC" in lines[1]
+
+    kfp.runs[ids[1]]["error"] = {"code": 2, "message": "task dpo failed:\n  OOMKilled"}
+    kfp.runs[ids[1]]["runtime_config"] = {"parameters": {"config": {"name": "tiny", "methods": ["base", "cong"]}}}
+    kfp.runs[ids[1]]["run_details"] = {
+        "task_details": [
+            {"display_name": "dpo", "state": "FAILED", "start_time": "2026-11-23T09:42:00Z",
+             "end_time": "2026-11-23T09:43:00Z", "error": {"message": "OOMKilled"}},
+            {"display_name": "weak-align", "state": "SUCCEEDED", "start_time": "2026-11-23T09:40:00Z",
+             "end_time": "2026-11-23T09:41:30Z"},
+        ]
+    }  # fmt: skip
+    code, out, err = cong(capsys, "runs", ids[1], "--host", kfp.url)
+    assert code == 0, err
+    assert f"run tiny-1  {ids[1]}" in out and "FAILED" in out
+    assert "task dpo failed: OOMKilled" in out, "the run's error on one line"
+    assert "config    tiny (methods: base, cong)" in out
+    tasks = out.split("\n\n")[1].splitlines()
+    assert [t.split()[:2] for t in tasks] == [["task", "state"], ["weak-align", "SUCCEEDED"], ["dpo", "FAILED"]]
+    assert tasks[1].rstrip().endswith("1m 30s") and tasks[2].rstrip().endswith("OOMKilled")
+    assert f"{kfp.url}/#/runs/details/{ids[1]}" in out
+
+
+def test_runs_without_the_experiment_says_so(kfp, capsys):
+    code, out, err = cong(capsys, "runs", "--host", kfp.url, "--experiment", "nothing-here")
+    assert code == 2
+    assert "no experiment 'nothing-here'" in err
+    assert kfp.calls("POST", "/experiments") == [], "listing runs creates nothing"
+
+
+@pytest.mark.parametrize(
+    "command, failing, answer, says",
+    [
+        (
+            "submit",
+            ("POST", "/runs"),
+            (400, {"error": "x", "code": 3, "message": "Invalid input error: runtime config\n is bad."}),
+            "KFP API POST /apis/v2beta1/runs: HTTP 400 Bad Request: Invalid input error: runtime config is bad.",
+        ),
+        (
+            "runs",
+            ("GET", "/experiments"),
+            (500, b"upstream connect error", "text/plain"),
+            "KFP API GET /apis/v2beta1/experiments: HTTP 500 Internal Server Error: upstream connect error.",
+        ),
+        ("runs", ("GET", "/experiments"), (200, b"<html>Sign in</html>", "text/html"), "is not JSON (text/html)"),
+        (
+            "runs",
+            ("GET", "/experiments"),
+            (302, b"", "text/html", {"Location": "/dex/auth?client_id=kubeflow"}),
+            "redirected to /dex/auth?client_id=kubeflow (HTTP 302): the endpoint wants a login. Set KFP_TOKEN",
+        ),
+    ],
+)
+def test_server_errors_are_one_clear_line(kfp, capsys, command, failing, answer, says):
+    kfp.fail[(failing[0], f"{API}{failing[1]}")] = answer
+    config = ["--preset", "tiny"] if command == "submit" else []
+    code, out, err = cong(capsys, command, *config, "--host", kfp.url)
+    assert code == 2
+    assert err.startswith("cong: error: ") and says in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_token_and_unreachable_host(kfp, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("KFP_TOKEN")
+    code, out, err = cong(capsys, "runs", "--host", kfp.url)
+    assert code == 2
+    assert "HTTP 401 Unauthorized: Unauthenticated" in err and "Set KFP_TOKEN" in err
+    assert "Authorization" not in kfp.requests[-1]["headers"]
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
+    code, out, err = cong(capsys, "runs", "--host", kfp.url)
+    assert "no experiment 'cong'" in err, "the mounted token file authenticates"
+    assert kfp.requests[-1]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    code, out, err = cong(capsys, "runs", "--host", closed)
+    assert code == 2
+    assert f"cannot reach the Kubeflow Pipelines API at {closed} ([Errno 111] Connection refused)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    code, out, err = cong(capsys, "runs")
+    assert code == 2 and "pass --host URL or set KFP_HOST" in err
+
+
+def spec_tasks(spec: dict) -> dict[str, str]:
+    """Every task of a compiled spec (nested DAGs included) and its component."""
+    found = {}
+    for dag in [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]:
+        found.update({key: task["componentRef"]["name"] for key, task in dag["tasks"].items()})
+    return found
+
+
+def test_lineage_of_a_cluster_run_follows_the_dag_it_ran(kfp, capsys):
+    code, out, err = cong(capsys, "submit", "--preset", "tiny", "--methods", "base,cong_s,cong", "--host", kfp.url)
+    assert code == 0, err
+    ((run_id, run),) = kfp.runs.items()
+    (version,) = kfp.versions.values()
+    tasks = spec_tasks(version["pipeline_spec"])
+    by_component = {component.removeprefix("comp-"): key for key, component in tasks.items()}
+    dpo, pair, weak = by_component["dpo"], by_component["pair"], by_component["weak-align"]
+    run["state"] = "SUCCEEDED"
+    run["run_details"] = {
+        "task_details": [
+            {"display_name": dpo, "state": "SUCCEEDED", "outputs": {"aligned": {"artifact_ids": ["41"]}}},
+            {"display_name": pair, "state": "SUCCEEDED"},
+            {"display_name": weak, "state": "SUCCEEDED", "outputs": {"weak_aligned": {"artifact_ids": ["7"]}}},
+        ]
+    }
+    code, out, err = cong(capsys, "lineage", run_id, "--host", kfp.url, "--ui-url", "https://kf.example.com/pipeline")
+    assert code == 0, err
+    assert out.startswith(f"run {run['display_name']} (config tiny, kfp run id {run_id})")
+    assert f"https://kf.example.com/pipeline/#/runs/details/{run_id}" in out.splitlines()[0]
+    assert f"cong: {dpo}/aligned  https://kf.example.com/pipeline/#/artifacts/41" in out
+    assert "stage=dpo, config=tiny, state=SUCCEEDED, artifact_id=41" in out
+    assert f"pairs: {pair}/pairs" in out and "stage=pair, config=tiny, state=SUCCEEDED" in out
+    assert f"weak_aligned: {weak}/weak_aligned  https://kf.example.com/pipeline/#/artifacts/7" in out
+    sft_lines = [line for line in out.splitlines() if "stage=sft" in line]
+    assert sft_lines and all("method=cong_s" in line for line in sft_lines), "ConG's SFT is the cong_s one"
+    assert "stage=not_selected" not in out, "placeholders of unselected branches are not lineage"
+    assert "weak_sft" not in out and "wsd" not in out, "only the config's methods"
+    assert "weak_base: testbed:weak  <- config models.weak_base" in out
+
+    code, out, err = cong(capsys, "lineage", str(uuid.uuid4()), "--host", kfp.url)
+    assert code == 2 and "HTTP 404 Not Found" in err and "not found" in err
+
+
+def test_lineage_of_a_local_folder_is_unchanged(tmp_path, capsys):
+    code, out, err = cong(capsys, "lineage", str(tmp_path))
+    assert code == 2 and "has no lineage.json" in err
