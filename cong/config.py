@@ -304,6 +304,72 @@ class Scheduling(Strict):
     retry: Retry = Retry()
 
 
+# A storage size exactly as kfp's WorkspaceConfig accepts it, and a DNS-1123 subdomain (Kubernetes object names).
+STORAGE_SIZE = r"^(0|[1-9][0-9]*)(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|K|M|G|T|P|E)?$"
+K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+KFP_WORKSPACE_MOUNT = "/kfp-workspace"
+
+
+class ArtifactSettings(Strict):
+    """How models pass between stages on a cluster (cong.handoff).
+
+    `artifacts` (the default): each model is its stage's KFP output artifact, uploaded to the pipeline root's
+    store and downloaded by each stage that reads it; fine for models that fit. `workspace`: the weights stay in
+    the run's KFP workspace (a PVC that KFP >= 2.15 creates for the run and deletes with it) and the artifacts
+    hold pointers to them; `pvc`: the same on an existing claim that outlives the run. In both, the model of every
+    method the run evaluates is also published to `storage` (runs/<KFP run id>/models/<method>/).
+    """
+
+    store: Literal["artifacts", "workspace", "pvc"] = "artifacts"
+    workspace_size: str = Field(
+        "200Gi",
+        pattern=STORAGE_SIZE,
+        max_length=32,
+        description="workspace: size of the run's PVC (a Kubernetes quantity)",
+    )
+    storage_class: str | None = Field(
+        None,
+        pattern=K8S_NAME,
+        max_length=253,
+        description="workspace: storage class of the run's PVC; unset: the KFP server's default spec or the cluster's",
+    )
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] = Field(
+        "ReadWriteMany",
+        description="workspace: the PVC's access mode; ReadWriteMany lets stages on different nodes mount it, "
+        "ReadWriteOnce ties every model stage to one node",
+    )
+    pvc_name: str | None = Field(
+        None,
+        pattern=K8S_NAME,
+        max_length=253,
+        description="pvc: an existing ReadWriteMany PersistentVolumeClaim in the namespace the run executes in",
+    )
+    mount_path: str = Field(
+        "/cong-models", pattern=r"^(/[A-Za-z0-9._\-]+)+$", description="pvc: where model stages mount the claim"
+    )
+
+    @model_validator(mode="after")
+    def _fits_store(self) -> ArtifactSettings:
+        if self.store == "pvc" and self.pvc_name is None:
+            raise ValueError(
+                "store 'pvc' needs pvc_name, the name of an existing ReadWriteMany PersistentVolumeClaim in the "
+                "namespace the run executes in (or use store 'workspace', a claim that KFP creates for each run)"
+            )
+        if self.pvc_name is not None and self.store != "pvc":
+            raise ValueError(f"pvc_name is read only with store 'pvc' (store is {self.store!r}): set both or neither")
+        if self.storage_class is not None and self.store != "workspace":
+            raise ValueError(
+                f"storage_class is the class of the claim KFP creates with store 'workspace' (store is "
+                f"{self.store!r}); with 'pvc' the existing claim has its own class"
+            )
+        if (self.mount_path + "/").startswith(KFP_WORKSPACE_MOUNT + "/"):
+            raise ValueError(
+                f"mount_path {self.mount_path!r} is inside {KFP_WORKSPACE_MOUNT}, where KFP mounts the run's "
+                "workspace (and refuses other volumes); choose another folder, e.g. /cong-models"
+            )
+        return self
+
+
 class Resources(Strict):
     """One stage's pod: limits, requests (default: equal to the limits, Guaranteed QoS), GPUs and placement."""
 
@@ -356,6 +422,7 @@ class Config(Strict):
     scheduling: Scheduling = Scheduling()
     storage: StorageSettings = StorageSettings()
     trainjob: TrainJobSettings = TrainJobSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
 
     @model_validator(mode="after")
