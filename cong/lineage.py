@@ -78,6 +78,8 @@ def collect(
             "metadata": metadata,
         }
         by_uri[local] = key
+        if "location" in metadata:  # a pointer (cong.handoff): evaluate names the folder it points to
+            by_uri[metadata["location"]] = key
     for node in artifacts.values():
         # Inputs that no task made are placeholders of methods the run left out.
         node["inputs"] = {name: by_uri[uri] for name, uri in node["inputs"].items() if uri in by_uri}

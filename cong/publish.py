@@ -68,11 +68,18 @@ def import_inputs(cfg: Config, settings: S3Settings) -> tuple[Config, dict[str, 
 
 def publish_run(run_root: Path, cfg: Config, settings: S3Settings, sources: dict[str, str]) -> dict[str, Any]:
     """Publish every model and dataset of a finished kfp run folder; returns `results.json`'s `artifacts`:
-    the run's URI, each method's model or responses, and every published task output."""
+    the run's URI, each method's model or responses, and every published task output.
+
+    A model that went through a shared store (cong.handoff) is not here: its stage published it while the
+    run's workspace existed, and its artifact names that copy, or it was a model that no row shows."""
     base = cfg.storage.uri("runs", run_root.name)
     outputs: dict[str, str] = {}
     by_path: dict[str, str] = {}
-    for key, (path, _) in run_outputs(run_root).items():
+    for key, (path, metadata) in run_outputs(run_root).items():
+        if "location" in metadata:
+            if "published" in metadata:
+                outputs[key] = by_path[path] = by_path[metadata["location"]] = metadata["published"]
+            continue
         outputs[key] = by_path[path] = publish_path(path, f"{base}/{key}", settings=settings)
     methods = {method: by_path[path] for method, path in sources.items() if path in by_path}
     # Rows whose model is an input of the run, not an output: the store's copy of that input.

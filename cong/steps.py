@@ -14,6 +14,7 @@ import cong
 from cong.checkpoints import checkpoint_uri
 from cong.config import Config, TrainSettings, config_from_dict
 from cong.errors import CongError
+from cong.handoff import follow, hand_over, model_dir
 from cong.refs import resolve
 
 StepResult = dict[str, Any]
@@ -28,9 +29,9 @@ def _lineage(cfg: Config, stage: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _aligned(cfg: Config, weak_aligned: str | None) -> str:
+def _aligned(cfg: Config, weak_aligned: str | None, model_store: str = "") -> str:
     """The aligned weak model: the weak_align output, or the one the config supplies."""
-    return weak_aligned or resolve(cfg.models.weak_aligned, cfg)
+    return follow(weak_aligned, model_store) if weak_aligned else resolve(cfg.models.weak_aligned, cfg)
 
 
 def plan(config: dict) -> dict[str, Any]:
@@ -42,16 +43,17 @@ def plan(config: dict) -> dict[str, Any]:
     return method_plan(cfg)
 
 
-def weak_align(config: dict, pairs: str, weak_aligned: str, run_id: str = "") -> StepResult:
+def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
     from cong.stages.weak_align import weak_align as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.weak_align
+    target = model_dir(weak_aligned, model_store)
     metrics = run(
         resolve(cfg.models.weak_base, cfg),
         resolve(cfg.data.train_prompts, cfg),
         Path(pairs),
-        Path(weak_aligned),
+        target,
         s,
         cfg.data.max_train_prompts,
         checkpoint_uri(cfg.storage, run_id, "weak_align"),
@@ -63,19 +65,20 @@ def weak_align(config: dict, pairs: str, weak_aligned: str, run_id: str = "") ->
             "pairs": _lineage(cfg, "weak_align", rows=metrics["pairs"], sample_seeds=s.sample_seeds, **source),
             "weak_aligned": _lineage(
                 cfg, "weak_align", beta=s.train.beta, learning_rate=s.train.learning_rate, seed=s.train.seed, **source
-            ),
+            )
+            | hand_over(cfg, weak_aligned, target, "weak_aligned", run_id),
         },
     }
 
 
-def cd_sample(config: dict, weak_aligned: str | None, responses: str) -> StepResult:
+def cd_sample(config: dict, weak_aligned: str | None, responses: str, model_store: str = "") -> StepResult:
     from cong.stages.cd_sample import cd_sample as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.cd_sample
     metrics = run(
         resolve(cfg.models.weak_base, cfg),
-        _aligned(cfg, weak_aligned),
+        _aligned(cfg, weak_aligned, model_store),
         resolve(cfg.data.train_prompts, cfg),
         Path(responses),
         s,
@@ -98,12 +101,12 @@ def cd_sample(config: dict, weak_aligned: str | None, responses: str) -> StepRes
     }
 
 
-def weak_sample(config: dict, weak_aligned: str | None, responses: str) -> StepResult:
+def weak_sample(config: dict, weak_aligned: str | None, responses: str, model_store: str = "") -> StepResult:
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.weak_sample
-    source = resolve(cfg.models.weak_base, cfg) if s.source == "weak_base" else _aligned(cfg, weak_aligned)
+    source = resolve(cfg.models.weak_base, cfg) if s.source == "weak_base" else _aligned(cfg, weak_aligned, model_store)
     rows = cfg.data.max_train_prompts
     metrics = run(source, resolve(cfg.data.train_prompts, cfg), Path(responses), s.sampling, rows, "weak_sample")
     return {
@@ -129,16 +132,19 @@ def _sft_settings(cfg: Config, method: str) -> TrainSettings:
     return settings[method]
 
 
-def sft(config: dict, data: str, model: str, method: str = "cong_s", run_id: str = "") -> StepResult:
+def sft(
+    config: dict, data: str, model: str, method: str = "cong_s", model_store: str = "", run_id: str = ""
+) -> StepResult:
     """SFT of the strong base model for one method: ConG-S on CD responses, WeakSFT on weak samples, ..."""
     from cong.stages.sft import sft as run
 
     cfg = config_from_dict(config)
     s = _sft_settings(cfg, method)
+    target = model_dir(model, model_store)
     metrics = run(
         resolve(cfg.models.strong_base, cfg),
         data,
-        Path(model),
+        target,
         s,
         checkpoints=checkpoint_uri(cfg.storage, run_id, f"sft-{method}"),
     )
@@ -155,16 +161,19 @@ def sft(config: dict, data: str, model: str, method: str = "cong_s", run_id: str
                 seed=s.seed,
                 train_rows=metrics["train_rows"],
             )
+            | hand_over(cfg, model, target, method, run_id)
         },
     }
 
 
-def strong_sample(config: dict, model: str, responses: str) -> StepResult:
+def strong_sample(config: dict, model: str, responses: str, model_store: str = "") -> StepResult:
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.strong_sample.sampling
-    metrics = run(model, resolve(cfg.data.train_prompts, cfg), Path(responses), s, cfg.data.max_train_prompts)
+    metrics = run(
+        follow(model, model_store), resolve(cfg.data.train_prompts, cfg), Path(responses), s, cfg.data.max_train_prompts
+    )
     return {
         "metrics": metrics,
         "metadata": {
@@ -183,12 +192,13 @@ def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
     return {"metrics": metrics, "metadata": {"pairs": _lineage(cfg, "pair", rows=metrics["pairs"])}}
 
 
-def dpo(config: dict, model: str, pairs: str, aligned: str, run_id: str = "") -> StepResult:
+def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
     from cong.stages.dpo import dpo as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.dpo.train
-    metrics = run(model, pairs, Path(aligned), s, checkpoints=checkpoint_uri(cfg.storage, run_id, "dpo"))
+    target = model_dir(aligned, model_store)
+    metrics = run(follow(model, model_store), pairs, target, s, checkpoints=checkpoint_uri(cfg.storage, run_id, "dpo"))
     return {
         "metrics": metrics,
         "metadata": {
@@ -201,19 +211,21 @@ def dpo(config: dict, model: str, pairs: str, aligned: str, run_id: str = "") ->
                 seed=s.seed,
                 train_rows=metrics["train_rows"],
             )
+            | hand_over(cfg, aligned, target, "cong", run_id)
         },
     }
 
 
-def auxconf(config: dict, data: str, model: str, run_id: str = "") -> StepResult:
+def auxconf(config: dict, data: str, model: str, model_store: str = "", run_id: str = "") -> StepResult:
     from cong.stages.auxconf import auxconf as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.auxconf
+    target = model_dir(model, model_store)
     metrics = run(
         resolve(cfg.models.strong_base, cfg),
         data,
-        Path(model),
+        target,
         s,
         checkpoints=checkpoint_uri(cfg.storage, run_id, "auxconf"),
     )
@@ -229,21 +241,25 @@ def auxconf(config: dict, data: str, model: str, run_id: str = "") -> StepResult
                 learning_rate=s.train.learning_rate,
                 train_rows=metrics["train_rows"],
             )
+            | hand_over(cfg, model, target, "auxconf", run_id)
         },
     }
 
 
-def wspo(config: dict, data: str, weak_aligned: str | None, model: str, run_id: str = "") -> StepResult:
+def wspo(
+    config: dict, data: str, weak_aligned: str | None, model: str, model_store: str = "", run_id: str = ""
+) -> StepResult:
     from cong.stages.wspo import wspo as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.wspo
+    target = model_dir(model, model_store)
     metrics = run(
         resolve(cfg.models.strong_base, cfg),
         resolve(cfg.models.weak_base, cfg),
-        _aligned(cfg, weak_aligned),
+        _aligned(cfg, weak_aligned, model_store),
         data,
-        Path(model),
+        target,
         s,
         checkpoints=checkpoint_uri(cfg.storage, run_id, "wspo"),
     )
@@ -259,6 +275,7 @@ def wspo(config: dict, data: str, weak_aligned: str | None, model: str, run_id: 
                 learning_rate=s.train.learning_rate,
                 train_rows=metrics["train_rows"],
             )
+            | hand_over(cfg, model, target, "wspo", run_id)
         },
     }
 
@@ -277,7 +294,7 @@ def icl_refine(config: dict, data: str, responses: str) -> StepResult:
     }
 
 
-def wsd(config: dict, weak_aligned: str | None, split: str, responses: str) -> StepResult:
+def wsd(config: dict, weak_aligned: str | None, split: str, responses: str, model_store: str = "") -> StepResult:
     """WSD responses on the eval prompts (a method row) or the train prompts (targets for wsd_sft)."""
     from cong.stages.wsd import wsd as run
 
@@ -288,7 +305,7 @@ def wsd(config: dict, weak_aligned: str | None, split: str, responses: str) -> S
         "eval": (cfg.data.eval_prompts, cfg.data.max_eval_prompts),
     }[split]
     strong = resolve(cfg.models.strong_base, cfg)
-    metrics = run(_aligned(cfg, weak_aligned), strong, resolve(prompts, cfg), Path(responses), s, limit)
+    metrics = run(_aligned(cfg, weak_aligned, model_store), strong, resolve(prompts, cfg), Path(responses), s, limit)
     return {
         "metrics": metrics,
         "metadata": {
@@ -305,14 +322,14 @@ def wsd(config: dict, weak_aligned: str | None, split: str, responses: str) -> S
     }
 
 
-def alpha_sweep(config: dict, weak_aligned: str | None, points: str) -> StepResult:
+def alpha_sweep(config: dict, weak_aligned: str | None, points: str, model_store: str = "") -> StepResult:
     from cong.stages.alpha_sweep import alpha_sweep as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.alpha_sweep
     metrics = run(
         resolve(cfg.models.weak_base, cfg),
-        _aligned(cfg, weak_aligned),
+        _aligned(cfg, weak_aligned, model_store),
         resolve(cfg.data.eval_prompts, cfg),
         Path(points),
         cfg.stages.cd_sample,
@@ -340,13 +357,15 @@ def evaluate(
     alpha_sweep_points: str | None,
     results: str,
     report: str,
+    model_store: str = "",
 ) -> StepResult:
     """`models` and `responses_of` may hold every method's input; the config's `methods` picks the rows."""
     from cong.stages.evaluate import evaluate as run
 
     cfg = config_from_dict(config)
-    aligned = _aligned(cfg, weak_aligned)
-    candidates = {"base": resolve(cfg.models.strong_base, cfg), "weak_aligned": aligned, **models}
+    aligned = _aligned(cfg, weak_aligned, model_store)
+    candidates = {"base": resolve(cfg.models.strong_base, cfg), "weak_aligned": aligned}
+    candidates.update({method: follow(path, model_store) for method, path in models.items()})
     chosen = [m for m in cfg.methods if m in candidates or m in responses_of]
     out = run(
         {m: candidates[m] for m in chosen if m in candidates},
@@ -391,20 +410,22 @@ def trainjob(
     inputs: dict[str, str],
     output: tuple[str, str],
     method: str = "",
+    model_store: str = "",
 ) -> StepResult:
     """sft or dpo on several nodes, as a Kubeflow TrainJob (cong.trainjob); `task_config` is the task's
     dsl.TaskConfig, `output` the name and local folder of the trained model."""
     from cong.trainjob import TaskSettings, job_name, run_stage
 
     cfg = config_from_dict(config)
+    target = model_dir(output[1], model_store)
     metrics = run_stage(
         cfg,
         stage,
         run_id=run_id,
         image=image,
         task=TaskSettings.of(task_config),
-        inputs={key: Path(path) for key, path in inputs.items()},
-        output=(output[0], Path(output[1])),
+        inputs={key: Path(follow(path, model_store)) for key, path in inputs.items()},
+        output=(output[0], target),
         method=method,
     )
     lineage = _lineage(
@@ -415,7 +436,8 @@ def trainjob(
         nodes=metrics["nodes"],
         **_trained_with(cfg, stage, method),
     )
-    return {"metrics": metrics, "metadata": {output[0]: lineage}}
+    shown_as = method if stage == "sft" else "cong"
+    return {"metrics": metrics, "metadata": {output[0]: lineage | hand_over(cfg, output[1], target, shown_as, run_id)}}
 
 
 def delete_trainjobs(run_id: str, keys: list[list[str]]) -> list[str]:

@@ -91,6 +91,11 @@ def preflight(cfg: Config) -> None:
     from cong.plan import check_methods
     from cong.testbed import build_testbed
 
+    if cfg.artifacts.store == "pvc":
+        raise CongError(
+            "artifacts.store 'pvc' mounts a PersistentVolumeClaim, which only a cluster has. Run locally with "
+            "'artifacts' or 'workspace' (a folder of the run stands in for the KFP workspace)."
+        )
     check_methods(cfg)
     if cfg.uses_testbed():
         build_testbed(cfg.testbed, progress=lambda m: log("testbed", m.removeprefix("testbed: ")))
@@ -183,7 +188,15 @@ def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool) -> Path:
 
     root = out_dir / "kfp"
     _resolve_artifact_oneof()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    # kfp.local gives WORKSPACE_PATH_PLACEHOLDER this folder and deletes it when the run ends, as KFP does the
+    # run's workspace PVC; the stages publish the models the run evaluates before that (cong.handoff).
+    workspace = str(out_dir / "workspace") if cfg.artifacts.store == "workspace" else None
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        workspace_root=workspace,
+        raise_on_error=True,
+    )
     log_path = out_dir / "pipeline.log"
     with log_path.open("w") as log_file:
         log_to = FilteredLog(log_file, sys.stdout, verbose)

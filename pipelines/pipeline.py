@@ -33,6 +33,7 @@ from components.weak_sample.component import weak_sample
 from components.wsd.component import wsd
 from components.wspo.component import wspo
 from cong.config import TRAINING_STAGES, Config, seconds
+from pipelines import handoff
 from pipelines.trainjob import multi_node, with_trainjob_cleanup
 
 PIPELINE_NAME = "cong"
@@ -81,6 +82,7 @@ def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
 def build_pipeline(cfg: Config):
     """The pipeline function for this config (compile it, or call it under kfp.local)."""
     supplied_aligned = cfg.models.weak_aligned is not None
+    store = handoff.store_input(cfg)  # where model stages write and read models, when not as artifacts
 
     def schedule(task: dsl.PipelineTask, stage: str, name: str | None = None) -> dsl.PipelineTask:
         task.set_display_name(name or stage)
@@ -92,12 +94,17 @@ def build_pipeline(cfg: Config):
             kubernetes.use_secret_as_env(task, cfg.storage.credentials_secret, {k: k for k in CREDENTIAL_KEYS})
         if cfg.storage.settings_config_map:
             kubernetes.use_config_map_as_env(task, cfg.storage.settings_config_map, {k: k for k in SETTING_KEYS})
+        handoff.attach(task, cfg, stage)
         return task
 
     def skipped(method: str) -> dsl.PipelineTask:
         return schedule(not_selected(method=method), "plan", f"{method} (not selected)")
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Weak-to-strong alignment: ConG and the baselines, compared")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Weak-to-strong alignment: ConG and the baselines, compared",
+        pipeline_config=handoff.pipeline_config(cfg),
+    )
     def cong_pipeline(config: dict = cfg.as_parameter()):
         planned = schedule(plan(config=config), "plan")
         switches = planned.outputs
@@ -113,25 +120,29 @@ def build_pipeline(cfg: Config):
         aligned = {}
         if not supplied_aligned:
             # After the plan: a config whose methods do not fit its models fails before any training.
-            weak = schedule(weak_align(config=config, run_id=RUN_ID).after(planned), "weak_align")
+            weak = schedule(weak_align(config=config, run_id=RUN_ID, **store).after(planned), "weak_align")
             aligned = {"weak_aligned": weak.outputs["weak_aligned"]}
 
         def train_sft(data, method: str):
             train = sft_trainjob if multi_node(cfg, "sft") else sft
             return schedule(
-                train(config=config, run_id=RUN_ID, data=data, method=method), "sft", f"sft ({method})"
+                train(config=config, run_id=RUN_ID, data=data, method=method, **store), "sft", f"sft ({method})"
             ).outputs["model"]
 
         weak_samples = branch(
             "weak_samples",
-            lambda: schedule(weak_sample(config=config, run_id=RUN_ID, **aligned), "weak_sample").outputs["responses"],
+            lambda: schedule(weak_sample(config=config, run_id=RUN_ID, **aligned, **store), "weak_sample").outputs[
+                "responses"
+            ],
             "data",
         )
         models = {
             "weak_sft": branch("weak_sft", lambda: train_sft(weak_samples, "weak_sft"), "model"),
             "auxconf": branch(
                 "auxconf",
-                lambda: schedule(auxconf(config=config, run_id=RUN_ID, data=weak_samples), "auxconf").outputs["model"],
+                lambda: schedule(auxconf(config=config, run_id=RUN_ID, data=weak_samples, **store), "auxconf").outputs[
+                    "model"
+                ],
                 "model",
             ),
             "wspo": branch(
@@ -142,6 +153,7 @@ def build_pipeline(cfg: Config):
                         run_id=RUN_ID,
                         data=weak_samples if supplied_aligned else weak.outputs["pairs"],
                         **aligned,
+                        **store,
                     ),
                     "wspo",
                 ).outputs["model"],
@@ -160,9 +172,9 @@ def build_pipeline(cfg: Config):
             "wsd_sft": branch(
                 "wsd_sft",
                 lambda: train_sft(
-                    schedule(wsd(config=config, run_id=RUN_ID, split="train", **aligned), "wsd", "wsd (train)").outputs[
-                        "responses"
-                    ],
+                    schedule(
+                        wsd(config=config, run_id=RUN_ID, split="train", **aligned, **store), "wsd", "wsd (train)"
+                    ).outputs["responses"],
                     "wsd_sft",
                 ),
                 "model",
@@ -170,19 +182,19 @@ def build_pipeline(cfg: Config):
         }
         wsd_rows = branch(
             "wsd",
-            lambda: schedule(wsd(config=config, run_id=RUN_ID, split="eval", **aligned), "wsd", "wsd (eval)").outputs[
-                "responses"
-            ],
+            lambda: schedule(
+                wsd(config=config, run_id=RUN_ID, split="eval", **aligned, **store), "wsd", "wsd (eval)"
+            ).outputs["responses"],
             "data",
         )
 
         def cong_s_model():
-            cd = schedule(cd_sample(config=config, run_id=RUN_ID, **aligned), "cd_sample")
+            cd = schedule(cd_sample(config=config, run_id=RUN_ID, **aligned, **store), "cd_sample")
             return cd, train_sft(cd.outputs["responses"], "cong_s")
 
         with dsl.If(switches["cong_mode"] == "cong", name="cong"):
             cd, cong_s = cong_s_model()
-            strong = schedule(strong_sample(config=config, run_id=RUN_ID, model=cong_s), "strong_sample")
+            strong = schedule(strong_sample(config=config, run_id=RUN_ID, model=cong_s, **store), "strong_sample")
             pairs = schedule(
                 pair(
                     config=config, run_id=RUN_ID, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]
@@ -191,7 +203,7 @@ def build_pipeline(cfg: Config):
             )
             train_dpo = dpo_trainjob if multi_node(cfg, "dpo") else dpo
             cong = schedule(
-                train_dpo(config=config, run_id=RUN_ID, model=cong_s, pairs=pairs.outputs["pairs"]), "dpo"
+                train_dpo(config=config, run_id=RUN_ID, model=cong_s, pairs=pairs.outputs["pairs"], **store), "dpo"
             ).outputs["aligned"]
         with dsl.Elif(switches["cong_mode"] == "cong_s", name="cong-s-only"):
             _, cong_s_only = cong_s_model()
@@ -203,11 +215,14 @@ def build_pipeline(cfg: Config):
 
         sweep = branch(
             "alpha_sweep",
-            lambda: schedule(alpha_sweep(config=config, run_id=RUN_ID, **aligned), "alpha_sweep").outputs["points"],
+            lambda: schedule(alpha_sweep(config=config, run_id=RUN_ID, **aligned, **store), "alpha_sweep").outputs[
+                "points"
+            ],
             "points",
         )
         schedule(
-            evaluate(config=config, run_id=RUN_ID, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned), "evaluate"
+            evaluate(config=config, run_id=RUN_ID, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned, **store),
+            "evaluate",
         )
 
     return with_trainjob_cleanup(cfg, cong_pipeline, RUN_ID)

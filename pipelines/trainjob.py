@@ -22,12 +22,13 @@ def multi_node(cfg: Config, stage: str) -> bool:
 
 def with_trainjob_cleanup(cfg: Config, pipeline, run_id: str):
     """`pipeline` itself, or, when the config has multi-node stages, `pipeline` inside an exit handler that
-    deletes the run's TrainJobs (same name, description and parameter)."""
+    deletes the run's TrainJobs (same name, description, parameter and pipeline config)."""
     keys = trainjob_keys(cfg)
     if not keys:
         return pipeline
 
-    @dsl.pipeline(name=pipeline.name, description=pipeline.description)
+    # The run's workspace (artifacts.store, pipelines.handoff) is a setting of the outermost pipeline.
+    @dsl.pipeline(name=pipeline.name, description=pipeline.description, pipeline_config=pipeline.pipeline_config)
     def with_cleanup(config: dict = cfg.as_parameter()):
         cleanup = delete_trainjobs(keys=keys, run_id=run_id)
         cleanup.set_display_name("delete trainjobs").set_caching_options(False)

@@ -11,6 +11,7 @@ def alpha_sweep(
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
     run_id: str = "",
+    model_store: str = "",
 ):
     """The alpha ablation: CD at each alpha on a fixed subset of eval prompts, scored two ways.
 
@@ -20,9 +21,10 @@ def alpha_sweep(
         metrics: `alpha_<a>.reward_mean` and `alpha_<a>.implicit_reward`.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.alpha_sweep(config, weak_aligned=aligned, points=points.path)
+    result = steps.alpha_sweep(config, weak_aligned=aligned, points=points.path, model_store=model_store)
     steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, points=points)

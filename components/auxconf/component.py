@@ -5,7 +5,14 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: Output[Metrics], run_id: str = ""):
+def auxconf(
+    config: dict,
+    data: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    run_id: str = "",
+    model_store: str = "",
+):
     """AuxConf baseline: the strong model learns weak labels mixed with its own confident predictions.
 
     Args:
@@ -14,8 +21,9 @@ def auxconf(config: dict, data: Input[Dataset], model: Output[Model], metrics: O
         model: the trained strong model (Hugging Face folder).
         metrics: training loss and steps.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
-    result = steps.auxconf(config, data=data.path, model=model.path, run_id=run_id)
+    result = steps.auxconf(config, data=data.path, model=model.path, model_store=model_store, run_id=run_id)
     steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

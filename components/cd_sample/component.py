@@ -11,6 +11,7 @@ def cd_sample(
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
     run_id: str = "",
+    model_store: str = "",
 ):
     """Contrastive decoding between the weak model after (expert) and before (amateur) alignment.
 
@@ -20,9 +21,10 @@ def cd_sample(
         metrics: row count and response lengths.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.cd_sample(config, weak_aligned=aligned, responses=responses.path)
+    result = steps.cd_sample(config, weak_aligned=aligned, responses=responses.path, model_store=model_store)
     steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)

@@ -12,6 +12,7 @@ def dpo(
     aligned: Output[Model],
     metrics: Output[Metrics],
     run_id: str = "",
+    model_store: str = "",
 ):
     """Stage II (ConG): DPO of the policy with its frozen initial copy as the reference model.
 
@@ -22,8 +23,11 @@ def dpo(
         aligned: the aligned strong model (Hugging Face folder).
         metrics: training loss, reward accuracy and steps.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
-    result = steps.dpo(config, model=model.path, pairs=pairs.path, aligned=aligned.path, run_id=run_id)
+    result = steps.dpo(
+        config, model=model.path, pairs=pairs.path, aligned=aligned.path, model_store=model_store, run_id=run_id
+    )
     steps.record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)

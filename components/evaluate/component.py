@@ -21,6 +21,7 @@ def evaluate(
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
     run_id: str = "",
+    model_store: str = "",
 ):
     """Score every selected method on the held-out prompts; one row per method.
 
@@ -43,6 +44,7 @@ def evaluate(
         metrics: `<method>.<metric>` scalars, comparable across runs in the UI.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
@@ -56,6 +58,7 @@ def evaluate(
         alpha_sweep_points=alpha_sweep.path,
         results=results.path,
         report=report.path,
+        model_store=model_store,
     )
     inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned}
     steps.record(result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)

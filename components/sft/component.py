@@ -12,6 +12,7 @@ def sft(
     metrics: Output[Metrics],
     method: str = "cong_s",
     run_id: str = "",
+    model_store: str = "",
 ):
     """Supervised fine-tuning of the strong base model, loss on response tokens only.
 
@@ -24,8 +25,9 @@ def sft(
         metrics: training loss and steps.
         method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
-    result = steps.sft(config, data=data.path, model=model.path, method=method, run_id=run_id)
+    result = steps.sft(config, data=data.path, model=model.path, method=method, model_store=model_store, run_id=run_id)
     steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

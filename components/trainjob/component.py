@@ -26,6 +26,7 @@ def sft_trainjob(
     method: str = "cong_s",
     run_id: str = "",
     image: str = BASE_IMAGE,
+    model_store: str = "",
 ):
     """The sft stage on several nodes: a Kubeflow TrainJob trains, this task waits for it and fetches the model.
 
@@ -38,6 +39,7 @@ def sft_trainjob(
         method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
         run_id: the KFP run's id: it names the TrainJob, and is recorded on every output for lineage.
         image: the training nodes' image.
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
@@ -50,6 +52,7 @@ def sft_trainjob(
         inputs={"data": data.path},
         output=("model", model.path),
         method=method,
+        model_store=model_store,
     )
     steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
 
@@ -64,6 +67,7 @@ def dpo_trainjob(
     task_config: dsl.TaskConfig,
     run_id: str = "",
     image: str = BASE_IMAGE,
+    model_store: str = "",
 ):
     """The dpo stage (ConG) on several nodes: a Kubeflow TrainJob trains, this task waits and fetches the model.
 
@@ -76,6 +80,7 @@ def dpo_trainjob(
         task_config: the task's resources, environment, scheduling and volumes, forwarded to the TrainJob.
         run_id: the KFP run's id: it names the TrainJob, and is recorded on every output for lineage.
         image: the training nodes' image.
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
@@ -87,6 +92,7 @@ def dpo_trainjob(
         task_config=task_config,
         inputs={"model": model.path, "pairs": pairs.path},
         output=("aligned", aligned.path),
+        model_store=model_store,
     )
     steps.record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
 

@@ -6,7 +6,12 @@ from components.image import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def weak_align(
-    config: dict, pairs: Output[Dataset], weak_aligned: Output[Model], metrics: Output[Metrics], run_id: str = ""
+    config: dict,
+    pairs: Output[Dataset],
+    weak_aligned: Output[Model],
+    metrics: Output[Metrics],
+    run_id: str = "",
+    model_store: str = "",
 ):
     """Align the weak base model: on-policy samples scored by the reward backend, best vs worst pairs, DPO.
 
@@ -16,8 +21,11 @@ def weak_align(
         weak_aligned: the aligned weak model pi_r (Hugging Face folder).
         metrics: pair counts, reward margin, training loss.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
-    result = steps.weak_align(config, pairs=pairs.path, weak_aligned=weak_aligned.path, run_id=run_id)
+    result = steps.weak_align(
+        config, pairs=pairs.path, weak_aligned=weak_aligned.path, model_store=model_store, run_id=run_id
+    )
     steps.record(result, metrics, run_id=run_id, pairs=pairs, weak_aligned=weak_aligned)

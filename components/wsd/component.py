@@ -12,6 +12,7 @@ def wsd(
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
     run_id: str = "",
+    model_store: str = "",
 ):
     """Weak-to-Strong Decoding: the aligned weak model drafts, the strong base model takes over when confident.
 
@@ -22,9 +23,10 @@ def wsd(
         metrics: draft lengths, how often the strong model took over, timing.
         weak_aligned: the aligned weak model (the drafter); when absent, `models.weak_aligned` is used.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.wsd(config, weak_aligned=aligned, split=split, responses=responses.path)
+    result = steps.wsd(config, weak_aligned=aligned, split=split, responses=responses.path, model_store=model_store)
     steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)

@@ -12,6 +12,7 @@ def wspo(
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
     run_id: str = "",
+    model_store: str = "",
 ):
     """WSPO baseline: the strong model's log-ratio learns to match the weak pair's, token by token.
 
@@ -22,9 +23,12 @@ def wspo(
         metrics: training loss and steps.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong import steps
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.wspo(config, data=data.path, weak_aligned=aligned, model=model.path, run_id=run_id)
+    result = steps.wspo(
+        config, data=data.path, weak_aligned=aligned, model=model.path, model_store=model_store, run_id=run_id
+    )
     steps.record(result, metrics, run_id=run_id, inputs={"data": data, "weak_aligned": weak_aligned}, model=model)

@@ -1,0 +1,210 @@
+"""Models between stages through a shared store (`artifacts.store`: workspace or pvc): cong.handoff and
+pipelines.handoff.
+
+There is no KFP backend or cluster here. The compiled IR (both YAML documents) is checked for what the backend
+reads: the workspace in the platform spec's pipelineConfig (the Argo compiler turns it into the run's PVC),
+the `{{$.workspace_path}}` parameter by which the driver decides which pods mount it, and the claim mounts.
+Pointers and publishing run against a real SeaweedFS on 127.0.0.1, and a local run goes through kfp.local,
+whose workspace_root stands in for the run's workspace PVC (resolved for the placeholder, deleted at the end).
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cong import handoff
+from cong.config import load_config
+from cong.errors import CongError
+from cong.objectstore import EmbeddedObjectStore
+from cong.s3 import ensure_bucket
+from cong.storage import fetch_dir, find_manifest
+from pipelines.compile import compile_pipeline
+from pipelines.handoff import MODEL_READERS, MODEL_WRITERS
+from tests.conftest import MICRO
+from tests.test_pipeline_local import assert_published, cong_run_local
+
+MODEL_STAGES = set(MODEL_WRITERS + MODEL_READERS)
+
+
+def _compiled(tmp_path, artifacts, **overrides):
+    cfg = load_config(preset="tiny", overrides={"artifacts": artifacts, **overrides} if artifacts else None)
+    return list(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+
+
+def _tasks(spec) -> dict[str, dict]:
+    """Every task of the pipeline, in the root DAG or inside a condition, by name."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {name: task for dag in dags for name, task in dag["tasks"].items()}
+
+
+def _stage(task_name: str) -> str:
+    """The stage a task runs: `sft-3` and `sft-trainjob` (multi-node) are both sft."""
+    return re.sub(r"(-trainjob)?(-\d+)?$", "", task_name).replace("-", "_")
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "message"),
+    [
+        ({"store": "pvc"}, "store 'pvc' needs pvc_name"),
+        ({"pvc_name": "models"}, "pvc_name is read only with store 'pvc'"),
+        ({"store": "pvc", "pvc_name": "models", "storage_class": "fast"}, "storage_class is the class of the claim"),
+        ({"store": "pvc", "pvc_name": "models", "mount_path": "/kfp-workspace/m"}, "inside /kfp-workspace"),
+        ({"store": "workspace", "workspace_size": "lots"}, "artifacts.workspace_size = 'lots'"),
+        ({"store": "pvc", "pvc_name": "Models_1"}, "artifacts.pvc_name = 'Models_1'"),
+    ],
+)
+def test_store_settings_are_checked_together(artifacts, message):
+    with pytest.raises(CongError, match=re.escape(message)):
+        load_config(preset="tiny", overrides={"artifacts": artifacts})
+
+
+def test_workspace_store_in_the_ir(tmp_path):
+    """The run's workspace PVC spec, and the placeholder on exactly the stages that write or read models, DPO
+    as a multi-node TrainJob included; a model writer is never cached (its pointer would name an earlier run's
+    deleted workspace). The default store compiles to none of it."""
+    workspace = {"store": "workspace", "workspace_size": "50Gi", "storage_class": "fast-rwx"}
+    docs = _compiled(tmp_path, workspace, resources={"dpo": {"nodes": 2}})
+    kubernetes = docs[1]["platforms"]["kubernetes"]
+    assert kubernetes["pipelineConfig"]["workspace"] == {
+        "size": "50Gi",
+        "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteMany"], "storageClassName": "fast-rwx"}},
+    }
+    tasks = _tasks(docs[0])
+    assert {_stage(name) for name in tasks} >= MODEL_STAGES
+    assert "dpo-trainjob" in tasks
+    for name, task in tasks.items():
+        store = task.get("inputs", {}).get("parameters", {}).get("model_store")
+        if _stage(name) in MODEL_STAGES:
+            assert store == {"runtimeValue": {"constant": "{{$.workspace_path}}"}}, name
+        else:
+            assert store is None, name
+        if _stage(name) in MODEL_WRITERS:
+            assert task["cachingOptions"] == {}, name
+    assert not any("pvcMount" in e for e in kubernetes["deploymentSpec"]["executors"].values())
+
+    default = _compiled(tmp_path, None)
+    assert "pipelineConfig" not in default[1]["platforms"]["kubernetes"]
+    assert not any("model_store" in t.get("inputs", {}).get("parameters", {}) for t in _tasks(default[0]).values())
+    assert _tasks(default[0])["dpo"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_pvc_store_mounts_the_claim_on_model_stages(tmp_path):
+    docs = _compiled(tmp_path, {"store": "pvc", "pvc_name": "cong-models", "mount_path": "/mnt/models"})
+    spec, kubernetes = docs[0], docs[1]["platforms"]["kubernetes"]
+    assert "pipelineConfig" not in kubernetes
+    executors = kubernetes["deploymentSpec"]["executors"]
+    for name, task in _tasks(spec).items():
+        label = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+        mounts = executors.get(label, {}).get("pvcMount")
+        store = task.get("inputs", {}).get("parameters", {}).get("model_store")
+        if _stage(name) in MODEL_STAGES:
+            (mount,) = mounts
+            assert mount["mountPath"] == "/mnt/models", name
+            assert mount["pvcNameParameter"] == {"runtimeValue": {"constant": "cong-models"}}, name
+            assert store == {"runtimeValue": {"constant": "/mnt/models"}}, name
+        else:
+            assert mounts is None and store is None, name
+    assert _tasks(spec)["dpo"]["cachingOptions"] == {"enableCache": True}, "a claim outlives its runs"
+
+
+def _model(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"weights" * 1000)
+    return folder
+
+
+def test_pointer_is_published_and_followed(store, tmp_path, monkeypatch):
+    """A writer in a shared store: the weights stay there, the artifact holds a pointer, and the model of a
+    method the run evaluates is published to the store under the run's id; a reader follows the pointer. A
+    model no row shows is not uploaded; a reader without the store, or after it is gone, gets a clear error."""
+    for name, value in store.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CONG_CACHE_DIR", str(tmp_path / "cache"))
+    ensure_bucket("cong", store.settings())  # on a cluster the bucket exists before any run
+    cfg = load_config(
+        preset="tiny", overrides={"artifacts": {"store": "workspace"}, "methods": ["base", "cong"], "name": "ho"}
+    )
+    workspace = str(tmp_path / "workspace")
+    artifact = str(tmp_path / "kfp" / "run-1" / "dpo" / "aligned")
+    location = handoff.model_dir(artifact, workspace)
+    assert location.is_relative_to(workspace) and location != handoff.model_dir(artifact.replace("-1", "-2"), workspace)
+    _model(location)
+
+    record = handoff.hand_over(cfg, artifact, location, "cong", run_id="84245922")
+    assert record == {
+        "model_store": "workspace",
+        "location": str(location),
+        "published": "s3://cong/runs/84245922/models/cong",
+    }
+    assert [p.name for p in Path(artifact).iterdir()] == [handoff.POINTER_FILE]
+    assert handoff.follow(artifact, workspace) == str(location)
+    copy = fetch_dir(record["published"], settings=store.settings())
+    assert (copy / "model.safetensors").read_bytes() == (location / "model.safetensors").read_bytes()
+
+    cong_s = str(tmp_path / "kfp" / "run-1" / "sft" / "model")
+    unshown = _model(handoff.model_dir(cong_s, workspace))
+    assert "published" not in handoff.hand_over(cfg, cong_s, unshown, "cong_s", run_id="84245922")
+    assert find_manifest("s3://cong/runs/84245922/models/cong_s", store.settings()) is None
+
+    with pytest.raises(CongError, match="model_store=''"):
+        handoff.follow(artifact, "")
+    (location / "config.json").unlink()
+    with pytest.raises(CongError, match="its published copy is s3://cong/runs/84245922/models/cong"):
+        handoff.follow(artifact, workspace)
+    plain = _model(tmp_path / "plain")
+    assert handoff.model_dir(str(plain), "") == plain
+    assert handoff.hand_over(cfg, str(plain), plain, "cong", run_id="84245922") == {}
+    assert handoff.follow(str(plain), workspace) == str(plain)
+
+
+def test_local_run_refuses_a_claim():
+    from pipelines.local import preflight
+
+    cfg = load_config(MICRO, overrides={"artifacts": {"store": "pvc", "pvc_name": "models"}})
+    with pytest.raises(CongError, match="only a cluster has"):
+        preflight(cfg)
+
+
+def test_local_run_through_the_workspace(tmp_path, micro_testbed):
+    """`artifacts.store: workspace` through kfp.local: ConG-S is trained into the workspace, evaluate reads it
+    through the pointer, the workspace is gone after the run and the model it held is in the store."""
+    raw = yaml.safe_load(MICRO.read_text())
+    raw.update(name="workspace", methods=["base", "cong_s"], artifacts={"store": "workspace", "workspace_size": "1Gi"})
+    # A supplied aligned weak model and fewer prompts keep the run short: sft writes, evaluate reads.
+    raw["models"] = {
+        "weak_base": "testbed:weak",
+        "strong_base": "testbed:strong",
+        "weak_aligned": str(micro_testbed / "weak"),
+    }
+    raw["data"] = {"max_train_prompts": 8, "max_eval_prompts": 4}
+    raw["stages"]["alpha_sweep"] = {"alphas": []}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    proc = cong_run_local(config, out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (out / "workspace").exists(), "kfp.local deletes the workspace with the run"
+
+    (run,) = (out / "kfp").glob("cong-*")
+    (sft,) = run.glob("sft*")
+    assert [p.name for p in (sft / "model").iterdir()] == [handoff.POINTER_FILE]
+    executor = json.loads((sft / "executor_output.json").read_text())
+    metadata = executor["artifacts"]["model"]["artifacts"][0]["metadata"]
+    assert metadata["model_store"] == "workspace" and metadata["method"] == "cong_s"
+    assert Path(metadata["location"]).is_relative_to(out / "workspace")
+    assert metadata["published"] == f"s3://cong/runs/{metadata['run_id']}/models/cong_s"
+
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["base", "cong_s"]
+    assert results["sources"]["cong_s"] == metadata["location"], "evaluate sampled the weights the pointer names"
+    assert results["artifacts"]["methods"]["cong_s"] == metadata["published"]
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["run"]["methods"]["cong_s"] == f"{sft.name}/model"
+    with EmbeddedObjectStore(out / "objectstore") as server:
+        assert_published(results, server.settings())
+        copy = fetch_dir(metadata["published"], settings=server.settings())
+        assert {"config.json", "model.safetensors"} <= {p.name for p in copy.iterdir()}
