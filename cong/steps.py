@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import cong
-from cong.config import Config, TrainSettings, config_from_dict
-from cong.errors import CongError
+from cong.config import Config, config_from_dict
+from cong.distributed import train
 from cong.refs import resolve
 
 StepResult = dict[str, Any]
@@ -42,18 +42,18 @@ def plan(config: dict) -> dict[str, Any]:
 
 
 def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
-    from cong.stages.weak_align import weak_align as run
+    from cong.stages.weak_align import sample_pairs, with_train_metrics
 
     cfg = config_from_dict(config)
     s = cfg.stages.weak_align
-    metrics = run(
+    metrics = sample_pairs(
         resolve(cfg.models.weak_base, cfg),
         resolve(cfg.data.train_prompts, cfg),
         Path(pairs),
-        Path(weak_aligned),
         s,
         cfg.data.max_train_prompts,
     )
+    metrics = with_train_metrics(metrics, train(cfg, "weak_align", {"pairs": pairs}, weak_aligned))
     source = {"base_model": cfg.models.weak_base, "prompts": cfg.data.train_prompts}
     return {
         "metrics": metrics,
@@ -114,26 +114,11 @@ def weak_sample(config: dict, weak_aligned: str | None, responses: str) -> StepR
     }
 
 
-def _sft_settings(cfg: Config, method: str) -> TrainSettings:
-    stages = cfg.stages
-    settings = {
-        "cong_s": stages.sft.train,
-        "weak_sft": stages.weak_sft.train,
-        "icl_refine": stages.icl_refine.train,
-        "wsd_sft": stages.wsd.train,
-    }
-    if method not in settings:
-        raise CongError(f"sft: unknown method {method!r}; the SFT stage trains {', '.join(settings)}.")
-    return settings[method]
-
-
 def sft(config: dict, data: str, model: str, method: str = "cong_s") -> StepResult:
     """SFT of the strong base model for one method: ConG-S on CD responses, WeakSFT on weak samples, ..."""
-    from cong.stages.sft import sft as run
-
     cfg = config_from_dict(config)
-    s = _sft_settings(cfg, method)
-    metrics = run(resolve(cfg.models.strong_base, cfg), data, Path(model), s)
+    s = cfg.stages.sft_train(method)
+    metrics = train(cfg, "sft", {"data": data}, model, method)
     return {
         "metrics": metrics,
         "metadata": {
@@ -176,11 +161,9 @@ def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
 
 
 def dpo(config: dict, model: str, pairs: str, aligned: str) -> StepResult:
-    from cong.stages.dpo import dpo as run
-
     cfg = config_from_dict(config)
     s = cfg.stages.dpo.train
-    metrics = run(model, pairs, Path(aligned), s)
+    metrics = train(cfg, "dpo", {"model": model, "pairs": pairs}, aligned)
     return {
         "metrics": metrics,
         "metadata": {
@@ -198,11 +181,9 @@ def dpo(config: dict, model: str, pairs: str, aligned: str) -> StepResult:
 
 
 def auxconf(config: dict, data: str, model: str) -> StepResult:
-    from cong.stages.auxconf import auxconf as run
-
     cfg = config_from_dict(config)
     s = cfg.stages.auxconf
-    metrics = run(resolve(cfg.models.strong_base, cfg), data, Path(model), s)
+    metrics = train(cfg, "auxconf", {"data": data}, model)
     return {
         "metrics": metrics,
         "metadata": {
@@ -220,18 +201,10 @@ def auxconf(config: dict, data: str, model: str) -> StepResult:
 
 
 def wspo(config: dict, data: str, weak_aligned: str | None, model: str) -> StepResult:
-    from cong.stages.wspo import wspo as run
-
     cfg = config_from_dict(config)
     s = cfg.stages.wspo
-    metrics = run(
-        resolve(cfg.models.strong_base, cfg),
-        resolve(cfg.models.weak_base, cfg),
-        _aligned(cfg, weak_aligned),
-        data,
-        Path(model),
-        s,
-    )
+    inputs = {"data": data, "weak_aligned": _aligned(cfg, weak_aligned)}
+    metrics = train(cfg, "wspo", inputs, model)
     return {
         "metrics": metrics,
         "metadata": {

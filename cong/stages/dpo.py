@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cong.config import DpoSettings
 from cong.data import PAIR_FIELDS, read_jsonl
@@ -11,9 +12,17 @@ from cong.training import dpo_args, peft_config, progress_callback, train_and_sa
 
 
 def dpo(
-    model_ref: str, pairs_path: str, model_dir: Path, settings: DpoSettings, stage: str = "dpo"
+    model_ref: str,
+    pairs_path: str,
+    model_dir: Path,
+    settings: DpoSettings,
+    stage: str = "dpo",
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """DPO of `model_ref` on `pairs_path`; the reference model is the frozen `model_ref` (trl's copy)."""
+    """DPO of `model_ref` on `pairs_path`; the reference model is the frozen `model_ref` (trl's copy).
+
+    `deepspeed` (a DeepSpeed config) when this process is one rank of several.
+    """
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -34,7 +43,7 @@ def dpo(
     trainer = DPOTrainer(
         model=model_ref,
         ref_model=None,
-        args=DPOConfig(**dpo_args(settings, model_dir / "checkpoints")),
+        args=DPOConfig(**dpo_args(settings, model_dir / "checkpoints", deepspeed)),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config(settings),

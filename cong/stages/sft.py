@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cong.config import TrainSettings
 from cong.data import training_rows
@@ -10,10 +11,17 @@ from cong.training import sft_trainer_kwargs, train_and_save
 
 
 def sft(
-    model_ref: str, data_path: str, model_dir: Path, settings: TrainSettings, stage: str = "sft"
+    model_ref: str,
+    data_path: str,
+    model_dir: Path,
+    settings: TrainSettings,
+    stage: str = "sft",
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, float]:
+    """SFT of `model_ref`; `deepspeed` (a DeepSpeed config) when this process is one rank of several."""
     from trl import SFTTrainer
 
     model_dir = Path(model_dir)
-    trainer = SFTTrainer(**sft_trainer_kwargs(model_ref, training_rows(data_path, stage), settings, model_dir, stage))
+    rows = training_rows(data_path, stage)
+    trainer = SFTTrainer(**sft_trainer_kwargs(model_ref, rows, settings, model_dir, stage, deepspeed))
     return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir)
