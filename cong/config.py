@@ -191,6 +191,18 @@ class StageSettings(Strict):
     alpha_sweep: AlphaSweepSettings = AlphaSweepSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
 
+    def sft_train(self, method: str) -> TrainSettings:
+        """The trainer settings of the sft stage for one method (ConG-S, WeakSFT, ICL refinement, WSD-SFT)."""
+        settings = {
+            "cong_s": self.sft.train,
+            "weak_sft": self.weak_sft.train,
+            "icl_refine": self.icl_refine.train,
+            "wsd_sft": self.wsd.train,
+        }
+        if method not in settings:
+            raise CongError(f"sft: unknown method {method!r}; the SFT stage trains {', '.join(settings)}.")
+        return settings[method]
+
 
 class ModelSettings(Strict):
     """Model references: a local directory, a Hugging Face id, or `testbed:weak` / `testbed:strong`."""
@@ -409,6 +421,24 @@ class TrainJobSettings(Strict):
     )
 
 
+class DistributedSettings(Strict):
+    """Training stages with more than one GPU: one process per GPU under `accelerate launch`, DeepSpeed ZeRO."""
+
+    zero_stage: Literal[2, 3] = Field(3, description="2: shard optimizer state and gradients; 3: weights too")
+    offload: Literal["none", "optimizer", "optimizer_and_params"] = Field(
+        "none", description="move optimizer state (and, with ZeRO-3, weights) to CPU memory: slower, fits more"
+    )
+    processes: int | None = Field(
+        None, ge=1, le=1024, description="processes per training stage; default: the stage's GPU count"
+    )
+
+    @model_validator(mode="after")
+    def _params_offload_needs_zero3(self) -> DistributedSettings:
+        if self.offload == "optimizer_and_params" and self.zero_stage != 3:
+            raise ValueError("offload 'optimizer_and_params' needs zero_stage 3 (ZeRO-2 keeps whole weights per GPU)")
+        return self
+
+
 class Config(Strict):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     models: ModelSettings
@@ -423,6 +453,7 @@ class Config(Strict):
     storage: StorageSettings = StorageSettings()
     trainjob: TrainJobSettings = TrainJobSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+    distributed: DistributedSettings = DistributedSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
 
     @model_validator(mode="after")

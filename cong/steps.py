@@ -12,8 +12,8 @@ from typing import Any
 
 import cong
 from cong.checkpoints import checkpoint_uri
-from cong.config import Config, TrainSettings, config_from_dict
-from cong.errors import CongError
+from cong.config import Config, config_from_dict
+from cong.distributed import train
 from cong.handoff import follow, hand_over, model_dir
 from cong.refs import resolve
 
@@ -44,20 +44,20 @@ def plan(config: dict) -> dict[str, Any]:
 
 
 def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
-    from cong.stages.weak_align import weak_align as run
+    from cong.stages.weak_align import sample_pairs, with_train_metrics
 
     cfg = config_from_dict(config)
     s = cfg.stages.weak_align
     target = model_dir(weak_aligned, model_store)
-    metrics = run(
+    metrics = sample_pairs(
         resolve(cfg.models.weak_base, cfg),
         resolve(cfg.data.train_prompts, cfg),
         Path(pairs),
-        target,
         s,
         cfg.data.max_train_prompts,
-        checkpoint_uri(cfg.storage, run_id, "weak_align"),
     )
+    checkpoints = checkpoint_uri(cfg.storage, run_id, "weak_align")
+    metrics = with_train_metrics(metrics, train(cfg, "weak_align", {"pairs": pairs}, target, checkpoints=checkpoints))
     source = {"base_model": cfg.models.weak_base, "prompts": cfg.data.train_prompts}
     return {
         "metrics": metrics,
@@ -119,35 +119,14 @@ def weak_sample(config: dict, weak_aligned: str | None, responses: str, model_st
     }
 
 
-def _sft_settings(cfg: Config, method: str) -> TrainSettings:
-    stages = cfg.stages
-    settings = {
-        "cong_s": stages.sft.train,
-        "weak_sft": stages.weak_sft.train,
-        "icl_refine": stages.icl_refine.train,
-        "wsd_sft": stages.wsd.train,
-    }
-    if method not in settings:
-        raise CongError(f"sft: unknown method {method!r}; the SFT stage trains {', '.join(settings)}.")
-    return settings[method]
-
-
 def sft(
     config: dict, data: str, model: str, method: str = "cong_s", model_store: str = "", run_id: str = ""
 ) -> StepResult:
     """SFT of the strong base model for one method: ConG-S on CD responses, WeakSFT on weak samples, ..."""
-    from cong.stages.sft import sft as run
-
     cfg = config_from_dict(config)
-    s = _sft_settings(cfg, method)
+    s = cfg.stages.sft_train(method)
     target = model_dir(model, model_store)
-    metrics = run(
-        resolve(cfg.models.strong_base, cfg),
-        data,
-        target,
-        s,
-        checkpoints=checkpoint_uri(cfg.storage, run_id, f"sft-{method}"),
-    )
+    metrics = train(cfg, "sft", {"data": data}, target, method, checkpoint_uri(cfg.storage, run_id, f"sft-{method}"))
     return {
         "metrics": metrics,
         "metadata": {
@@ -193,12 +172,11 @@ def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
 
 
 def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
-    from cong.stages.dpo import dpo as run
-
     cfg = config_from_dict(config)
     s = cfg.stages.dpo.train
     target = model_dir(aligned, model_store)
-    metrics = run(follow(model, model_store), pairs, target, s, checkpoints=checkpoint_uri(cfg.storage, run_id, "dpo"))
+    inputs = {"model": follow(model, model_store), "pairs": pairs}
+    metrics = train(cfg, "dpo", inputs, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "dpo"))
     return {
         "metrics": metrics,
         "metadata": {
@@ -217,18 +195,10 @@ def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "
 
 
 def auxconf(config: dict, data: str, model: str, model_store: str = "", run_id: str = "") -> StepResult:
-    from cong.stages.auxconf import auxconf as run
-
     cfg = config_from_dict(config)
     s = cfg.stages.auxconf
     target = model_dir(model, model_store)
-    metrics = run(
-        resolve(cfg.models.strong_base, cfg),
-        data,
-        target,
-        s,
-        checkpoints=checkpoint_uri(cfg.storage, run_id, "auxconf"),
-    )
+    metrics = train(cfg, "auxconf", {"data": data}, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "auxconf"))
     return {
         "metrics": metrics,
         "metadata": {
@@ -249,20 +219,11 @@ def auxconf(config: dict, data: str, model: str, model_store: str = "", run_id: 
 def wspo(
     config: dict, data: str, weak_aligned: str | None, model: str, model_store: str = "", run_id: str = ""
 ) -> StepResult:
-    from cong.stages.wspo import wspo as run
-
     cfg = config_from_dict(config)
     s = cfg.stages.wspo
     target = model_dir(model, model_store)
-    metrics = run(
-        resolve(cfg.models.strong_base, cfg),
-        resolve(cfg.models.weak_base, cfg),
-        _aligned(cfg, weak_aligned, model_store),
-        data,
-        target,
-        s,
-        checkpoints=checkpoint_uri(cfg.storage, run_id, "wspo"),
-    )
+    inputs = {"data": data, "weak_aligned": _aligned(cfg, weak_aligned, model_store)}
+    metrics = train(cfg, "wspo", inputs, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "wspo"))
     return {
         "metrics": metrics,
         "metadata": {
@@ -392,7 +353,7 @@ def evaluate(
 def _trained_with(cfg: Config, stage: str, method: str) -> dict[str, Any]:
     """The training settings a stage's lineage records (as sft and dpo record them when training in the pod)."""
     if stage == "sft":
-        s = _sft_settings(cfg, method)
+        s = cfg.stages.sft_train(method)
         extra = {"method": method, "base_model": cfg.models.strong_base, "epochs": s.epochs}
     else:
         s = cfg.stages.dpo.train

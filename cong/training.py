@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ def _use_bf16(train: TrainSettings) -> bool:
     return train.precision == "bf16"
 
 
-def trainer_args(train: TrainSettings, output_dir: Path) -> dict[str, Any]:
+def trainer_args(train: TrainSettings, output_dir: Path, deepspeed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trainer arguments; `deepspeed` (a DeepSpeed config) when this process is one rank of several."""
     import torch
 
     on_gpu = torch.cuda.is_available()
-    return {
+    args = {
         "output_dir": str(output_dir),
         "num_train_epochs": train.epochs,
         "per_device_train_batch_size": train.per_device_batch_size,
@@ -44,10 +46,16 @@ def trainer_args(train: TrainSettings, output_dir: Path) -> dict[str, Any]:
         "dataloader_pin_memory": on_gpu,
         "seed": train.seed,
     }
+    if deepspeed is not None:
+        args.update(deepspeed=deepspeed, use_cpu=False)
+        if not on_gpu:
+            # cong.distributed.cpu_process_group has set up accelerate's state for DeepSpeed over gloo.
+            args["accelerator_config"] = {"use_configured_state": True}
+    return args
 
 
-def dpo_args(train: DpoSettings, output_dir: Path) -> dict[str, Any]:
-    return {**trainer_args(train, output_dir), "beta": train.beta, "loss_type": [train.loss_type]}
+def dpo_args(train: DpoSettings, output_dir: Path, deepspeed: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**trainer_args(train, output_dir, deepspeed), "beta": train.beta, "loss_type": [train.loss_type]}
 
 
 def completion_dataset(rows: list[dict[str, Any]]):
@@ -66,7 +74,12 @@ def completion_dataset(rows: list[dict[str, Any]]):
 
 
 def sft_trainer_kwargs(
-    model_ref: str, rows: list[dict[str, Any]], train: TrainSettings, model_dir: Path, stage: str
+    model_ref: str,
+    rows: list[dict[str, Any]],
+    train: TrainSettings,
+    model_dir: Path,
+    stage: str,
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What an SFTTrainer (or a subclass with its own loss) needs to train `model_ref` on response rows."""
     from trl import SFTConfig
@@ -77,7 +90,7 @@ def sft_trainer_kwargs(
     tokenizer.padding_side = "right"
     return {
         "model": model_ref,
-        "args": SFTConfig(**trainer_args(train, Path(model_dir) / "checkpoints"), completion_only_loss=True),
+        "args": SFTConfig(**trainer_args(train, Path(model_dir) / "checkpoints", deepspeed), completion_only_loss=True),
         "train_dataset": completion_dataset(rows),
         "processing_class": tokenizer,
         "peft_config": peft_config(train),
@@ -109,7 +122,7 @@ def progress_callback(stage: str):
             self.start = time.monotonic()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
                 return
             elapsed = time.monotonic() - self.start
             eta = elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
@@ -123,6 +136,7 @@ def train_and_save(
 ) -> dict[str, float]:
     """Train (resuming from the last checkpoint in `output_dir`), save a plain model, drop checkpoints.
 
+    Under a distributed launch every rank runs this; rank 0 writes the model and deletes the checkpoints.
     With `checkpoints` (an s3:// folder), checkpoints are also kept there, and an earlier attempt's newest one
     is fetched first: a retried pod resumes where the killed one stopped (cong.checkpoints).
     """
@@ -131,20 +145,42 @@ def train_and_save(
     if checkpoints:
         from cong.checkpoints import mirror_callback, restore
 
-        restore(checkpoints, output_dir, stage)
+        # One download into the folder the ranks share; the mirror uploads from rank 0 only.
+        if trainer.accelerator.is_main_process:
+            restore(checkpoints, output_dir, stage)
+        trainer.accelerator.wait_for_everyone()
         trainer.add_callback(mirror_callback(checkpoints))
 
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if last:
         log(stage, f"resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(model_dir)
-    trainer.processing_class.save_pretrained(model_dir)
-    shutil.rmtree(output_dir, ignore_errors=True)
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
+    with _whole_weights(trainer, model):
+        if accelerator.is_main_process:
+            if hasattr(model, "merge_and_unload"):
+                model = model.merge_and_unload()
+            model.save_pretrained(model_dir)
+            trainer.processing_class.save_pretrained(model_dir)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(output_dir, ignore_errors=True)
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     metrics["global_step"] = float(result.global_step)
     metrics["train_rows"] = float(len(trainer.train_dataset))
+    metrics["world_size"] = float(accelerator.num_processes)
     return metrics
+
+
+def _whole_weights(trainer, model):
+    """Under ZeRO-3 each rank holds a shard of every weight: gather them (all ranks take part) to save them.
+
+    That needs the whole model in each GPU's memory once, in its training precision.
+    """
+    if not trainer.is_deepspeed_enabled:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    # A no-op for ZeRO-2, whose weights are whole on every rank.
+    return deepspeed.zero.GatheredParameters(list(model.parameters()))

@@ -8,6 +8,7 @@ linearly from 0 to `aux_coef` over the first `ramp_fraction` of the steps.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from trl import SFTTrainer
 
@@ -43,11 +44,16 @@ def auxconf(
     settings: AuxConfSettings,
     stage: str = "auxconf",
     checkpoints: str | None = None,
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """AuxConf training of `strong_base` on the weak model's `response` rows of `data_path`."""
+    """AuxConf training of `strong_base` on the weak model's `response` rows of `data_path`.
+
+    `deepspeed` (a DeepSpeed config) when this process is one rank of several.
+    """
     model_dir = Path(model_dir)
+    rows = training_rows(data_path, stage)
     trainer = AuxConfTrainer(
-        **sft_trainer_kwargs(strong_base, training_rows(data_path, stage), settings.train, model_dir, stage),
+        **sft_trainer_kwargs(strong_base, rows, settings.train, model_dir, stage, deepspeed),
         aux_coef=settings.aux_coef,
         ramp_fraction=settings.ramp_fraction,
     )

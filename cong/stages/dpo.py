@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cong.config import DpoSettings
 from cong.data import PAIR_FIELDS, read_jsonl
@@ -17,8 +18,12 @@ def dpo(
     settings: DpoSettings,
     stage: str = "dpo",
     checkpoints: str | None = None,
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """DPO of `model_ref` on `pairs_path`; the reference model is the frozen `model_ref` (trl's copy)."""
+    """DPO of `model_ref` on `pairs_path`; the reference model is the frozen `model_ref` (trl's copy).
+
+    `deepspeed` (a DeepSpeed config) when this process is one rank of several.
+    """
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -39,7 +44,7 @@ def dpo(
     trainer = DPOTrainer(
         model=model_ref,
         ref_model=None,
-        args=DPOConfig(**dpo_args(settings, model_dir / "checkpoints")),
+        args=DPOConfig(**dpo_args(settings, model_dir / "checkpoints", deepspeed)),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config(settings),

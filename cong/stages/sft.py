@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cong.config import TrainSettings
 from cong.data import training_rows
@@ -16,9 +17,12 @@ def sft(
     settings: TrainSettings,
     stage: str = "sft",
     checkpoints: str | None = None,
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, float]:
+    """SFT of `model_ref`; `deepspeed` (a DeepSpeed config) when this process is one rank of several."""
     from trl import SFTTrainer
 
     model_dir = Path(model_dir)
-    trainer = SFTTrainer(**sft_trainer_kwargs(model_ref, training_rows(data_path, stage), settings, model_dir, stage))
+    rows = training_rows(data_path, stage)
+    trainer = SFTTrainer(**sft_trainer_kwargs(model_ref, rows, settings, model_dir, stage, deepspeed))
     return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)

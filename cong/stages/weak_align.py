@@ -64,6 +64,20 @@ def preference_pairs(
     return pairs, metrics
 
 
+def sample_pairs(
+    weak_base: str, prompts_path: str, pairs_path: Path, settings: WeakAlignSettings, max_prompts: int | None = None
+) -> dict[str, float]:
+    """The first half of weak_align: write the preference pairs that its DPO trains on."""
+    pairs, metrics = preference_pairs(weak_base, prompts_path, settings, max_prompts)
+    write_jsonl(pairs_path, pairs)
+    log(STAGE, f"{len(pairs)} preference pairs; DPO of the weak base model")
+    return metrics
+
+
+def with_train_metrics(metrics: dict[str, float], train_metrics: dict[str, float]) -> dict[str, float]:
+    return {**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}}
+
+
 def weak_align(
     weak_base: str,
     prompts_path: str,
@@ -73,8 +87,5 @@ def weak_align(
     max_prompts: int | None = None,
     checkpoints: str | None = None,
 ) -> dict[str, float]:
-    pairs, metrics = preference_pairs(weak_base, prompts_path, settings, max_prompts)
-    write_jsonl(pairs_path, pairs)
-    log(STAGE, f"{len(pairs)} preference pairs; DPO of the weak base model")
-    train_metrics = dpo(weak_base, str(pairs_path), model_dir, settings.train, STAGE, checkpoints)
-    return {**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}}
+    metrics = sample_pairs(weak_base, prompts_path, pairs_path, settings, max_prompts)
+    return with_train_metrics(metrics, dpo(weak_base, str(pairs_path), model_dir, settings.train, STAGE, checkpoints))

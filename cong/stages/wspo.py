@@ -8,6 +8,7 @@ read the same token ids, so the weak and strong models must share a tokenizer.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from trl import SFTTrainer
@@ -28,11 +29,18 @@ class WspoTrainer(SFTTrainer):
 
     def __init__(self, *args, strong_ref, weak_base, weak_aligned, beta: float, **kwargs):
         super().__init__(*args, **kwargs)
-        device = self.accelerator.device
         self.strong_ref, self.weak_base, self.weak_aligned = (
-            m.to(device) for m in (strong_ref, weak_base, weak_aligned)
+            self._frozen_on_device(m) for m in (strong_ref, weak_base, weak_aligned)
         )
         self.beta = beta
+
+    def _frozen_on_device(self, model):
+        if self.is_deepspeed_enabled:
+            from trl.models import prepare_deepspeed
+
+            # Under ZeRO-3 the frozen models were loaded sharded too: an inference engine gathers their weights.
+            return prepare_deepspeed(model, self.accelerator)
+        return model.to(self.accelerator.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # trl's collator gives input_ids, attention_mask and labels (-100 on prompt and padding tokens).
@@ -69,8 +77,12 @@ def wspo_trainer(
     model_dir: Path,
     settings: WspoSettings,
     stage: str = "wspo",
+    deepspeed: dict[str, Any] | None = None,
 ) -> WspoTrainer:
-    """WSPO of `strong_base` on the `chosen` (pairs) or `response` rows of `data_path`."""
+    """WSPO of `strong_base` on the `chosen` (pairs) or `response` rows of `data_path`.
+
+    `deepspeed` (a DeepSpeed config) when this process is one rank of several.
+    """
     vocabulary = load_tokenizer(strong_base).get_vocab()
     for ref in (weak_base, weak_aligned):
         if load_tokenizer(ref).get_vocab() != vocabulary:
@@ -80,7 +92,7 @@ def wspo_trainer(
                 "weak_sft or auxconf across families)."
             )
     return WspoTrainer(
-        **sft_trainer_kwargs(strong_base, _rows(data_path, stage), settings.train, model_dir, stage),
+        **sft_trainer_kwargs(strong_base, _rows(data_path, stage), settings.train, model_dir, stage, deepspeed),
         strong_ref=_frozen(strong_base),
         weak_base=_frozen(weak_base),
         weak_aligned=_frozen(weak_aligned),
@@ -97,7 +109,8 @@ def wspo(
     settings: WspoSettings,
     stage: str = "wspo",
     checkpoints: str | None = None,
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     model_dir = Path(model_dir)
-    trainer = wspo_trainer(strong_base, weak_base, weak_aligned, data_path, model_dir, settings, stage)
+    trainer = wspo_trainer(strong_base, weak_base, weak_aligned, data_path, model_dir, settings, stage, deepspeed)
     return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)
