@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from cong.errors import CongError
 
@@ -34,10 +34,13 @@ STAGES = (
     "wsd",
     "alpha_sweep",
     "evaluate",
+    "promote",
 )
 # Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher.
 METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "cong_s", "cong")
 MethodName = Literal[(*METHODS, "all")]
+# Methods whose row is a trained strong model: the ones a champion/challenger gate can promote.
+MODEL_METHODS = ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "cong_s", "cong")
 # Methods whose loss compares weak and strong log-probabilities token by token.
 SHARED_VOCAB_METHODS = ("wspo",)
 
@@ -251,6 +254,24 @@ class StorageSettings(Strict):
         return f"s3://{self.bucket}/" + "/".join(k for k in keys if k)
 
 
+class PromotionSettings(Strict):
+    """Champion/challenger gate of scheduled retraining: this run's model of `method` (the challenger) replaces
+    the model published at `champion` only when there is none yet, or when it wins at least `threshold` of the
+    held-out prompts against it (ties count half); evaluate's sampling settings and reward backend apply."""
+
+    enabled: bool = False
+    method: Literal[MODEL_METHODS] = Field("cong", description="the method whose model is the challenger")
+    threshold: float = Field(0.55, gt=0, lt=1, description="the challenger's win rate needed to replace the champion")
+    prompts: int | None = Field(
+        None, ge=1, le=100000, description="compare on the first N eval prompts; default: every eval prompt"
+    )
+    champion: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+",
+        description="the champion's folder; default s3://<storage.bucket>/<storage.prefix>/champion/<name>",
+    )
+
+
 class Resources(Strict):
     cpu: str = "4"
     memory: str = "32Gi"
@@ -269,12 +290,28 @@ class Config(Strict):
     resources: dict[Literal[STAGES], Resources] = {}
     storage: StorageSettings = StorageSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
+    promotion: PromotionSettings = PromotionSettings()
 
     @field_validator("methods")
     @classmethod
     def _expand_methods(cls, methods: list[str]) -> list[str]:
         chosen = set(METHODS) if "all" in methods else set(methods)
         return [m for m in METHODS if m in chosen]
+
+    @field_validator("promotion")
+    @classmethod
+    def _challenger_in_methods(cls, promotion: PromotionSettings, info: ValidationInfo) -> PromotionSettings:
+        methods = info.data.get("methods")  # absent when `methods` itself is invalid
+        if promotion.enabled and methods is not None and promotion.method not in methods:
+            raise ValueError(
+                f"promotion.method {promotion.method!r} is not among the run's methods ({', '.join(methods)}): "
+                "add it to `methods`, or promote one of them"
+            )
+        return promotion
+
+    def champion_uri(self) -> str:
+        """Where the promoted model lives: `promotion.champion`, or one folder per config under the run storage."""
+        return self.promotion.champion or self.storage.uri("champion", self.name)
 
     def resources_for(self, stage: str) -> Resources:
         """The stage's resources from the config; stages that never touch a model get no GPU by default."""
