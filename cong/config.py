@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cong.errors import CongError
@@ -35,10 +35,13 @@ STAGES = (
     "wsd",
     "alpha_sweep",
     "evaluate",
+    "promote",
 )
 # Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher.
 METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "cong_s", "cong")
 MethodName = Literal[(*METHODS, "all")]
+# Methods whose row is a trained strong model: the ones a champion/challenger gate can promote.
+MODEL_METHODS = ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "cong_s", "cong")
 # Methods whose loss compares weak and strong log-probabilities token by token.
 SHARED_VOCAB_METHODS = ("wspo",)
 # Stages that can train on more than one node (as a Kubeflow TrainJob, cong.trainjob).
@@ -382,6 +385,24 @@ class ArtifactSettings(Strict):
         return self
 
 
+class PromotionSettings(Strict):
+    """Champion/challenger gate of scheduled retraining: this run's model of `method` (the challenger) replaces
+    the model published at `champion` only when there is none yet, or when it wins at least `threshold` of the
+    held-out prompts against it (ties count half); evaluate's sampling settings and reward backend apply."""
+
+    enabled: bool = False
+    method: Literal[MODEL_METHODS] = Field("cong", description="the method whose model is the challenger")
+    threshold: float = Field(0.55, gt=0, lt=1, description="the challenger's win rate needed to replace the champion")
+    prompts: int | None = Field(
+        None, ge=1, le=100000, description="compare on the first N eval prompts; default: every eval prompt"
+    )
+    champion: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+",
+        description="the champion's folder; default s3://<storage.bucket>/<storage.prefix>/champion/<name>",
+    )
+
+
 class Resources(Strict):
     """One stage's pod: limits, requests (default: equal to the limits, Guaranteed QoS), GPUs and placement."""
 
@@ -455,6 +476,7 @@ class Config(Strict):
     artifacts: ArtifactSettings = ArtifactSettings()
     distributed: DistributedSettings = DistributedSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
+    promotion: PromotionSettings = PromotionSettings()
 
     @model_validator(mode="after")
     def _check_nodes(self) -> Config:
@@ -492,6 +514,21 @@ class Config(Strict):
         r = self.resources_for(stage)
         name = r.pool or self.scheduling.default_pool
         return self.scheduling.pools[name] if r.gpus and name else None
+
+    @field_validator("promotion")
+    @classmethod
+    def _challenger_in_methods(cls, promotion: PromotionSettings, info: ValidationInfo) -> PromotionSettings:
+        methods = info.data.get("methods")  # absent when `methods` itself is invalid
+        if promotion.enabled and methods is not None and promotion.method not in methods:
+            raise ValueError(
+                f"promotion.method {promotion.method!r} is not among the run's methods ({', '.join(methods)}): "
+                "add it to `methods`, or promote one of them"
+            )
+        return promotion
+
+    def champion_uri(self) -> str:
+        """Where the promoted model lives: `promotion.champion`, or one folder per config under the run storage."""
+        return self.promotion.champion or self.storage.uri("champion", self.name)
 
     def resources_for(self, stage: str) -> Resources:
         """The stage's resources from the config; stages that never touch a model get no GPU by default."""

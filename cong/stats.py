@@ -14,3 +14,9 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / n
     var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
     return mean, 1.96 * math.sqrt(var / n)
+
+
+def win_rate(scores: list[float], against: list[float]) -> tuple[float, float]:
+    """Share of items where `scores` beats `against` (ties count one half), and its 95% interval half-width."""
+    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, against, strict=True)]
+    return mean_ci(wins)

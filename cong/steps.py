@@ -408,6 +408,45 @@ def delete_trainjobs(run_id: str, keys: list[list[str]]) -> list[str]:
     return delete_jobs(run_id, keys)
 
 
+def promote(
+    config: dict, challenger: str, challenger_uri: str, decision: str, run_id: str = "", model_store: str = ""
+) -> StepResult:
+    """The champion/challenger gate: the challenger becomes the champion only when it wins often enough."""
+    from cong.stages.promote import promote as run
+
+    cfg = config_from_dict(config)
+    s = cfg.promotion
+    out = run(
+        follow(challenger, model_store),
+        resolve(cfg.data.eval_prompts, cfg),
+        Path(decision),
+        s,
+        cfg.stages.evaluate,
+        cfg.champion_uri(),
+        _lineage(cfg, "promote", method=s.method, source=challenger_uri, run_id=run_id or None),
+        cfg.data.max_eval_prompts,
+    )
+    reported = ("prompts", "win_rate", "win_rate_ci95", "challenger_reward_mean", "champion_reward_mean")
+    return {
+        "metrics": {"promoted": float(out["promoted"]), "threshold": s.threshold}
+        | {k: out[k] for k in reported if k in out},
+        "metadata": {
+            "decision": _lineage(
+                cfg,
+                "promote",
+                method=s.method,
+                promoted=out["promoted"],
+                reason=out["reason"],
+                threshold=s.threshold,
+                win_rate=out.get("win_rate"),
+                champion=out.get("champion_uri"),
+                previous_champion=(out.get("champion") or {}).get("digest"),
+                published=out.get("published", {}).get("digest"),
+            )
+        },
+    }
+
+
 def record(
     result: StepResult, metrics: Any, run_id: str = "", inputs: dict[str, Any] | None = None, **artifacts: Any
 ) -> None:

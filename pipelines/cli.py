@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if results.get("alpha_sweep"):
         print(f"alpha sweep (contrastive decoding on {results['alpha_sweep'][0]['prompts']} eval prompts):")
         print(f"{format_sweep(results['alpha_sweep'])}\n")
+    if "promotion" in results:
+        print(f"promotion of {results['promotion']['method']}: {results['promotion']['reason']}")
     print(f"{results['eval_prompts']} held-out prompts; run took {results['run']['seconds']:.0f}s.")
     print(f"wrote {out / 'results.json'}, {out / 'report.html'} and the full log {out / 'pipeline.log'}")
     print(f"published to {results['artifacts']['run']}")

@@ -14,7 +14,17 @@ from cong.config import Config
 # Stages whose output is a model: in a shared store their artifact is a pointer to the weights.
 MODEL_WRITERS = ("weak_align", "sft", "dpo", "auxconf", "wspo")
 # Stages that read a model made by the run (through a pointer in a shared store).
-MODEL_READERS = ("weak_sample", "cd_sample", "strong_sample", "dpo", "wspo", "wsd", "alpha_sweep", "evaluate")
+MODEL_READERS = (
+    "weak_sample",
+    "cd_sample",
+    "strong_sample",
+    "dpo",
+    "wspo",
+    "wsd",
+    "alpha_sweep",
+    "evaluate",
+    "promote",
+)
 
 
 def pipeline_config(cfg: Config) -> dsl.PipelineConfig | None:

@@ -163,6 +163,9 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: st
         for name in RESULT_FILES:
             shutil.copyfile(run_root / "evaluate" / "results" / name, out_dir / name)
         results = json.loads((out_dir / "results.json").read_text())
+        decision = run_root / "promote" / "decision"
+        if decision.is_file():
+            results["promotion"] = json.loads(decision.read_text())
         artifacts = publish_run(run_root, run_cfg, settings, results["sources"])
         results["artifacts"] = {**artifacts, "inputs": inputs}
         results["run"] = {

@@ -5,6 +5,7 @@
                        -> cd_sample -> sft (ConG-S) -> strong_sample -> pair -> dpo (ConG)
                        -> [alpha_sweep]
                                                                     -> evaluate (one row per method)
+                                                   [promotion.enabled] -> promote (challenger vs champion)
 
 `plan` reads the config parameter at run time and switches each branch on or off (dsl.If), so the method
 set stays a pipeline parameter. A branch that is off runs `not_selected` instead, which gives dsl.OneOf
@@ -25,6 +26,7 @@ from components.icl_refine.component import icl_refine
 from components.not_selected.component import not_selected
 from components.pair.component import pair
 from components.plan.component import plan
+from components.promote.component import promote
 from components.sft.component import sft
 from components.strong_sample.component import strong_sample
 from components.trainjob.component import dpo_trainjob, sft_trainjob
@@ -42,7 +44,8 @@ SETTING_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "CONG_S3_ADDRESSING")
 # Resolved by KFP at run time (the run's id in the Kubeflow UI); every stage records it on its outputs.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 # Sampling draws with temperature: a cached result would be a stale draw, not the same computation.
-SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate"}
+# (promote also reads the champion, which changes between runs.)
+SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate", "promote"}
 
 
 def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
@@ -224,5 +227,12 @@ def build_pipeline(cfg: Config):
             evaluate(config=config, run_id=RUN_ID, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned, **store),
             "evaluate",
         )
+        if cfg.promotion.enabled:
+            # It samples two models as evaluate does: evaluate's resources unless the config gives it its own.
+            schedule(
+                promote(config=config, run_id=RUN_ID, challenger=models[cfg.promotion.method], **store),
+                "promote" if "promote" in cfg.resources else "evaluate",
+                "promote",
+            )
 
     return with_trainjob_cleanup(cfg, cong_pipeline, RUN_ID)

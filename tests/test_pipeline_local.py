@@ -11,6 +11,7 @@ import yaml
 
 from cong.config import METHODS, load_config
 from cong.objectstore import EmbeddedObjectStore
+from cong.storage import read_manifest
 from tests.conftest import MICRO, ROOT
 
 
@@ -117,6 +118,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
         "weak_aligned": str(micro_testbed / "weak"),
     }
     raw["stages"]["alpha_sweep"] = {"alphas": []}
+    raw["promotion"] = {"enabled": True, "method": "cong_s"}
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
@@ -126,7 +128,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     executed = {d.name for d in run.iterdir()}
     stages = {re.sub(r"-\d+$", "", d) for d in executed}
     assert not stages & {"weak-align", "dpo", "strong-sample", "pair", "alpha-sweep"}
-    assert {"plan", "weak-sample", "wspo", "cd-sample", "sft", "evaluate"} <= stages
+    assert {"plan", "weak-sample", "wspo", "cd-sample", "sft", "evaluate", "promote"} <= stages
     assert sum(d.startswith("cd-sample") for d in executed) == 1
     skipped = {
         json.loads((run / d / "executor_output.json").read_text())["artifacts"]["model"]["artifacts"][0]["metadata"][
@@ -144,6 +146,13 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     assert results["artifacts"]["methods"]["weak_aligned"] == supplied["uri"]
     loaded = Path(results["weak_pair"]["aligned"]) / "model.safetensors"
     assert loaded.read_bytes() == (micro_testbed / "weak" / "model.safetensors").read_bytes()
+    # The run's store starts empty, so ConG-S becomes the champion without a comparison.
+    promotion = results["promotion"]
+    assert promotion["promoted"] and "no champion" in promotion["reason"] and "promotion of cong_s" in proc.stdout
+    assert promotion["challenger"]["source"] == str(next(run.glob("sft*")) / "model")
+    with EmbeddedObjectStore(out / "objectstore") as server:
+        champion = read_manifest(promotion["champion_uri"], server.settings())
+    assert champion.digest == promotion["published"]["digest"] and promotion["champion_uri"].endswith("/supplied")
 
 
 def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed):

@@ -18,7 +18,7 @@ from cong.errors import CongError
 from cong.models import Sampler
 from cong.progress import log
 from cong.rewards import ImplicitReward, reward_backend
-from cong.stats import mean_ci
+from cong.stats import mean_ci, win_rate
 
 STAGE = "evaluate"
 
@@ -68,8 +68,7 @@ def evaluate(
         mean, ci = mean_ci(rewards[method])
         row = {"reward_mean": mean, "reward_ci95": ci}
         if base is not None:
-            wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards[method], base, strict=True)]
-            row["win_rate_vs_base"], row["win_rate_ci95"] = mean_ci(wins)
+            row["win_rate_vs_base"], row["win_rate_ci95"] = win_rate(rewards[method], base)
         for name, values in backend.parts(prompts, responses[method]).items():
             row[name] = mean_ci(values)[0]
         row["implicit_reward"] = mean_ci(implicit.score(prompts, responses[method]))[0]
