@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from cong.config import Config, seconds
+from cong.distributed import launch_args
 from cong.errors import CongError
 from cong.progress import log
 
@@ -95,19 +96,6 @@ def job_name(run_id: str, stage: str, method: str = "") -> str:
     digest = hashlib.sha256(f"{run_id}\n{stage}\n{method}".encode()).hexdigest()[:10]
     words = re.sub(r"[^a-z0-9]+", "-", "-".join(("cong", stage, method)).lower()).strip("-")
     return f"{words[: NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
-
-
-def launch_arguments(
-    stage: str, config_uri: str, inputs: dict[str, str], outputs: dict[str, str], method: str = ""
-) -> list[str]:
-    """The arguments of `python -m cong.launch`: the stage, then the config, inputs and outputs as s3:// URIs
-    (`name=URI`). The one place that spells them; cong.launch parses the same list."""
-    args = [stage, "--config", config_uri]
-    args += ["--inputs", *(f"{name}={uri}" for name, uri in inputs.items())]
-    args += ["--outputs", *(f"{name}={uri}" for name, uri in outputs.items())]
-    if method:
-        args += ["--method", method]
-    return args
 
 
 def trainer_command(runtime: str, arguments: list[str], env_names: list[str]) -> list[str]:
@@ -465,7 +453,7 @@ def run_stage(
     input_uris = {key: _published(path, f"{base}/inputs/{key}", settings) for key, path in inputs.items()}
     output_key, output_dir = output
     output_uri = f"{base}/outputs/{output_key}"
-    arguments = launch_arguments(stage, config_uri, input_uris, {output_key: output_uri}, method)
+    arguments = launch_args(stage, config_uri, input_uris, output_uri, method)
     env_names = sorted({item["name"] for item in task.env or []})
     body = manifest(
         name,

@@ -80,7 +80,7 @@ def test_the_entry_parses_the_launch_arguments():
 
     inputs = {"model": "s3://bucket/runs/1/cong_s", "pairs": "/data/pairs.jsonl"}
     args = make_parser().parse_args(distributed.launch_args("dpo", "c.json", inputs, "out", metrics_file="m.json"))
-    assert (args.stage, str(args.config), str(args.output), str(args.metrics)) == ("dpo", "c.json", "out", "m.json")
+    assert (args.stage, args.config, args.output, str(args.metrics)) == ("dpo", "c.json", "out", "m.json")
     assert _inputs(args.input) == inputs
     args = make_parser().parse_args(distributed.launch_args("sft", "c.json", {"data": "d"}, "out", "weak_sft"))
     assert args.method == "weak_sft"
@@ -159,3 +159,33 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
     assert all(torch.equal(saved[k], in_checkpoint[k]) for k in saved), "the model is the checkpoint's"
     assert changed(micro_testbed / "strong", model_dir)
     assert not (model_dir / "checkpoints").exists()
+
+
+def test_open_mpi_ranks_count_as_distributed():
+    """The deepspeed-distributed TrainJob runtime starts the entry with mpirun, which sets only Open MPI's names."""
+    from cong.launch import rank_and_world_size
+
+    assert rank_and_world_size({"RANK": "3", "WORLD_SIZE": "8", "OMPI_COMM_WORLD_SIZE": "2"}) == (3, 8)
+    assert rank_and_world_size({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4"}) == (1, 4)
+    assert rank_and_world_size({}) == (0, 1)
+
+
+def test_the_entry_takes_its_config_from_and_gives_its_model_to_storage(micro_testbed, store, tmp_path, monkeypatch):
+    """How a TrainJob node runs it: config and data as s3:// URIs, the model published to an s3:// URI (real
+    SeaweedFS), manifest last, so the task waiting for the job fetches a whole model."""
+    from cong.launch import main
+    from cong.s3 import ensure_bucket
+    from cong.storage import fetch_dir, publish_path
+
+    for name, value in store.env().items():
+        monkeypatch.setenv(name, value)
+    ensure_bucket("jobs")
+    _write_rows(micro_testbed, tmp_path)
+    cfg = _config(models={"strong_base": str(micro_testbed / "strong")})
+    (tmp_path / "config.json").write_text(json.dumps(cfg.as_parameter()))
+    config_uri = publish_path(tmp_path / "config.json", "s3://jobs/job-1/config")
+    data_uri = publish_path(tmp_path / "responses.jsonl", "s3://jobs/job-1/inputs/data")
+    args = distributed.launch_args("sft", config_uri, {"data": data_uri}, "s3://jobs/job-1/outputs/model")
+    assert main(args) == 0
+    fetch_dir("s3://jobs/job-1/outputs/model", tmp_path / "model")
+    assert changed(micro_testbed / "strong", tmp_path / "model")

@@ -84,17 +84,11 @@ def assert_trainjob_schema(body):
 
 
 def launch_arguments_of(command):
-    """The `cong.launch` arguments in a trainer command, parsed as cong.launch reads them."""
-    args = command[command.index("cong.launch") + 1 :]
-    stage, options, key = args[0], {}, None
-    for arg in args[1:]:
-        if arg.startswith("--"):
-            key = arg[2:]
-            options[key] = []
-        else:
-            options[key].append(arg)
-    pairs = {k: dict(v.split("=", 1) for v in options[k]) for k in ("inputs", "outputs")}
-    return stage, options["config"][0], pairs["inputs"], pairs["outputs"], options.get("method", [""])[0]
+    """The `cong.launch` arguments in a trainer command, parsed by cong.launch's own parser."""
+    from cong.launch import _inputs, make_parser
+
+    args = make_parser().parse_args(command[command.index("cong.launch") + 1 :])
+    return args.stage, args.config, _inputs(args.input), args.output, args.method
 
 
 class FakeKubernetes:
@@ -284,7 +278,7 @@ def a_training_node(settings, expected_config, expected_data: Path):
     """What the training nodes do with the job's command, checked against what the task published."""
 
     def train(body):
-        stage, config_uri, inputs, outputs, method = launch_arguments_of(body["spec"]["trainer"]["command"])
+        stage, config_uri, inputs, output_uri, method = launch_arguments_of(body["spec"]["trainer"]["command"])
         assert (stage, method) == ("sft", "weak_sft")
         config = json.loads(Path(localize(config_uri, settings)).read_text())
         assert config == expected_config
@@ -293,7 +287,7 @@ def a_training_node(settings, expected_config, expected_data: Path):
         model.mkdir()
         (model / "config.json").write_text('{"trained": true}')
         (model / "model.safetensors").write_bytes(b"\0" * 2048)
-        publish_dir(model, outputs["model"], settings=settings)
+        publish_dir(model, output_uri, settings=settings)
 
     return train
 
