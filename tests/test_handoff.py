@@ -66,7 +66,7 @@ def test_workspace_store_in_the_ir(tmp_path):
     as a multi-node TrainJob included; a model writer is never cached (its pointer would name an earlier run's
     deleted workspace). The default store compiles to none of it."""
     workspace = {"store": "workspace", "workspace_size": "50Gi", "storage_class": "fast-rwx"}
-    docs = _compiled(tmp_path, workspace, resources={"dpo": {"nodes": 2}})
+    docs = _compiled(tmp_path, workspace, resources={"dpo": {"nodes": 2}}, promotion={"enabled": True})
     kubernetes = docs[1]["platforms"]["kubernetes"]
     assert kubernetes["pipelineConfig"]["workspace"] == {
         "size": "50Gi",
@@ -92,7 +92,9 @@ def test_workspace_store_in_the_ir(tmp_path):
 
 
 def test_pvc_store_mounts_the_claim_on_model_stages(tmp_path):
-    docs = _compiled(tmp_path, {"store": "pvc", "pvc_name": "cong-models", "mount_path": "/mnt/models"})
+    docs = _compiled(
+        tmp_path, {"store": "pvc", "pvc_name": "cong-models", "mount_path": "/mnt/models"}, promotion={"enabled": True}
+    )
     spec, kubernetes = docs[0], docs[1]["platforms"]["kubernetes"]
     assert "pipelineConfig" not in kubernetes
     executors = kubernetes["deploymentSpec"]["executors"]
