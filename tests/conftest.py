@@ -49,3 +49,14 @@ def changed(before_dir, after_dir) -> bool:
     after = AutoModelForCausalLM.from_pretrained(after_dir).state_dict()
     assert before.keys() == after.keys()
     return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def role_rules(role: dict) -> set[tuple[str, str, str]]:
+    """An RBAC Role's grants as (API group, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

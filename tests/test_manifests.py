@@ -27,6 +27,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import role_rules
+
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 OVERLAYS = ("seaweedfs", "minio", "aws-s3", "seaweedfs-standalone", "gpu-pool-h100")
 PLACEHOLDER = "REPLACE_ME"
@@ -280,16 +282,6 @@ def test_no_credential_is_committed():
 # ------------------------------------------------------------------------- namespace, RBAC, GPU quota, priority
 
 
-def rules(role: dict) -> set[tuple[str, str, str]]:
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-
-
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_everything_lands_in_one_namespace(rendered, name):
     """The overlay's Namespace, every namespaced object, the service account bound, and the credentials Secret."""
@@ -307,7 +299,7 @@ def test_the_pipeline_may_do_exactly_what_its_trainjob_component_does(rendered, 
     roles = [obj for obj in objects.values() if obj["kind"] in ("Role", "ClusterRole")]
     bindings = [obj for obj in objects.values() if obj["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     assert [role["metadata"]["name"] for role in roles] == ["cong-trainjobs"]
-    assert roles[0]["kind"] == "Role" and rules(roles[0]) == TRAINJOB_RULES
+    assert roles[0]["kind"] == "Role" and role_rules(roles[0]) == TRAINJOB_RULES
     (binding,) = bindings
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cong-trainjobs"}
     (subject,) = binding["subjects"]

@@ -40,6 +40,7 @@ from cong.trainjob import (
     trainjob_keys,
 )
 from pipelines.compile import COMMITTED, compile_pipeline
+from tests.conftest import role_rules
 
 NAMESPACE = "team-a"
 RUN_ID = "8f14e45f-ceea-467f-a0e6-1c7bd2c1d9a4"
@@ -257,14 +258,7 @@ def rbac_verbs(requests) -> set[tuple[str, str, str]]:
 
 
 def granted_rules() -> set[tuple[str, str, str]]:
-    role = yaml.safe_load((ROOT / "manifests" / "base" / "role.yaml").read_text())
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    return role_rules(yaml.safe_load((ROOT / "manifests" / "base" / "role.yaml").read_text()))
 
 
 def sft_config():
