@@ -34,6 +34,7 @@ STAGES = (
     "wsd",
     "alpha_sweep",
     "evaluate",
+    "merge_shards",
 )
 # Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher.
 METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "cong_s", "cong")
@@ -83,6 +84,12 @@ class SamplingSettings(Strict):
     max_new_tokens: int = Field(2048, ge=1, le=32768)
     batch_size: int = Field(32, ge=1, le=4096)
     seed: int = Field(0, ge=0)
+    greedy: bool = Field(False, description="argmax decoding: temperature, top_p and seed go unused")
+
+
+# Sampling stages split their prompts over this many pods (dsl.ParallelFor), each a share of whole batches
+# (cong.shards), then merge them; 1 keeps one pod.
+ShardCount = Annotated[int, Field(ge=1, le=1024, description="pods that sample the stage's prompts in parallel")]
 
 
 class WeakAlignSettings(Strict):
@@ -99,12 +106,14 @@ class WeakSampleSettings(Strict):
         "weak_aligned", description="pi_r (default) or pi_ref; the paper leaves this open (method.md section 3)"
     )
     sampling: SamplingSettings = SamplingSettings(seed=1)
+    shards: ShardCount = 1
 
 
 class CdSampleSettings(Strict):
     alpha: float = Field(0.4, ge=0, le=1)
     relative_top: float = Field(0.1, gt=0, le=1)
     sampling: SamplingSettings = SamplingSettings(repetition_penalty=1.2, seed=0)
+    shards: ShardCount = 1
 
 
 class SftSettings(Strict):
@@ -113,6 +122,7 @@ class SftSettings(Strict):
 
 class StrongSampleSettings(Strict):
     sampling: SamplingSettings = SamplingSettings(seed=50)
+    shards: ShardCount = 1
 
 
 class DpoStageSettings(Strict):
@@ -279,7 +289,7 @@ class Config(Strict):
     def resources_for(self, stage: str) -> Resources:
         """The stage's resources from the config; stages that never touch a model get no GPU by default."""
         light = Resources(cpu="1", memory="2Gi", gpus=0)
-        return self.resources.get(stage, light if stage in ("plan", "pair") else Resources())
+        return self.resources.get(stage, light if stage in ("plan", "pair", "merge_shards") else Resources())
 
     def as_parameter(self) -> dict[str, Any]:
         """The config as a pipeline parameter value (protobuf structs have no null, so unset keys go)."""

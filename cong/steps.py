@@ -14,6 +14,7 @@ import cong
 from cong.config import Config, TrainSettings, config_from_dict
 from cong.errors import CongError
 from cong.refs import resolve
+from cong.shards import Shard, progress_location, shard_progress
 
 StepResult = dict[str, Any]
 
@@ -35,10 +36,11 @@ def _aligned(cfg: Config, weak_aligned: str | None) -> str:
 def plan(config: dict) -> dict[str, Any]:
     """Check that the methods fit the models, then say which branches of the DAG run."""
     from cong.plan import check_methods, method_plan
+    from cong.shards import shard_items
 
     cfg = config_from_dict(config)
     check_methods(cfg)
-    return method_plan(cfg)
+    return {**method_plan(cfg), **shard_items(cfg)}
 
 
 def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
@@ -66,52 +68,67 @@ def weak_align(config: dict, pairs: str, weak_aligned: str) -> StepResult:
     }
 
 
-def cd_sample(config: dict, weak_aligned: str | None, responses: str) -> StepResult:
+def _sampled(cfg: Config, stage: str, rows: float, **extra: Any) -> dict[str, Any]:
+    """The lineage of a sampling stage's responses (a shard's, or the merged dataset's)."""
+    s = getattr(cfg.stages, stage)
+    if stage == "cd_sample":
+        fields = {
+            "alpha": s.alpha,
+            "relative_top": s.relative_top,
+            "weak_base": cfg.models.weak_base,
+            "weak_aligned": cfg.models.weak_aligned or "weak_align output",
+            "prompts": cfg.data.train_prompts,
+        }
+    elif stage == "weak_sample":
+        fields = {"source": s.source, "sample_seed": s.sampling.seed}
+    else:
+        fields = {"temperature": s.sampling.temperature, "sample_seed": s.sampling.seed}
+    if s.sampling.greedy:
+        fields["greedy"] = True
+    return _lineage(cfg, stage, rows=rows, **fields, shards=s.shards, **extra)
+
+
+def _shard(cfg: Config, stage: str, shard: int, run_id: str) -> Shard:
+    """Shard `shard` of the stage; with a run id its finished batches are kept in the store, for a restart."""
+    count = getattr(cfg.stages, stage).shards
+    progress = shard_progress(progress_location(cfg.storage, run_id, stage), shard, count) if run_id else None
+    return Shard(shard, count, progress)
+
+
+def cd_sample(config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "") -> StepResult:
+    """Shard `shard` of the CD responses (cong.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.cd_sample import cd_sample as run
 
     cfg = config_from_dict(config)
-    s = cfg.stages.cd_sample
     metrics = run(
         resolve(cfg.models.weak_base, cfg),
         _aligned(cfg, weak_aligned),
         resolve(cfg.data.train_prompts, cfg),
         Path(responses),
-        s,
+        cfg.stages.cd_sample,
         cfg.data.max_train_prompts,
+        _shard(cfg, "cd_sample", shard, run_id),
     )
-    return {
-        "metrics": metrics,
-        "metadata": {
-            "responses": _lineage(
-                cfg,
-                "cd_sample",
-                rows=metrics["rows"],
-                alpha=s.alpha,
-                relative_top=s.relative_top,
-                weak_base=cfg.models.weak_base,
-                weak_aligned=cfg.models.weak_aligned or "weak_align output",
-                prompts=cfg.data.train_prompts,
-            )
-        },
-    }
+    return {"metrics": metrics, "metadata": {"responses": _sampled(cfg, "cd_sample", metrics["rows"], shard=shard)}}
 
 
-def weak_sample(config: dict, weak_aligned: str | None, responses: str) -> StepResult:
+def weak_sample(config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "") -> StepResult:
+    """Shard `shard` of the weak labels (cong.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.weak_sample
     source = resolve(cfg.models.weak_base, cfg) if s.source == "weak_base" else _aligned(cfg, weak_aligned)
-    rows = cfg.data.max_train_prompts
-    metrics = run(source, resolve(cfg.data.train_prompts, cfg), Path(responses), s.sampling, rows, "weak_sample")
-    return {
-        "metrics": metrics,
-        "metadata": {
-            "responses": _lineage(
-                cfg, "weak_sample", rows=metrics["rows"], source=s.source, sample_seed=s.sampling.seed
-            )
-        },
-    }
+    metrics = run(
+        source,
+        resolve(cfg.data.train_prompts, cfg),
+        Path(responses),
+        s.sampling,
+        cfg.data.max_train_prompts,
+        "weak_sample",
+        _shard(cfg, "weak_sample", shard, run_id),
+    )
+    return {"metrics": metrics, "metadata": {"responses": _sampled(cfg, "weak_sample", metrics["rows"], shard=shard)}}
 
 
 def _sft_settings(cfg: Config, method: str) -> TrainSettings:
@@ -151,20 +168,47 @@ def sft(config: dict, data: str, model: str, method: str = "cong_s") -> StepResu
     }
 
 
-def strong_sample(config: dict, model: str, responses: str) -> StepResult:
+def strong_sample(config: dict, model: str, responses: str, shard: int = 0, run_id: str = "") -> StepResult:
+    """Shard `shard` of the policy's responses (cong.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
-    s = cfg.stages.strong_sample.sampling
-    metrics = run(model, resolve(cfg.data.train_prompts, cfg), Path(responses), s, cfg.data.max_train_prompts)
+    metrics = run(
+        model,
+        resolve(cfg.data.train_prompts, cfg),
+        Path(responses),
+        cfg.stages.strong_sample.sampling,
+        cfg.data.max_train_prompts,
+        shard=_shard(cfg, "strong_sample", shard, run_id),
+    )
     return {
         "metrics": metrics,
-        "metadata": {
-            "responses": _lineage(
-                cfg, "strong_sample", rows=metrics["rows"], temperature=s.temperature, sample_seed=s.seed
-            )
-        },
+        "metadata": {"responses": _sampled(cfg, "strong_sample", metrics["rows"], shard=shard)},
     }
+
+
+def merge_shards(
+    config: dict, stage: str, shards: list[str], shard_inputs: list[dict[str, str]], responses: str, run_id: str = ""
+) -> StepResult:
+    """The sampling stage's dataset from its shards' responses (each prompt exactly once, in prompt order).
+
+    Its lineage is the stage's, with the artifacts the shards read (`shard_inputs`, from their metadata) as
+    its inputs. The shards' finished batches, kept for a restart, are deleted once the dataset is written.
+    """
+    from cong.shards import SHARDED_STAGES, FinishedBatches, merge
+
+    cfg = config_from_dict(config)
+    if stage not in SHARDED_STAGES:
+        raise CongError(f"merge_shards: unknown stage {stage!r}; the sharded stages are {', '.join(SHARDED_STAGES)}.")
+    prompts = resolve(cfg.data.train_prompts, cfg)
+    metrics = merge(prompts, cfg.data.max_train_prompts, shards, Path(responses), stage)
+    if run_id:
+        FinishedBatches(progress_location(cfg.storage, run_id, stage)).clear()
+    lineage = _sampled(cfg, stage, metrics["rows"])
+    inputs = {name: uri for read in shard_inputs for name, uri in read.items()}
+    if inputs:
+        lineage["inputs"] = inputs
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
 def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:

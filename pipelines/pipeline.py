@@ -11,6 +11,11 @@ set stays a pipeline parameter. A branch that is off runs `not_selected` instead
 the output it needs from the Else side; evaluate reads only the methods the config selects. Shared work
 runs once: one weak alignment for all methods, one weak sample set for the weak-label methods, one CD
 pass and one ConG-S model for both ConG rows.
+
+Each sampling stage (weak_sample, cd_sample, strong_sample) is a dsl.ParallelFor of `<stage>_shard` tasks,
+one GPU pod per shard, over the shard indices the plan lists from `stages.<stage>.shards` (a run-time value
+like `methods`, so the fan-out always matches the config the shards read), then a light `<stage>` task that
+merges them into the stage's dataset (cong.shards).
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's annotations as types.
 
@@ -19,6 +24,7 @@ from kfp import dsl, kubernetes
 from components.alpha_sweep.component import alpha_sweep
 from components.auxconf.component import auxconf
 from components.cd_sample.component import cd_sample
+from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
 from components.icl_refine.component import icl_refine
@@ -27,8 +33,10 @@ from components.pair.component import pair
 from components.plan.component import plan
 from components.sft.component import sft
 from components.strong_sample.component import strong_sample
+from components.strong_sample_shard.component import strong_sample_shard
 from components.weak_align.component import weak_align
 from components.weak_sample.component import weak_sample
+from components.weak_sample_shard.component import weak_sample_shard
 from components.wsd.component import wsd
 from components.wspo.component import wspo
 from cong.config import Config
@@ -42,8 +50,11 @@ RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate"}
 
 
-def build_pipeline(cfg: Config):
-    """The pipeline function for this config (compile it, or call it under kfp.local)."""
+def build_pipeline(cfg: Config, shard_threads: int | None = None):
+    """The pipeline function for this config (compile it, or call it under kfp.local).
+
+    `shard_threads`, for local runs, caps the CPU threads of each sampling shard (OMP_NUM_THREADS).
+    """
     supplied_aligned = cfg.models.weak_aligned is not None
 
     def schedule(task: dsl.PipelineTask, stage: str, name: str | None = None) -> dsl.PipelineTask:
@@ -77,6 +88,16 @@ def build_pipeline(cfg: Config):
                 placeholder = skipped(switch).outputs[kind]
             return dsl.OneOf(produced, placeholder)
 
+        def sharded(stage: str, merge, shard_task) -> dsl.PipelineTask:
+            """`shard_task(index)` for each shard index the plan lists for `stage`, then `merge` of them all."""
+            with dsl.ParallelFor(switches[f"{stage}_shards"], name=f"{stage} shards") as index:
+                shards = schedule(shard_task(index), stage, f"{stage} (shard)")
+                if shard_threads:
+                    shards.set_env_variable("OMP_NUM_THREADS", str(shard_threads))
+            merged = merge(config=config, run_id=RUN_ID, shards=dsl.Collected(shards.outputs["responses"]))
+            # Uncached like the shards: a cache hit would pair stale responses with fresh shards.
+            return schedule(merged, "merge_shards", stage).set_caching_options(False)
+
         aligned = {}
         if not supplied_aligned:
             # After the plan: a config whose methods do not fit its models fails before any training.
@@ -90,7 +111,11 @@ def build_pipeline(cfg: Config):
 
         weak_samples = branch(
             "weak_samples",
-            lambda: schedule(weak_sample(config=config, run_id=RUN_ID, **aligned), "weak_sample").outputs["responses"],
+            lambda: sharded(
+                "weak_sample",
+                weak_sample,
+                lambda index: weak_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned),
+            ).outputs["responses"],
             "data",
         )
         models = {
@@ -143,12 +168,20 @@ def build_pipeline(cfg: Config):
         )
 
         def cong_s_model():
-            cd = schedule(cd_sample(config=config, run_id=RUN_ID, **aligned), "cd_sample")
+            cd = sharded(
+                "cd_sample",
+                cd_sample,
+                lambda index: cd_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned),
+            )
             return cd, train_sft(cd.outputs["responses"], "cong_s")
 
         with dsl.If(switches["cong_mode"] == "cong", name="cong"):
             cd, cong_s = cong_s_model()
-            strong = schedule(strong_sample(config=config, run_id=RUN_ID, model=cong_s), "strong_sample")
+            strong = sharded(
+                "strong_sample",
+                strong_sample,
+                lambda index: strong_sample_shard(config=config, run_id=RUN_ID, shard=index, model=cong_s),
+            )
             pairs = schedule(
                 pair(
                     config=config, run_id=RUN_ID, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]
