@@ -98,6 +98,16 @@ class WeakAlignSettings(Strict):
     sampling: SamplingSettings = SamplingSettings()
     train: DpoSettings = DpoSettings(learning_rate=8e-7, beta=0.1)
 
+    @field_validator("sampling")
+    @classmethod
+    def _drawn(cls, sampling: SamplingSettings) -> SamplingSettings:
+        if sampling.greedy:
+            raise ValueError(
+                "weak_align pairs the best of several samples per prompt against the worst; greedy "
+                "decoding gives one answer per prompt. Set greedy: false."
+            )
+        return sampling
+
 
 class WeakSampleSettings(Strict):
     """Weak labels for WeakSFT, AuxConf and ICL refinement: one sample per train prompt from a weak model."""

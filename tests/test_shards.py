@@ -39,6 +39,8 @@ def test_a_shard_takes_whole_batches_of_the_unsplit_order():
         assert [batch for _, batch in numbered] == unsplit, count
         assert [number for number, _ in numbered] == list(range(len(unsplit)))
         assert max(map(len, shards)) - min(map(len, shards)) <= 1, "shards differ by at most one batch"
+        for i, shard in enumerate(shards):
+            assert [number for number, _ in shard] == list(range(i, len(unsplit), count)), "round robin"
     assert shard_batches(LENGTHS, 3, Shard(5, 6)) == [], "a shard beyond the batches has nothing to do"
     with pytest.raises(CongError, match="shard 2 of 2"):
         Shard(2, 2)
@@ -47,6 +49,13 @@ def test_a_shard_takes_whole_batches_of_the_unsplit_order():
 def test_plan_lists_each_sampling_stage_shard_indices():
     cfg = load_config(MICRO, overrides={"stages": {"cd_sample": {"shards": 3}}})
     assert shard_items(cfg) == {"weak_sample_shards": [0], "cd_sample_shards": [0, 1, 2], "strong_sample_shards": [0]}
+
+
+def test_greedy_is_refused_where_samples_must_differ():
+    cfg = load_config(MICRO, overrides={"stages": {"cd_sample": {"sampling": {"greedy": True}}}})
+    assert cfg.stages.cd_sample.sampling.greedy
+    with pytest.raises(CongError, match="stages.weak_align.sampling.*greedy decoding gives one answer per prompt"):
+        load_config(MICRO, overrides={"stages": {"weak_align": {"sampling": {"greedy": True}}}})
 
 
 def _responses(ids, tag=""):
@@ -104,6 +113,18 @@ def test_finished_batches_are_kept_whole_and_cleared(store, tmp_path, where):
     assert shards[1].load() == {1: _responses(["d"], tag=" é")}
     FinishedBatches(stage, settings).clear()
     assert shards[0].load() == {} and shards[1].load() == {}
+
+
+def test_a_prompt_draws_from_a_generator_seeded_by_its_id(micro_config, pair_refs, tmp_path):
+    """Batches of one (no padding): a prompt's sample stays the same when other prompts come before it."""
+    rows = read_jsonl(pair_refs["prompts"], ("id", "prompt"), 3)
+    sampling = micro_config.stages.strong_sample.sampling.model_copy(update={"batch_size": 1})
+    answers = []
+    for order in (rows, rows[::-1]):
+        write_jsonl(tmp_path / "prompts.jsonl", order)
+        strong_sample(pair_refs["strong"], str(tmp_path / "prompts.jsonl"), tmp_path / "out.jsonl", sampling)
+        answers.append({r["id"]: r["response"] for r in read_jsonl(tmp_path / "out.jsonl", ("id", "prompt"))})
+    assert answers[0] == answers[1] and len(set(answers[0].values())) == 3
 
 
 class Killed(Exception):
@@ -187,10 +208,7 @@ def test_compiled_dag_fans_each_sampling_stage_out_over_gpu_shards(tmp_path):
         merge_dag, merge_task = tasks[name]
         assert merge_dag == parent, "the merge sits beside its loop"
         collected = merge_task["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
-        assert collected == {
-            "producerTask": loop_name,
-            "outputArtifactKey": "pipelinechannel--" + f"{name}-shard-responses",
-        }
+        assert collected == {"producerTask": loop_name, "outputArtifactKey": f"pipelinechannel--{name}-shard-responses"}
         assert "accelerator" not in executors[f"exec-{name}"]["container"]["resources"], stage
         assert merge_task["cachingOptions"] == {}, stage
     # kfp-kubernetes settings reach every shard as any other task.
