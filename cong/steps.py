@@ -91,8 +91,9 @@ def _sampled(cfg: Config, stage: str, rows: float, **extra: Any) -> dict[str, An
 def _shard(cfg: Config, stage: str, shard: int, run_id: str) -> Shard:
     """Shard `shard` of the stage; with a run id its finished batches are kept in the store, for a restart."""
     count = getattr(cfg.stages, stage).shards
-    progress = shard_progress(progress_location(cfg.storage, run_id, stage), shard, count) if run_id else None
-    return Shard(shard, count, progress)
+    index = int(shard)  # a ParallelFor item is a JSON number: it may come as 1.0
+    progress = shard_progress(progress_location(cfg.storage, run_id, stage), index, count) if run_id else None
+    return Shard(index, count, progress)
 
 
 def cd_sample(config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "") -> StepResult:
@@ -100,6 +101,7 @@ def cd_sample(config: dict, weak_aligned: str | None, responses: str, shard: int
     from cong.stages.cd_sample import cd_sample as run
 
     cfg = config_from_dict(config)
+    part = _shard(cfg, "cd_sample", shard, run_id)
     metrics = run(
         resolve(cfg.models.weak_base, cfg),
         _aligned(cfg, weak_aligned),
@@ -107,9 +109,10 @@ def cd_sample(config: dict, weak_aligned: str | None, responses: str, shard: int
         Path(responses),
         cfg.stages.cd_sample,
         cfg.data.max_train_prompts,
-        _shard(cfg, "cd_sample", shard, run_id),
+        part,
     )
-    return {"metrics": metrics, "metadata": {"responses": _sampled(cfg, "cd_sample", metrics["rows"], shard=shard)}}
+    lineage = _sampled(cfg, "cd_sample", metrics["rows"], shard=part.index)
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
 def weak_sample(config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "") -> StepResult:
@@ -119,6 +122,7 @@ def weak_sample(config: dict, weak_aligned: str | None, responses: str, shard: i
     cfg = config_from_dict(config)
     s = cfg.stages.weak_sample
     source = resolve(cfg.models.weak_base, cfg) if s.source == "weak_base" else _aligned(cfg, weak_aligned)
+    part = _shard(cfg, "weak_sample", shard, run_id)
     metrics = run(
         source,
         resolve(cfg.data.train_prompts, cfg),
@@ -126,9 +130,10 @@ def weak_sample(config: dict, weak_aligned: str | None, responses: str, shard: i
         s.sampling,
         cfg.data.max_train_prompts,
         "weak_sample",
-        _shard(cfg, "weak_sample", shard, run_id),
+        part,
     )
-    return {"metrics": metrics, "metadata": {"responses": _sampled(cfg, "weak_sample", metrics["rows"], shard=shard)}}
+    lineage = _sampled(cfg, "weak_sample", metrics["rows"], shard=part.index)
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
 def _sft_settings(cfg: Config, method: str) -> TrainSettings:
@@ -173,18 +178,17 @@ def strong_sample(config: dict, model: str, responses: str, shard: int = 0, run_
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
+    part = _shard(cfg, "strong_sample", shard, run_id)
     metrics = run(
         model,
         resolve(cfg.data.train_prompts, cfg),
         Path(responses),
         cfg.stages.strong_sample.sampling,
         cfg.data.max_train_prompts,
-        shard=_shard(cfg, "strong_sample", shard, run_id),
+        shard=part,
     )
-    return {
-        "metrics": metrics,
-        "metadata": {"responses": _sampled(cfg, "strong_sample", metrics["rows"], shard=shard)},
-    }
+    lineage = _sampled(cfg, "strong_sample", metrics["rows"], shard=part.index)
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
 def merge_shards(
