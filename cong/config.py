@@ -36,6 +36,7 @@ STAGES = (
     "alpha_sweep",
     "evaluate",
     "promote",
+    "merge_shards",
 )
 # Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher.
 METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "cong_s", "cong")
@@ -89,6 +90,12 @@ class SamplingSettings(Strict):
     max_new_tokens: int = Field(2048, ge=1, le=32768)
     batch_size: int = Field(32, ge=1, le=4096)
     seed: int = Field(0, ge=0)
+    greedy: bool = Field(False, description="argmax decoding: temperature, top_p and seed go unused")
+
+
+# Sampling stages split their prompts over this many pods (dsl.ParallelFor), each a share of whole batches
+# (cong.shards), then merge them; 1 keeps one pod.
+ShardCount = Annotated[int, Field(ge=1, le=1024, description="pods that sample the stage's prompts in parallel")]
 
 
 class WeakAlignSettings(Strict):
@@ -96,6 +103,16 @@ class WeakAlignSettings(Strict):
     reward_backend: Literal["testbed"] = "testbed"
     sampling: SamplingSettings = SamplingSettings()
     train: DpoSettings = DpoSettings(learning_rate=8e-7, beta=0.1)
+
+    @field_validator("sampling")
+    @classmethod
+    def _drawn(cls, sampling: SamplingSettings) -> SamplingSettings:
+        if sampling.greedy:
+            raise ValueError(
+                "weak_align pairs the best of several samples per prompt against the worst; greedy "
+                "decoding gives one answer per prompt. Set greedy: false."
+            )
+        return sampling
 
 
 class WeakSampleSettings(Strict):
@@ -105,12 +122,14 @@ class WeakSampleSettings(Strict):
         "weak_aligned", description="pi_r (default) or pi_ref; the paper leaves this open (method.md section 3)"
     )
     sampling: SamplingSettings = SamplingSettings(seed=1)
+    shards: ShardCount = 1
 
 
 class CdSampleSettings(Strict):
     alpha: float = Field(0.4, ge=0, le=1)
     relative_top: float = Field(0.1, gt=0, le=1)
     sampling: SamplingSettings = SamplingSettings(repetition_penalty=1.2, seed=0)
+    shards: ShardCount = 1
 
 
 class SftSettings(Strict):
@@ -119,6 +138,7 @@ class SftSettings(Strict):
 
 class StrongSampleSettings(Strict):
     sampling: SamplingSettings = SamplingSettings(seed=50)
+    shards: ShardCount = 1
 
 
 class DpoStageSettings(Strict):
@@ -275,8 +295,10 @@ _LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?"
 LabelValue = Annotated[str, Field(pattern=rf"^({_LABEL_NAME})?$")]
 # An optional DNS-subdomain prefix, then a name (Kubernetes label keys).
 LabelKey = Annotated[str, Field(pattern=rf"^([a-z0-9]([a-z0-9.\-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")]
-# Stages whose pods may be retried: they resume from their last checkpoint (cong.training.train_and_save).
 TRAINING_STAGES = ("weak_align", "sft", "dpo", "auxconf", "wspo")
+# Stages whose pods are retried by default: training resumes from its last checkpoint (cong.checkpoints), a
+# sampling shard from its finished batches (cong.shards).
+RESUMABLE_STAGES = (*TRAINING_STAGES, "weak_sample", "cd_sample", "strong_sample")
 
 
 def seconds(duration: str) -> int:
@@ -302,7 +324,7 @@ class GpuPool(Strict):
 
 
 class Retry(Strict):
-    """Backoff of a retried training pod (KFP set_retry); the next attempt resumes from the last checkpoint."""
+    """Backoff of a retried pod (KFP set_retry): training resumes from its last checkpoint, a shard from its batches."""
 
     count: int = Field(2, ge=0, le=10)
     backoff: Duration = "60s"
@@ -416,7 +438,9 @@ class Resources(Strict):
         None, description="size of the memory-backed /dev/shm; mounted whenever gpus > 1 (NCCL needs it) or set"
     )
     timeout: Duration | None = None
-    retries: int | None = Field(None, ge=0, le=10, description="default: scheduling.retry.count on training stages")
+    retries: int | None = Field(
+        None, ge=0, le=10, description="default: scheduling.retry.count on training stages and sampling shards"
+    )
     nodes: int = Field(
         1,
         ge=1,
@@ -533,7 +557,7 @@ class Config(Strict):
     def resources_for(self, stage: str) -> Resources:
         """The stage's resources from the config; stages that never touch a model get no GPU by default."""
         light = Resources(cpu="1", memory="2Gi", gpus=0)
-        return self.resources.get(stage, light if stage in ("plan", "pair") else Resources())
+        return self.resources.get(stage, light if stage in ("plan", "pair", "merge_shards") else Resources())
 
     def as_parameter(self) -> dict[str, Any]:
         """The config as a pipeline parameter value (protobuf structs have no null, so unset keys go)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,24 @@ class Sampler:
         relative_top: float = 0.1,
     ) -> list[str]:
         """Plain sampling, or contrastive decoding (expert = `model_ref`) when an amateur was given."""
+        eta = Eta(stage, "prompts decoded", len(rows))
+        seeds = [row_seed(sampling.seed, r["id"]) for r in rows]
+        return self.decode(self.tokenize(rows), seeds, sampling, alpha, relative_top, on_batch=eta.update)
+
+    def tokenize(self, rows: list[dict[str, Any]]) -> list[list[int]]:
+        """The rows' prompts rendered as chats and tokenized, as the models see them."""
+        return prompt_ids(self.tokenizer, [r["prompt"] for r in rows])
+
+    def decode(
+        self,
+        ids: list[list[int]],
+        seeds: list[int],
+        sampling: SamplingSettings,
+        alpha: float = 0.4,
+        relative_top: float = 0.1,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Responses to tokenized prompts, prompt i drawn with its own generator seeded `seeds[i]`."""
         from cong.decoding.generate import DecodeParams, decode
 
         params = DecodeParams(
@@ -114,22 +133,22 @@ class Sampler:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             repetition_penalty=sampling.repetition_penalty,
+            greedy=sampling.greedy,
         )
-        eta = Eta(stage, "prompts decoded", len(rows))
         out = decode(
             self.expert,
-            prompt_ids(self.tokenizer, [r["prompt"] for r in rows]),
+            ids,
             params,
             eos_token_ids=[self.tokenizer.eos_token_id],
             pad_token_id=self.tokenizer.pad_token_id,
-            seeds=[row_seed(sampling.seed, r["id"]) for r in rows],
+            seeds=seeds,
             amateur=self.amateur,
             alpha=alpha,
             relative_top=relative_top,
             batch_size=sampling.batch_size,
-            on_batch=eta.update,
+            on_batch=on_batch,
         )
-        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
+        return [self.tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in out]
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -14,8 +14,10 @@ import cong
 from cong.checkpoints import checkpoint_uri
 from cong.config import Config, config_from_dict
 from cong.distributed import train
+from cong.errors import CongError
 from cong.handoff import follow, hand_over, model_dir
 from cong.refs import resolve
+from cong.shards import Shard, progress_location, shard_progress
 
 StepResult = dict[str, Any]
 
@@ -37,10 +39,11 @@ def _aligned(cfg: Config, weak_aligned: str | None, model_store: str = "") -> st
 def plan(config: dict) -> dict[str, Any]:
     """Check that the methods fit the models, then say which branches of the DAG run."""
     from cong.plan import check_methods, method_plan
+    from cong.shards import shard_items
 
     cfg = config_from_dict(config)
     check_methods(cfg)
-    return method_plan(cfg)
+    return {**method_plan(cfg), **shard_items(cfg)}
 
 
 def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
@@ -71,52 +74,76 @@ def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "
     }
 
 
-def cd_sample(config: dict, weak_aligned: str | None, responses: str, model_store: str = "") -> StepResult:
+def _sampled(cfg: Config, stage: str, rows: float, **extra: Any) -> dict[str, Any]:
+    """The lineage of a sampling stage's responses (a shard's, or the merged dataset's)."""
+    s = getattr(cfg.stages, stage)
+    if stage == "cd_sample":
+        fields = {
+            "alpha": s.alpha,
+            "relative_top": s.relative_top,
+            "weak_base": cfg.models.weak_base,
+            "weak_aligned": cfg.models.weak_aligned or "weak_align output",
+            "prompts": cfg.data.train_prompts,
+        }
+    elif stage == "weak_sample":
+        fields = {"source": s.source, "sample_seed": s.sampling.seed}
+    else:
+        fields = {"temperature": s.sampling.temperature, "sample_seed": s.sampling.seed}
+    if s.sampling.greedy:
+        fields["greedy"] = True
+    return _lineage(cfg, stage, rows=rows, **fields, shards=s.shards, **extra)
+
+
+def _shard(cfg: Config, stage: str, shard: int, run_id: str) -> Shard:
+    """Shard `shard` of the stage; with a run id its finished batches are kept in the store, for a restart."""
+    count = getattr(cfg.stages, stage).shards
+    index = int(shard)  # a ParallelFor item is a JSON number: it may come as 1.0
+    progress = shard_progress(progress_location(cfg.storage, run_id, stage), index, count) if run_id else None
+    return Shard(index, count, progress)
+
+
+def cd_sample(
+    config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
+) -> StepResult:
+    """Shard `shard` of the CD responses (cong.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.cd_sample import cd_sample as run
 
     cfg = config_from_dict(config)
-    s = cfg.stages.cd_sample
+    part = _shard(cfg, "cd_sample", shard, run_id)
     metrics = run(
         resolve(cfg.models.weak_base, cfg),
         _aligned(cfg, weak_aligned, model_store),
         resolve(cfg.data.train_prompts, cfg),
         Path(responses),
-        s,
+        cfg.stages.cd_sample,
         cfg.data.max_train_prompts,
+        part,
     )
-    return {
-        "metrics": metrics,
-        "metadata": {
-            "responses": _lineage(
-                cfg,
-                "cd_sample",
-                rows=metrics["rows"],
-                alpha=s.alpha,
-                relative_top=s.relative_top,
-                weak_base=cfg.models.weak_base,
-                weak_aligned=cfg.models.weak_aligned or "weak_align output",
-                prompts=cfg.data.train_prompts,
-            )
-        },
-    }
+    lineage = _sampled(cfg, "cd_sample", metrics["rows"], shard=part.index)
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
-def weak_sample(config: dict, weak_aligned: str | None, responses: str, model_store: str = "") -> StepResult:
+def weak_sample(
+    config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
+) -> StepResult:
+    """Shard `shard` of the weak labels (cong.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
     s = cfg.stages.weak_sample
     source = resolve(cfg.models.weak_base, cfg) if s.source == "weak_base" else _aligned(cfg, weak_aligned, model_store)
-    rows = cfg.data.max_train_prompts
-    metrics = run(source, resolve(cfg.data.train_prompts, cfg), Path(responses), s.sampling, rows, "weak_sample")
-    return {
-        "metrics": metrics,
-        "metadata": {
-            "responses": _lineage(
-                cfg, "weak_sample", rows=metrics["rows"], source=s.source, sample_seed=s.sampling.seed
-            )
-        },
-    }
+    part = _shard(cfg, "weak_sample", shard, run_id)
+    metrics = run(
+        source,
+        resolve(cfg.data.train_prompts, cfg),
+        Path(responses),
+        s.sampling,
+        cfg.data.max_train_prompts,
+        "weak_sample",
+        part,
+    )
+    lineage = _sampled(cfg, "weak_sample", metrics["rows"], shard=part.index)
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
 def sft(
@@ -145,22 +172,48 @@ def sft(
     }
 
 
-def strong_sample(config: dict, model: str, responses: str, model_store: str = "") -> StepResult:
+def strong_sample(
+    config: dict, model: str, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
+) -> StepResult:
+    """Shard `shard` of the policy's responses (cong.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
-    s = cfg.stages.strong_sample.sampling
+    part = _shard(cfg, "strong_sample", shard, run_id)
     metrics = run(
-        follow(model, model_store), resolve(cfg.data.train_prompts, cfg), Path(responses), s, cfg.data.max_train_prompts
+        follow(model, model_store),
+        resolve(cfg.data.train_prompts, cfg),
+        Path(responses),
+        cfg.stages.strong_sample.sampling,
+        cfg.data.max_train_prompts,
+        shard=part,
     )
-    return {
-        "metrics": metrics,
-        "metadata": {
-            "responses": _lineage(
-                cfg, "strong_sample", rows=metrics["rows"], temperature=s.temperature, sample_seed=s.seed
-            )
-        },
-    }
+    lineage = _sampled(cfg, "strong_sample", metrics["rows"], shard=part.index)
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
+
+
+def merge_shards(
+    config: dict, stage: str, shards: list[str], shard_inputs: list[dict[str, str]], responses: str, run_id: str = ""
+) -> StepResult:
+    """The sampling stage's dataset from its shards' responses (each prompt exactly once, in prompt order).
+
+    Its lineage is the stage's, with the artifacts the shards read (`shard_inputs`, from their metadata) as
+    its inputs. The shards' finished batches, kept for a restart, are deleted once the dataset is written.
+    """
+    from cong.shards import SHARDED_STAGES, FinishedBatches, merge
+
+    cfg = config_from_dict(config)
+    if stage not in SHARDED_STAGES:
+        raise CongError(f"merge_shards: unknown stage {stage!r}; the sharded stages are {', '.join(SHARDED_STAGES)}.")
+    prompts = resolve(cfg.data.train_prompts, cfg)
+    metrics = merge(prompts, cfg.data.max_train_prompts, shards, Path(responses), stage)
+    if run_id:
+        FinishedBatches(progress_location(cfg.storage, run_id, stage)).clear()
+    lineage = _sampled(cfg, stage, metrics["rows"])
+    inputs = {name: uri for read in shard_inputs for name, uri in read.items()}
+    if inputs:
+        lineage["inputs"] = inputs
+    return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
 def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:

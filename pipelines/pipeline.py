@@ -12,6 +12,11 @@ set stays a pipeline parameter. A branch that is off runs `not_selected` instead
 the output it needs from the Else side; evaluate reads only the methods the config selects. Shared work
 runs once: one weak alignment for all methods, one weak sample set for the weak-label methods, one CD
 pass and one ConG-S model for both ConG rows.
+
+Each sampling stage (weak_sample, cd_sample, strong_sample) is a dsl.ParallelFor of `<stage>_shard` tasks,
+one GPU pod per shard, over the shard indices the plan lists from `stages.<stage>.shards` (a run-time value
+like `methods`, so the fan-out always matches the config the shards read), then a light `<stage>` task that
+merges them into the stage's dataset (cong.shards).
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's annotations as types.
 
@@ -20,6 +25,7 @@ from kfp import dsl, kubernetes
 from components.alpha_sweep.component import alpha_sweep
 from components.auxconf.component import auxconf
 from components.cd_sample.component import cd_sample
+from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
 from components.icl_refine.component import icl_refine
@@ -29,12 +35,14 @@ from components.plan.component import plan
 from components.promote.component import promote
 from components.sft.component import sft
 from components.strong_sample.component import strong_sample
+from components.strong_sample_shard.component import strong_sample_shard
 from components.trainjob.component import dpo_trainjob, sft_trainjob
 from components.weak_align.component import weak_align
 from components.weak_sample.component import weak_sample
+from components.weak_sample_shard.component import weak_sample_shard
 from components.wsd.component import wsd
 from components.wspo.component import wspo
-from cong.config import TRAINING_STAGES, Config, seconds
+from cong.config import RESUMABLE_STAGES, TRAINING_STAGES, Config, seconds
 from pipelines import handoff
 from pipelines.trainjob import multi_node, with_trainjob_cleanup
 
@@ -50,7 +58,7 @@ SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "a
 
 def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
     """The stage's pod from the config: requests and limits, GPUs on their pool, shared memory for multi-GPU
-    work, timeout, retries of training stages (which resume from their last checkpoint) and pod labels."""
+    work, timeout, retries of the stages that resume (training, sampling shards) and pod labels."""
     r = cfg.resources_for(stage)
     task.set_cpu_request(r.cpu_request or r.cpu).set_cpu_limit(r.cpu)
     task.set_memory_request(r.memory_request or r.memory).set_memory_limit(r.memory)
@@ -68,7 +76,7 @@ def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
         kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit=r.shm)
     if r.timeout:
         kubernetes.set_timeout(task, seconds(r.timeout))
-    retries = r.retries if r.retries is not None else (cfg.scheduling.retry.count if stage in TRAINING_STAGES else 0)
+    retries = r.retries if r.retries is not None else (cfg.scheduling.retry.count if stage in RESUMABLE_STAGES else 0)
     if retries:
         b = cfg.scheduling.retry
         task.set_retry(retries, backoff_duration=b.backoff, backoff_factor=b.factor, backoff_max_duration=b.max_backoff)
@@ -82,8 +90,11 @@ def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
     return task
 
 
-def build_pipeline(cfg: Config):
-    """The pipeline function for this config (compile it, or call it under kfp.local)."""
+def build_pipeline(cfg: Config, shard_threads: int | None = None):
+    """The pipeline function for this config (compile it, or call it under kfp.local).
+
+    `shard_threads`, for local runs, caps the CPU threads of each sampling shard (OMP_NUM_THREADS).
+    """
     supplied_aligned = cfg.models.weak_aligned is not None
     store = handoff.store_input(cfg)  # where model stages write and read models, when not as artifacts
 
@@ -120,6 +131,16 @@ def build_pipeline(cfg: Config):
                 placeholder = skipped(switch).outputs[kind]
             return dsl.OneOf(produced, placeholder)
 
+        def sharded(stage: str, merge, shard_task) -> dsl.PipelineTask:
+            """`shard_task(index)` for each shard index the plan lists for `stage`, then `merge` of them all."""
+            with dsl.ParallelFor(switches[f"{stage}_shards"], name=f"{stage} shards") as index:
+                shards = schedule(shard_task(index), stage, f"{stage} (shard)")
+                if shard_threads:
+                    shards.set_env_variable("OMP_NUM_THREADS", str(shard_threads))
+            merged = merge(config=config, run_id=RUN_ID, shards=dsl.Collected(shards.outputs["responses"]))
+            # Uncached like the shards: a cache hit would pair stale responses with fresh shards.
+            return schedule(merged, "merge_shards", stage).set_caching_options(False)
+
         aligned = {}
         if not supplied_aligned:
             # After the plan: a config whose methods do not fit its models fails before any training.
@@ -134,9 +155,11 @@ def build_pipeline(cfg: Config):
 
         weak_samples = branch(
             "weak_samples",
-            lambda: schedule(weak_sample(config=config, run_id=RUN_ID, **aligned, **store), "weak_sample").outputs[
-                "responses"
-            ],
+            lambda: sharded(
+                "weak_sample",
+                weak_sample,
+                lambda index: weak_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned, **store),
+            ).outputs["responses"],
             "data",
         )
         models = {
@@ -192,12 +215,20 @@ def build_pipeline(cfg: Config):
         )
 
         def cong_s_model():
-            cd = schedule(cd_sample(config=config, run_id=RUN_ID, **aligned, **store), "cd_sample")
+            cd = sharded(
+                "cd_sample",
+                cd_sample,
+                lambda index: cd_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned, **store),
+            )
             return cd, train_sft(cd.outputs["responses"], "cong_s")
 
         with dsl.If(switches["cong_mode"] == "cong", name="cong"):
             cd, cong_s = cong_s_model()
-            strong = schedule(strong_sample(config=config, run_id=RUN_ID, model=cong_s, **store), "strong_sample")
+            strong = sharded(
+                "strong_sample",
+                strong_sample,
+                lambda index: strong_sample_shard(config=config, run_id=RUN_ID, shard=index, model=cong_s, **store),
+            )
             pairs = schedule(
                 pair(
                     config=config, run_id=RUN_ID, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]

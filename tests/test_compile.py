@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from components.image import BASE_IMAGE
-from cong.config import load_config
+from cong.config import STAGES, load_config
 from cong.errors import CongError
 from pipelines.compile import COMMITTED, compile_pipeline
 
@@ -66,14 +66,20 @@ resources:
   strong_sample: {cpu: "8", memory: 64Gi, gpus: 1, pool: l4}
   dpo: {cpu: "32", cpu_request: "24", memory: 384Gi, gpus: 8, timeout: 12h, retries: 1}
 """
-TRAINING = {"weak-align", "sft", "dpo", "auxconf", "wspo"}
-SAMPLING = {"weak-align", "weak-sample", "cd-sample", "strong-sample", "alpha-sweep", "evaluate"}
+TRAINING = {"weak_align", "sft", "dpo", "auxconf", "wspo"}
+SHARDED = {"weak_sample", "cd_sample", "strong_sample"}
+SAMPLING = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate"}
 FAKE_SECRET = "cong-test-secret-4d9f0a7e"
 
 
-def _stage(executor: str) -> str:
-    """`exec-cd-sample-2` (a second task of one component) -> `cd_sample`."""
-    return re.sub(r"-[0-9]+$", "", executor.removeprefix("exec-")).replace("-", "_")
+def _stage(task: str) -> str:
+    """The config stage whose resources a task or executor has: `exec-cd-sample-shard-2` (a second task of one
+    component) -> `cd_sample`; a sharded stage's own task is its merge; `not_selected` runs as `plan`."""
+    name = re.sub(r"-[0-9]+$", "", task.removeprefix("exec-"))
+    if name.endswith("-shard"):
+        return name.removesuffix("-shard").replace("-", "_")
+    name = name.replace("-", "_")
+    return "merge_shards" if name in SHARDED else "plan" if name == "not_selected" else name
 
 
 def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
@@ -94,7 +100,7 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
         assert f"exec-{stage}" in executors, stage
 
     for name, executor in executors.items():
-        stage = "plan" if _stage(name) == "not_selected" else _stage(name)
+        stage = _stage(name)
         r, pool, spec = cfg.resources_for(stage), cfg.pool_for(stage), k8s[name]
         container = executor["container"]
         assert container["image"] == BASE_IMAGE, name
@@ -113,7 +119,7 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
         assert all(m["medium"] == "Memory" for m in shm), name
         labels = spec["podMetadata"]["labels"]
         assert labels["team"] == "alignment" and labels["cong/stage"] == stage, name
-        workload = "training" if stage.replace("_", "-") in TRAINING else "gpu" if r.gpus else "light"
+        workload = "training" if stage in TRAINING else "gpu" if r.gpus else "light"
         assert labels["cong/workload"] == workload, name
 
     # Hand-written expectations, so the loop above cannot pass by reading the config back wrongly.
@@ -133,13 +139,14 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
 
     retried = set()
     for task, (_, body) in tasks.items():
-        stage = next((s for s in STAGE_EXECUTORS if re.fullmatch(rf"{s}(-[0-9]+)?", task)), None)
-        if stage is None:
-            continue
+        stage = _stage(task)
+        if stage not in STAGES:
+            continue  # conditions, loops
         retried.update([stage] if "retryPolicy" in body else [])
-        assert body.get("cachingOptions") == ({} if stage in SAMPLING else {"enableCache": True}), task
+        uncached = stage in SAMPLING or stage == "merge_shards"
+        assert body.get("cachingOptions") == ({} if uncached else {"enableCache": True}), task
         retry = body.get("retryPolicy")
-        if stage not in TRAINING:
+        if stage not in TRAINING | SHARDED:
             assert retry is None, task
         elif stage == "dpo":
             assert retry["maxRetryCount"] == 1, task
@@ -150,7 +157,7 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
                 "backoffFactor": 3.0,
                 "backoffMaxDuration": "7200s",
             }, task
-    assert retried == TRAINING
+    assert retried == TRAINING | SHARDED, "training stages and sampling shards resume, so they are retried"
     assert pipeline["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]["name"] == "qwen2.5-3b-to-7b"
 
 

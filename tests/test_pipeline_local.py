@@ -40,7 +40,9 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed):
     assert set(METHODS) <= set(responses[0])
 
     (run,) = (out / "kfp").glob("cong-*")
-    executed = {d.name for d in run.iterdir()}
+    # The sampling stages' shards run inside ParallelFor iteration folders; each stage's merge is a task here.
+    executed = {d.name for d in run.iterdir() if (d / "executor_output.json").is_file()}
+    assert {d.name for d in run.glob("for-loop-*/*")} == {"weak-sample-shard", "cd-sample-shard", "strong-sample-shard"}
     assert not any(name.startswith("not-selected") for name in executed), "every branch was selected"
     # One CD pass and one weak alignment for the whole run; sft ran for cong_s, weak_sft, icl_refine, wsd_sft.
     assert {"plan", "weak-align", "weak-sample", "cd-sample", "strong-sample", "pair", "dpo"} <= executed

@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components.image import BASE_IMAGE
 
@@ -7,24 +7,31 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def cd_sample(
     config: dict,
+    shards: Input[list[Dataset]],
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    weak_aligned: Input[Model] = None,
     run_id: str = "",
-    model_store: str = "",
 ):
-    """Contrastive decoding between the weak model after (expert) and before (amateur) alignment.
+    """The cd_sample dataset, one contrastive-decoding response per training prompt:
+    the cd_sample_shard tasks' responses merged (no GPU).
+
+    Fails, naming the ids, unless every prompt of the stage's prompt set comes from exactly one shard.
 
     Args:
-        config: the run's configuration; `stages.cd_sample` holds alpha, relative_top and sampling.
-        responses: one CD response per training prompt (JSONL: id, prompt, response).
-        metrics: row count and response lengths.
-        weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
-        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
+        config: the run's configuration; `data.train_prompts` is the prompt set the shards must cover.
+        shards: every shard's responses (dsl.Collected over the ParallelFor).
+        responses: JSONL rows id, prompt, response, in the prompt file's order.
+        metrics: row count, response lengths, shard count.
+        run_id: the KFP run's id, recorded for lineage; the shards' finished batches kept for this run are deleted.
     """
     from cong import steps
 
-    aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.cd_sample(config, weak_aligned=aligned, responses=responses.path, model_store=model_store)
-    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)
+    result = steps.merge_shards(
+        config,
+        "cd_sample",
+        shards=[s.path for s in shards],
+        shard_inputs=[dict(s.metadata.get("inputs", {})) for s in shards],
+        responses=responses.path,
+        run_id=run_id,
+    )
+    steps.record(result, metrics, run_id=run_id, responses=responses)

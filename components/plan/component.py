@@ -20,13 +20,18 @@ def plan(
         ("wsd_sft", bool),
         ("cong_mode", str),
         ("alpha_sweep", bool),
+        ("weak_sample_shards", list),
+        ("cd_sample_shards", list),
+        ("strong_sample_shards", list),
     ],
 ):
     """Check that the run's methods fit its models, then switch the DAG's branches on or off.
 
+    Also lists each sampling stage's shard indices, which its dsl.ParallelFor iterates.
+
     Args:
-        config: the run's configuration; `methods` decides the branches, so changing it when submitting
-            a compiled pipeline changes what runs.
+        config: the run's configuration; `methods` decides the branches and `stages.<stage>.shards` the
+            sampling stages' fan-out, so changing them when submitting a compiled pipeline changes what runs.
     """
     from collections import namedtuple
 

@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components.image import BASE_IMAGE
 
@@ -7,23 +7,31 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def strong_sample(
     config: dict,
-    model: Input[Model],
+    shards: Input[list[Dataset]],
     responses: Output[Dataset],
     metrics: Output[Metrics],
     run_id: str = "",
-    model_store: str = "",
 ):
-    """One sampled response per training prompt from a strong policy (the ConG-S model).
+    """The strong_sample dataset, one sample of the strong policy (ConG-S) per training prompt:
+    the strong_sample_shard tasks' responses merged (no GPU).
+
+    Fails, naming the ids, unless every prompt of the stage's prompt set comes from exactly one shard.
 
     Args:
-        config: the run's configuration; `stages.strong_sample.sampling` holds temperature, top-p and seed.
-        model: the policy to sample from.
-        responses: JSONL rows id, prompt, response.
-        metrics: row count and response lengths.
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
-        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
+        config: the run's configuration; `data.train_prompts` is the prompt set the shards must cover.
+        shards: every shard's responses (dsl.Collected over the ParallelFor).
+        responses: JSONL rows id, prompt, response, in the prompt file's order.
+        metrics: row count, response lengths, shard count.
+        run_id: the KFP run's id, recorded for lineage; the shards' finished batches kept for this run are deleted.
     """
     from cong import steps
 
-    result = steps.strong_sample(config, model=model.path, responses=responses.path, model_store=model_store)
-    steps.record(result, metrics, run_id=run_id, inputs={"model": model}, responses=responses)
+    result = steps.merge_shards(
+        config,
+        "strong_sample",
+        shards=[s.path for s in shards],
+        shard_inputs=[dict(s.metadata.get("inputs", {})) for s in shards],
+        responses=responses.path,
+        run_id=run_id,
+    )
+    steps.record(result, metrics, run_id=run_id, responses=responses)

@@ -7,6 +7,7 @@ from pathlib import Path
 from cong.config import CdSampleSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.models import Sampler
+from cong.shards import Shard, response_stats, sample_shard
 
 STAGE = "cd_sample"
 
@@ -18,15 +19,12 @@ def cd_sample(
     out_path: Path,
     settings: CdSampleSettings,
     max_prompts: int | None = None,
+    shard: Shard = Shard(),
 ) -> dict[str, float]:
-    """Expert = the aligned weak model pi_r, amateur = the weak base pi_ref."""
+    """Expert = the aligned weak model pi_r, amateur = the weak base pi_ref; only `shard`'s share of the
+    prompts (all of them by default), see cong.shards."""
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
     sampler = Sampler(weak_aligned, amateur_ref=weak_base)
-    responses = sampler(rows, settings.sampling, STAGE, alpha=settings.alpha, relative_top=settings.relative_top)
-    write_responses(out_path, rows, responses)
-    return {
-        "rows": float(len(rows)),
-        "alpha": settings.alpha,
-        "mean_response_words": sum(len(y.split()) for y in responses) / len(responses),
-        "empty_responses": float(sum(not y for y in responses)),
-    }
+    out = sample_shard(sampler, rows, settings.sampling, STAGE, shard, settings.alpha, settings.relative_top)
+    write_responses(out_path, out.rows, out.responses)
+    return {**response_stats(out.responses), "alpha": settings.alpha, "resumed_batches": float(out.resumed_batches)}

@@ -7,6 +7,7 @@ from pathlib import Path
 from cong.config import SamplingSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.models import Sampler
+from cong.shards import Shard, response_stats, sample_shard
 
 STAGE = "strong_sample"
 
@@ -18,8 +19,10 @@ def strong_sample(
     sampling: SamplingSettings,
     max_prompts: int | None = None,
     stage: str = STAGE,
+    shard: Shard = Shard(),
 ) -> dict[str, float]:
+    """Only `shard`'s share of the prompts (all of them by default), see cong.shards."""
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
-    responses = Sampler(model_ref)(rows, sampling, stage)
-    write_responses(out_path, rows, responses)
-    return {"rows": float(len(rows)), "mean_response_words": sum(len(y.split()) for y in responses) / len(responses)}
+    out = sample_shard(Sampler(model_ref), rows, sampling, stage, shard)
+    write_responses(out_path, out.rows, out.responses)
+    return {**response_stats(out.responses), "resumed_batches": float(out.resumed_batches)}

@@ -1,0 +1,1 @@
+"""The cd_sample_shard component."""

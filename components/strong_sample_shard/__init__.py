@@ -1,0 +1,1 @@
+"""The strong_sample_shard component."""

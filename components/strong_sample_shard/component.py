@@ -1,0 +1,34 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def strong_sample_shard(
+    config: dict,
+    shard: int,
+    model: Input[Model],
+    responses: Output[Dataset],
+    metrics: Output[Metrics],
+    run_id: str = "",
+    model_store: str = "",
+):
+    """One shard of a strong policy's samples (the ConG-S model's), for its share of the training prompts
+    (every `stages.strong_sample.shards`-th length-sorted batch), resumable.
+
+    Args:
+        config: the run's configuration; `stages.strong_sample` holds sampling (temperature, top-p, seed) and shards.
+        shard: this shard's index, from 0.
+        model: the policy to sample from.
+        responses: this shard's responses (JSONL: id, prompt, response); `strong_sample` merges the shards.
+        metrics: row count, response lengths, batches found done by an earlier try.
+        run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
+    """
+    from cong import steps
+
+    result = steps.strong_sample(
+        config, model=model.path, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
+    )
+    steps.record(result, metrics, run_id=run_id, inputs={"model": model}, responses=responses)

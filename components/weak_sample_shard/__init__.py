@@ -1,0 +1,1 @@
+"""The weak_sample_shard component."""

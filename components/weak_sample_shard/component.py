@@ -1,0 +1,35 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def weak_sample_shard(
+    config: dict,
+    shard: int,
+    responses: Output[Dataset],
+    metrics: Output[Metrics],
+    weak_aligned: Input[Model] = None,
+    run_id: str = "",
+    model_store: str = "",
+):
+    """One shard of the weak labels: samples from the aligned weak model (or the weak base) for its share of
+    the training prompts (every `stages.weak_sample.shards`-th length-sorted batch), resumable.
+
+    Args:
+        config: the run's configuration; `stages.weak_sample` picks the source model, sampling and shards.
+        shard: this shard's index, from 0.
+        responses: this shard's responses (JSONL: id, prompt, response); `weak_sample` merges the shards.
+        metrics: row count, response lengths, batches found done by an earlier try.
+        weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
+        model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
+    """
+    from cong import steps
+
+    aligned = weak_aligned.path if weak_aligned is not None else None
+    result = steps.weak_sample(
+        config, weak_aligned=aligned, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
+    )
+    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)
