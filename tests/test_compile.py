@@ -123,7 +123,9 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
         assert labels["cong/workload"] == workload, name
 
     # Hand-written expectations, so the loop above cannot pass by reading the config back wrongly.
-    dpo, cd, plan = k8s["exec-dpo"], k8s["exec-cd-sample"], k8s["exec-plan"]
+    dpo, cd, plan = k8s["exec-dpo"], k8s["exec-cd-sample-shard"], k8s["exec-plan"]
+    merge = k8s["exec-cd-sample"]
+    assert "nodeSelector" not in merge and merge["podMetadata"]["labels"]["cong/stage"] == "merge_shards"
     assert executors["exec-dpo"]["container"]["resources"]["accelerator"]["resourceCount"] == "8"
     assert dpo["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}]
     assert dpo["activeDeadlineSeconds"] == str(12 * 3600)

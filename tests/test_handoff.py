@@ -41,8 +41,12 @@ def _tasks(spec) -> dict[str, dict]:
 
 
 def _stage(task_name: str) -> str:
-    """The stage a task runs: `sft-3` and `sft-trainjob` (multi-node) are both sft."""
-    return re.sub(r"(-trainjob)?(-\d+)?$", "", task_name).replace("-", "_")
+    """The stage a task runs: `sft-3` and `sft-trainjob` (multi-node) are both sft, `cd-sample-shard` is
+    cd_sample; `cd-sample` itself is the merge of its shards, which reads no model."""
+    name = re.sub(r"-\d+$", "", task_name)
+    if name in ("weak-sample", "cd-sample", "strong-sample"):
+        return "merge_shards"
+    return re.sub(r"(-trainjob|-shard)$", "", name).replace("-", "_")
 
 
 @pytest.mark.parametrize(
