@@ -12,7 +12,7 @@ export CONG_CACHE_DIR ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint compile clean
+.PHONY: setup run test test-extended lint compile clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,11 @@ run: $(STAMP)
 	$(BIN)/cong run --local $(RUN_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not extended" $(PYTEST_ARGS)
+
+# The runs that take several minutes each (e.g. the cross-family pipeline); CI runs them after `make test`.
+test-extended: $(STAMP)
+	$(BIN)/python -m pytest -q -m extended $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cong components pipelines tests

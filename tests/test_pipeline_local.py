@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cong.config import METHODS, load_config
@@ -157,6 +158,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     assert champion.digest == promotion["published"]["digest"] and promotion["champion_uri"].endswith("/supplied")
 
 
+@pytest.mark.extended
 def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed):
     """A real model of another family as the strong model: SmolLM2-135M-Instruct (49,152-token vocabulary)
     aligned by the testbed's weak pair (600 tokens). CD, WSD and the weak labels cross as text."""
