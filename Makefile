@@ -12,7 +12,7 @@ export CONG_CACHE_DIR ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-extended lint compile clean
+.PHONY: setup run test test-extended bench lint compile clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ test: $(STAMP)
 # The runs that take several minutes each (e.g. the cross-family pipeline); CI runs them after `make test`.
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -q -m extended $(PYTEST_ARGS)
+
+# Contrastive-decoding throughput on the testbed's models (cong bench cd --help for the options).
+bench: $(STAMP)
+	$(BIN)/cong bench cd --preset tiny --json runs/bench-cd.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check cong components pipelines tests
