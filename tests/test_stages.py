@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from cong import steps
 from cong.data import PAIR_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
 from cong.errors import CongError
 from cong.refs import resolve
@@ -13,7 +14,6 @@ from cong.stages.evaluate import evaluate
 from cong.stages.pair import pair
 from cong.stages.sft import sft
 from cong.stages.strong_sample import strong_sample
-from cong.stages.weak_align import weak_align
 from tests.conftest import changed
 
 
@@ -27,13 +27,10 @@ def world(micro_config, micro_testbed, tmp_path_factory):
     }
     s = cfg.stages
     m = {
-        "weak_align": weak_align(
-            refs["weak_base"],
-            refs["train_prompts"],
-            out / "wa_pairs.jsonl",
-            out / "weak_aligned",
-            s.weak_align,
-        )
+        # What the weak_align component calls: sampling and pairing here, DPO through cong.distributed.
+        "weak_align": steps.weak_align(
+            cfg.as_parameter(), pairs=str(out / "wa_pairs.jsonl"), weak_aligned=str(out / "weak_aligned")
+        )["metrics"]
     }
     m["cd_sample"] = cd_sample(
         refs["weak_base"], str(out / "weak_aligned"), refs["train_prompts"], out / "cd.jsonl", s.cd_sample

@@ -15,7 +15,6 @@ from cong.errors import CongError
 from cong.models import Sampler
 from cong.progress import log
 from cong.rewards import reward_backend
-from cong.stages.dpo import dpo
 
 STAGE = "weak_align"
 
@@ -76,16 +75,3 @@ def sample_pairs(
 
 def with_train_metrics(metrics: dict[str, float], train_metrics: dict[str, float]) -> dict[str, float]:
     return {**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}}
-
-
-def weak_align(
-    weak_base: str,
-    prompts_path: str,
-    pairs_path: Path,
-    model_dir: Path,
-    settings: WeakAlignSettings,
-    max_prompts: int | None = None,
-    checkpoints: str | None = None,
-) -> dict[str, float]:
-    metrics = sample_pairs(weak_base, prompts_path, pairs_path, settings, max_prompts)
-    return with_train_metrics(metrics, dpo(weak_base, str(pairs_path), model_dir, settings.train, STAGE, checkpoints))
