@@ -3,11 +3,13 @@ single-model limit, on the same prompts, lengths and models.
 
 Rows: `reference` (one prompt at a time, both models with KV caches: cong.decoding.reference), `naive` (HF
 generate with the amateur re-run over the whole prefix each step), `cong` at each batch size (the engine,
-cong.decoding.generate), and `single` (plain decoding from the expert alone at the same batch sizes: what two
-models of that size cannot beat). Every row decodes greedily and exactly `max_new_tokens` tokens per prompt
-(end-of-sequence never stops a row), so tokens per second compare like with like; each figure is the median of
-`repeats` timed runs after one untimed warm-up. The bench also checks that the engine's tokens equal the
-reference's, prompt by prompt.
+cong.decoding.generate), `cong_lora` (the engine on one shared-weight model when the expert is the amateur plus
+a LoRA adapter: cong.decoding.shared_lora), and `single` (plain decoding from the expert alone at the same batch
+sizes: what two models of that size cannot beat). Every row decodes greedily and exactly `max_new_tokens` tokens
+per prompt (end-of-sequence never stops a row), so tokens per second compare like with like; each figure is the
+median of `repeats` timed runs after one untimed warm-up, and at each batch size the methods take turns run by
+run, so that a slow spell of a shared machine does not fall on one method only. The bench also checks that the
+engine's tokens equal the reference's, prompt by prompt.
 """
 
 from __future__ import annotations
@@ -83,21 +85,43 @@ class PeakMemory:
         return self.peak / 2**20
 
 
-def _timed(run: Callable[[], Any], repeats: int, device: str) -> tuple[float, float, Any]:
-    """(median seconds, peak MB of the timed runs, the last result) after one untimed warm-up."""
+def _timed(runs: dict[str, Callable[[], Any]], repeats: int, device: str) -> dict[str, tuple[float, float, Any]]:
+    """Per run: (median seconds, peak MB of the timed runs, the last result), after one untimed warm-up each;
+    the runs take turns."""
     import torch
 
-    run()
-    times, peaks, result = [], [], None
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    peaks: dict[str, float] = dict.fromkeys(runs, 0.0)
+    results: dict[str, Any] = {}
     for _ in range(repeats):
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            result = run()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        peaks.append(memory.mb)
-    return statistics.median(times), max(peaks), result
+        for name, run in runs.items():
+            with PeakMemory(device) as memory:
+                start = time.perf_counter()
+                results[name] = run()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+            peaks[name] = max(peaks[name], memory.mb)
+    return {name: (statistics.median(times[name]), peaks[name], results[name]) for name in runs}
+
+
+def random_lora_expert(base_ref: str, folder: Path, rank: int = 16, seed: int = 0) -> str:
+    """An expert for the bench when the config has no aligned weak model: the base plus a random LoRA adapter
+    on every linear layer, saved merged with the adapter beside it (as cong.training saves a LoRA model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from cong.models import ADAPTER_DIR, load_model, load_plain_tokenizer
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(load_model(base_ref), config)
+    model.save_pretrained(folder / ADAPTER_DIR)
+    model.merge_and_unload().save_pretrained(folder)
+    load_plain_tokenizer(base_ref).save_pretrained(folder)
+    return str(folder)
 
 
 def run_bench(
@@ -111,19 +135,25 @@ def run_bench(
     repeats: int = 3,
     alpha: float = 0.4,
     relative_top: float = 0.1,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
-    """The bench's rows and the ratios cong/reference and cong/single per batch size (see the module doc)."""
+    """The bench's rows and the ratios cong/reference, cong/single and cong_lora/single per batch size (see
+    the module doc). `cong_lora` rows need an expert that keeps its LoRA adapter (cong.models.adapter_of)."""
     from cong.decoding.generate import DecodeParams, decode
     from cong.decoding.reference import naive_decode, reference_decode
-    from cong.models import device, load_model, load_tokenizer, prompt_ids
+    from cong.decoding.shared_lora import load_shared_pair
+    from cong.models import adapter_of, device, load_model, load_tokenizer, prompt_ids
 
     tokenizer = load_tokenizer(expert_ref)
     expert, amateur = load_model(expert_ref), load_model(amateur_ref)
+    adapter = adapter_of(expert_ref)
+    shared = load_shared_pair(amateur_ref, adapter) if adapter else None
+    if shared is None:
+        log(STAGE, f"no cong_lora rows: {expert_ref} keeps no LoRA adapter")
     where = device()
     ids = prompt_ids(tokenizer, prompts)
     few = ids[:reference_prompts]
     params = DecodeParams(max_new_tokens=max_new_tokens, greedy=True)
-    cd = {"amateur": amateur, "alpha": alpha, "relative_top": relative_top}
     rows: list[Row] = []
 
     def add(method: str, batch_size: int, count: int, seconds: float, peak: float) -> None:
@@ -131,51 +161,51 @@ def run_bench(
         rows.append(Row(method, batch_size, count, tokens, seconds, tokens / seconds, 1000 * seconds / count, peak))
         log(STAGE, f"{method} (batch {batch_size}): {tokens / seconds:.1f} tokens/s, {peak:.0f} MB peak")
 
-    def engine(batch_size: int, prompt_set: list[list[int]], pair: bool):
+    def engine(method: str, batch_size: int, prompt_set: list[list[int]]):
+        models = {
+            "cong": {"expert": expert, "amateur": amateur},
+            "cong_lora": {"expert": shared, "shared": True},
+            "single": {"expert": expert},
+        }[method]
         return lambda: decode(
-            expert,
-            prompt_set,
-            params,
+            prompts=prompt_set,
+            params=params,
             eos_token_ids=[NEVER],
             pad_token_id=tokenizer.pad_token_id,
             batch_size=batch_size,
-            **(cd if pair else {}),
+            alpha=alpha,
+            relative_top=relative_top,
+            **models,
         )
 
-    seconds, peak, reference = _timed(
-        lambda: [
+    one_at_a_time = {
+        "reference": lambda: [
             reference_decode(expert, amateur, p, params, [NEVER], i, alpha, relative_top) for i, p in enumerate(few)
         ],
-        repeats,
-        where,
-    )
-    add("reference", 1, len(few), seconds, peak)
-    seconds, peak, _ = _timed(
-        lambda: [
+        "naive": lambda: [
             naive_decode(expert, amateur, p, max_new_tokens, tokenizer.pad_token_id, alpha, relative_top) for p in few
         ],
-        repeats,
-        where,
-    )
-    add("naive", 1, len(few), seconds, peak)
-    same = engine(1, few, pair=True)() == reference
+    }
+    timed = _timed(one_at_a_time, repeats, where)
+    for method, (seconds, peak, _) in timed.items():
+        add(method, 1, len(few), seconds, peak)
+    methods = ["cong", "cong_lora", "single"] if shared is not None else ["cong", "single"]
+    engine_modes = [m for m in methods if m != "single"]
+    same = {m: engine(m, 1, few)() == timed["reference"][2] for m in engine_modes}
     for batch_size in batch_sizes:
-        seconds, peak, _ = _timed(engine(batch_size, ids, pair=True), repeats, where)
-        add("cong", batch_size, len(ids), seconds, peak)
-        seconds, peak, _ = _timed(engine(batch_size, ids, pair=False), repeats, where)
-        add("single", batch_size, len(ids), seconds, peak)
+        timed = _timed({m: engine(m, batch_size, ids) for m in methods}, repeats, where)
+        for method, (seconds, peak, _) in timed.items():
+            add(method, batch_size, len(ids), seconds, peak)
 
     speed = {(r.method, r.batch_size): r.tokens_per_s for r in rows}
     ratios = {
-        str(b): {
-            "cong/reference": speed[("cong", b)] / speed[("reference", 1)],
-            "cong/single": speed[("cong", b)] / speed[("single", b)],
-        }
+        str(b): {"cong/reference": speed[("cong", b)] / speed[("reference", 1)]}
+        | {f"{m}/single": speed[(m, b)] / speed[("single", b)] for m in engine_modes}
         for b in batch_sizes
     }
     return {
         "device": _device_name(where),
-        "model": f"expert {expert_ref}, amateur {amateur_ref}",
+        "model": model_name or f"expert {expert_ref}, amateur {amateur_ref}",
         "max_new_tokens": max_new_tokens,
         "repeats": repeats,
         "same_tokens_as_reference": same,
@@ -199,13 +229,15 @@ def format_bench(result: dict[str, Any]) -> str:
             f"{r['method']:<10} {r['batch_size']:>5} {r['tokens_per_s']:>10.1f} {r['ms_per_prompt']:>10.1f} "
             f"{r['peak_mem_mb']:>9.1f}"
         )
+    names = list(next(iter(result["ratios"].values())))
     lines.append("")
-    lines.append(f"{'batch':>5} {'cong/reference':>15} {'cong/single':>12}")
+    lines.append(f"{'batch':>5} " + " ".join(f"{n:>17}" for n in names))
     for batch, ratio in result["ratios"].items():
-        lines.append(f"{batch:>5} {ratio['cong/reference']:>15.2f} {ratio['cong/single']:>12.2f}")
+        lines.append(f"{batch:>5} " + " ".join(f"{ratio[n]:>17.2f}" for n in names))
+    same = ", ".join(f"{m}: {v}" for m, v in result["same_tokens_as_reference"].items())
     lines.append(
         f"\n{result['device']}; {result['model']}; greedy, {result['max_new_tokens']} new tokens per prompt, "
-        f"median of {result['repeats']}; engine tokens equal the reference's: {result['same_tokens_as_reference']}"
+        f"median of {result['repeats']}; engine tokens equal the reference's ({same})"
     )
     return "\n".join(lines)
 

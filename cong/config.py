@@ -130,6 +130,11 @@ class CdSampleSettings(Strict):
     relative_top: float = Field(0.1, gt=0, le=1)
     sampling: SamplingSettings = SamplingSettings(repetition_penalty=1.2, seed=0)
     shards: ShardCount = 1
+    shared_weights: bool = Field(
+        True,
+        description="when the aligned weak model carries its LoRA adapter (weak_align.train.lora), decode from one "
+        "copy of the weak base, the adapter on for the expert's rows and off for the amateur's",
+    )
 
 
 class SftSettings(Strict):

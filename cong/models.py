@@ -11,6 +11,9 @@ from cong.config import SamplingSettings
 from cong.errors import CongError
 from cong.progress import Eta
 
+# A model trained with LoRA keeps its adapter here, beside the merged weights (cong.training.train_and_save).
+ADAPTER_DIR = "adapter"
+
 
 def device() -> str:
     import torch
@@ -85,10 +88,20 @@ def row_seed(seed: int, row_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{row_id}".encode()).hexdigest()[:8], 16)
 
 
-class Sampler:
-    """A model (or a contrastive pair) loaded once, sampling one response per prompt row per call."""
+def adapter_of(model_ref: str) -> str | None:
+    """The LoRA adapter that `model_ref` was trained as, when it keeps one (see ADAPTER_DIR)."""
+    path = Path(model_ref) / ADAPTER_DIR
+    return str(path) if (path / "adapter_config.json").is_file() else None
 
-    def __init__(self, model_ref: str, amateur_ref: str | None = None):
+
+class Sampler:
+    """A model (or a contrastive pair) loaded once, sampling one response per prompt row per call.
+
+    With `shared_weights`, a pair whose expert keeps its LoRA adapter relative to the amateur is loaded as one
+    shared-weight model (cong.decoding.shared_lora); `self.shared` says whether it was.
+    """
+
+    def __init__(self, model_ref: str, amateur_ref: str | None = None, shared_weights: bool = False):
         self.tokenizer = load_tokenizer(model_ref)
         if amateur_ref and load_tokenizer(amateur_ref).get_vocab() != self.tokenizer.get_vocab():
             # Contrastive decoding feeds identical ids to both models.
@@ -96,8 +109,15 @@ class Sampler:
                 f"the models {model_ref!r} and {amateur_ref!r} do not share a tokenizer; contrastive decoding "
                 "needs the weak pair (before / after alignment) to use the same vocabulary."
             )
-        self.expert = load_model(model_ref)
-        self.amateur = load_model(amateur_ref) if amateur_ref else None
+        adapter = adapter_of(model_ref) if amateur_ref and shared_weights else None
+        self.shared = adapter is not None
+        if self.shared:
+            from cong.decoding.shared_lora import load_shared_pair
+
+            self.expert, self.amateur = load_shared_pair(amateur_ref, adapter), None
+        else:
+            self.expert = load_model(model_ref)
+            self.amateur = load_model(amateur_ref) if amateur_ref else None
 
     def __call__(
         self,
@@ -143,6 +163,7 @@ class Sampler:
             pad_token_id=self.tokenizer.pad_token_id,
             seeds=seeds,
             amateur=self.amateur,
+            shared=self.shared,
             alpha=alpha,
             relative_top=relative_top,
             batch_size=sampling.batch_size,

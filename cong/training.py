@@ -136,11 +136,16 @@ def train_and_save(
 ) -> dict[str, float]:
     """Train (resuming from the last checkpoint in `output_dir`), save a plain model, drop checkpoints.
 
+    A LoRA-trained model is saved merged, and its adapter beside it (cong.models.ADAPTER_DIR), from which
+    contrastive decoding can run the model and its base on one copy of the weights.
+
     Under a distributed launch every rank runs this; rank 0 writes the model and deletes the checkpoints.
     With `checkpoints` (an s3:// folder), checkpoints are also kept there, and an earlier attempt's newest one
     is fetched first: a retried pod resumes where the killed one stopped (cong.checkpoints).
     """
     from transformers.trainer_utils import get_last_checkpoint
+
+    from cong.models import ADAPTER_DIR
 
     if checkpoints:
         from cong.checkpoints import mirror_callback, restore
@@ -160,6 +165,7 @@ def train_and_save(
     with _whole_weights(trainer, model):
         if accelerator.is_main_process:
             if hasattr(model, "merge_and_unload"):
+                model.save_pretrained(model_dir / ADAPTER_DIR)
                 model = model.merge_and_unload()
             model.save_pretrained(model_dir)
             trainer.processing_class.save_pretrained(model_dir)

@@ -254,25 +254,32 @@ def _kfp_lineage(args: argparse.Namespace) -> str:
 
 
 def cmd_bench_cd(args: argparse.Namespace) -> int:
-    from cong.bench_cd import format_bench, run_bench, write_json
+    from cong.bench_cd import format_bench, random_lora_expert, run_bench, write_json
     from cong.data import PROMPT_FIELDS, read_jsonl
     from cong.refs import resolve
 
     cfg = _load(args)
     amateur = resolve(cfg.models.weak_base, cfg)
-    expert = resolve(cfg.models.weak_aligned, cfg) if cfg.models.weak_aligned else amateur
     rows = read_jsonl(resolve(cfg.data.eval_prompts, cfg), PROMPT_FIELDS, args.prompts)
-    result = run_bench(
-        expert,
-        amateur,
-        [r["prompt"] for r in rows],
-        max_new_tokens=args.max_new_tokens,
-        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
-        reference_prompts=args.reference_prompts,
-        repeats=args.repeats,
-        alpha=cfg.stages.cd_sample.alpha,
-        relative_top=cfg.stages.cd_sample.relative_top,
-    )
+    with tempfile.TemporaryDirectory(prefix="cong-bench-") as folder:
+        if cfg.models.weak_aligned:
+            expert = resolve(cfg.models.weak_aligned, cfg)
+            name = f"expert {cfg.models.weak_aligned}, amateur {cfg.models.weak_base}"
+        else:
+            expert = random_lora_expert(amateur, Path(folder), args.lora_rank)
+            name = f"amateur {cfg.models.weak_base}, expert the same plus a random rank-{args.lora_rank} LoRA adapter"
+        result = run_bench(
+            expert,
+            amateur,
+            [r["prompt"] for r in rows],
+            max_new_tokens=args.max_new_tokens,
+            batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+            reference_prompts=args.reference_prompts,
+            repeats=args.repeats,
+            alpha=cfg.stages.cd_sample.alpha,
+            relative_top=cfg.stages.cd_sample.relative_top,
+            model_name=name,
+        )
     print(format_bench(result))
     if args.json:
         write_json(result, args.json)
@@ -401,9 +408,10 @@ def make_parser() -> argparse.ArgumentParser:
     cd = benches.add_parser(
         "cd",
         help="contrastive decoding: the engine against the reference, a naive port and one model alone",
-        description="Time contrastive decoding of the config's weak pair (expert: models.weak_aligned when set, "
-        "else the weak base itself; amateur: the weak base) on its first eval prompts: the released code's way "
-        "(one prompt at a time), a naive HF generate port, the engine at each batch size, and one model alone.",
+        description="Time contrastive decoding of the config's weak pair (amateur: the weak base; expert: "
+        "models.weak_aligned when set, else the weak base plus a random LoRA adapter) on its first eval prompts: the "
+        "released code's way (one prompt at a time), a naive HF generate port, the engine at each batch size with two "
+        "models and, when the expert keeps its LoRA adapter, with one shared-weight model, and the expert alone.",
     )
     _config_args(cd)
     cd.add_argument("--prompts", type=int, default=64, help="eval prompts decoded by the batched rows (default 64)")
@@ -411,6 +419,9 @@ def make_parser() -> argparse.ArgumentParser:
     cd.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default 64)")
     cd.add_argument("--batch-sizes", default="1,8,32,64", help="engine batch sizes (default 1,8,32,64)")
     cd.add_argument("--repeats", type=int, default=3, help="timed runs per row; the median is reported (default 3)")
+    cd.add_argument(
+        "--lora-rank", type=int, default=16, help="rank of the random adapter when no aligned model is set (default 16)"
+    )
     cd.add_argument("--json", type=Path, help="also write the results as JSON here")
     cd.set_defaults(func=cmd_bench_cd)
 

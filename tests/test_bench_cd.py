@@ -2,8 +2,9 @@
 reference's, and the JSON file has the shape other tools read."""
 
 import json
+from pathlib import Path
 
-from cong.bench_cd import run_bench, write_json
+from cong.bench_cd import format_bench, random_lora_expert, run_bench, write_json
 from cong.data import read_jsonl
 from cong.decoding.generate import DecodeParams, decode
 from cong.decoding.reference import naive_decode, reference_decode
@@ -12,17 +13,29 @@ from cong.models import load_model, load_tokenizer, prompt_ids
 
 def test_bench_rows_ratios_and_json(micro_testbed, tmp_path):
     weak = str(micro_testbed / "weak")
+    expert = random_lora_expert(weak, tmp_path / "expert", rank=4)
     prompts = [r["prompt"] for r in read_jsonl(micro_testbed / "eval.jsonl", ("id", "prompt"), limit=6)]
-    result = run_bench(weak, weak, prompts, max_new_tokens=6, batch_sizes=(1, 4), reference_prompts=3, repeats=1)
-    assert result["same_tokens_as_reference"] is True
+    result = run_bench(expert, weak, prompts, max_new_tokens=6, batch_sizes=(1, 4), reference_prompts=3, repeats=1)
+    assert result["same_tokens_as_reference"] == {"cong": True, "cong_lora": True}
     rows = {(r["method"], r["batch_size"]): r for r in result["rows"]}
-    assert set(rows) == {("reference", 1), ("naive", 1), ("cong", 1), ("single", 1), ("cong", 4), ("single", 4)}
-    assert rows[("reference", 1)]["new_tokens"] == 3 * 6 and rows[("cong", 4)]["new_tokens"] == 6 * 6
+    engine = {(m, b) for m in ("cong", "cong_lora", "single") for b in (1, 4)}
+    assert set(rows) == {("reference", 1), ("naive", 1)} | engine
+    assert rows[("reference", 1)]["new_tokens"] == 3 * 6 and rows[("cong_lora", 4)]["new_tokens"] == 6 * 6
     assert all(r["tokens_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in rows.values())
     ratio = result["ratios"]["4"]
     assert ratio["cong/single"] == rows[("cong", 4)]["tokens_per_s"] / rows[("single", 4)]["tokens_per_s"]
+    assert ratio["cong_lora/single"] == rows[("cong_lora", 4)]["tokens_per_s"] / rows[("single", 4)]["tokens_per_s"]
     write_json(result, tmp_path / "bench.json")
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["method"] == "reference"
+    assert "cong_lora/single" in format_bench(result)
+
+
+def test_bench_of_an_expert_without_adapter_has_no_lora_rows(micro_testbed):
+    weak = str(micro_testbed / "weak")
+    prompts = [r["prompt"] for r in read_jsonl(micro_testbed / "eval.jsonl", ("id", "prompt"), limit=2)]
+    result = run_bench(weak, weak, prompts, max_new_tokens=2, batch_sizes=(2,), reference_prompts=1, repeats=1)
+    assert {r["method"] for r in result["rows"]} == {"reference", "naive", "cong", "single"}
+    assert result["same_tokens_as_reference"] == {"cong": True}
 
 
 def test_reference_and_naive_decode_as_the_engine_does(micro_testbed):
@@ -45,3 +58,18 @@ def test_reference_and_naive_decode_as_the_engine_does(micro_testbed):
     reference = [reference_decode(expert, amateur, p, params, [-1], i) for i, p in enumerate(ids)]
     assert reference == alone == batched
     assert [naive_decode(expert, amateur, p, 8, pad) for p in ids] == reference
+
+
+def test_bench_command_builds_a_lora_expert_when_no_aligned_model_is_set(micro_testbed, tmp_path, capsys):
+    """`cong bench cd` on a config without models.weak_aligned: the expert is the weak base plus a random adapter,
+    so every row, cong_lora included, is timed; the table is printed and the JSON written."""
+    from pipelines.cli import main
+
+    config = Path(__file__).parent / "configs" / "micro.yaml"
+    argv = ["bench", "cd", "--config", str(config), "--prompts", "3", "--max-new-tokens", "3", "--batch-sizes", "3"]
+    argv += ["--reference-prompts", "1", "--repeats", "1", "--lora-rank", "2", "--json", str(tmp_path / "b.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "cong_lora/single" in out and "random rank-2 LoRA adapter" in out
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert {(r["method"], r["batch_size"]) for r in result["rows"]} >= {("cong_lora", 3), ("single", 3)}

@@ -1,5 +1,7 @@
-"""Contrastive scores against an independent float64 reference, and the batched KV-cached decoding loop."""
+"""Contrastive scores against an independent float64 reference, and the batched KV-cached decoding loop (two
+models, one model, one shared-weight LoRA model)."""
 
+import copy
 import math
 
 import numpy as np
@@ -8,7 +10,10 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from cong.decoding.contrastive import cd_scores
-from cong.decoding.generate import DecodeParams, apply_repetition_penalty, decode, top_p_probs
+from cong.decoding.generate import CHECK_EVERY, DecodeParams, apply_repetition_penalty, decode, top_p_probs
+from cong.decoding.reference import reference_decode
+from cong.decoding.shared_lora import load_shared_pair
+from cong.errors import CongError
 
 VOCAB, PAD, EOS = 64, 0, 1
 NO_EOS = VOCAB + 1  # an id no model can emit: rows run to max_new_tokens
@@ -255,3 +260,82 @@ def test_empty_inputs(pair):
         _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), alpha=2.0)
     with pytest.raises(ValueError, match="seeds"):
         _run(pair[0], None, 4, DecodeParams(max_new_tokens=4), seeds=[1])
+
+
+def _batch_sizes(model, run) -> list[int]:
+    """The batch size of every forward `model` makes while `run()` decodes."""
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: sizes.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        run()
+    finally:
+        hook.remove()
+    return sizes
+
+
+def test_finished_rows_leave_the_batch(pair):
+    """Rows that have emitted eos are dropped at the next look (every CHECK_EVERY steps); the others decode on
+    unchanged."""
+    expert, amateur = pair
+    params = DecodeParams(max_new_tokens=24, greedy=True)
+    eos = _run(expert, amateur, 1, params, eos=NO_EOS)[0][2]  # the shortest prompt's row stops at its third step
+    single = _run(expert, amateur, 1, params, eos=eos)
+    assert sum(len(s) < CHECK_EVERY for s in single) >= 1 and max(len(s) for s in single) == 24
+    sizes = _batch_sizes(expert, lambda: _run(expert, amateur, 6, params, eos=eos))
+    assert _run(expert, amateur, 6, params, eos=eos) == single
+    # Forward 0 is the prefill, forward k + 1 feeds step k's token. The look after step CHECK_EVERY - 1 keeps the
+    # rows that have not emitted eos in steps 0 .. CHECK_EVERY - 1.
+    assert sizes[:CHECK_EVERY] == [6] * CHECK_EVERY
+    assert sizes[CHECK_EVERY] == sum(len(s) >= CHECK_EVERY for s in single) < 6
+    assert sizes == sorted(sizes, reverse=True)
+
+
+@pytest.fixture(scope="module")
+def adapted(pair, tmp_path_factory):
+    """pair[1] saved as a base model, a random LoRA adapter on it (every linear layer), and the two merged."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("shared")
+    base = pair[1]
+    base.save_pretrained(folder / "base")
+    torch.manual_seed(4)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    lora = get_peft_model(copy.deepcopy(base), config)
+    lora.save_pretrained(folder / "adapter")
+    adapter_numel = sum(p.numel() for name, p in lora.named_parameters() if "lora_" in name)
+    return folder, lora.merge_and_unload().eval(), adapter_numel
+
+
+def test_shared_lora_decodes_as_two_models(pair, adapted):
+    """One copy of the base weights, the adapter on the expert's rows only, gives the tokens of two separate
+    models (the merged expert and the base) and of the one-prompt-at-a-time reference, greedy and sampled."""
+    folder, merged, adapter_numel = adapted
+    base = pair[1]
+    shared = load_shared_pair(str(folder / "base"), str(folder / "adapter"))
+    # One copy of the base weights and the adapter's, where two models hold two copies.
+    assert sum(p.numel() for p in shared.parameters()) == sum(p.numel() for p in base.parameters()) + adapter_numel
+    greedy = DecodeParams(max_new_tokens=16, greedy=True, repetition_penalty=1.2)
+    two = _run(merged, base, 1, greedy, eos=NO_EOS)
+    eos = two[0][2]
+    two = _run(merged, base, 1, greedy, eos=eos)
+    assert two == [reference_decode(merged, base, p, greedy, [eos], 0) for p in PROMPTS]
+    assert two != _run(base, base, 1, greedy, eos=eos), "the adapter changes the expert"
+    for batch_size in (1, 4):
+        assert _run(shared, None, batch_size, greedy, eos=eos, shared=True) == two, batch_size
+    sampled = DecodeParams(max_new_tokens=12, temperature=1.0, top_p=0.9)
+    seeds = [21, 22, 23, 24, 25, 26]
+    assert _run(shared, None, 4, sampled, eos=eos, seeds=seeds, shared=True) == _run(
+        merged, base, 4, sampled, eos=eos, seeds=seeds
+    )
+
+
+def test_shared_lora_rejects_what_is_not_plain_lora(pair, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    pair[1].save_pretrained(tmp_path / "base")
+    dora = get_peft_model(copy.deepcopy(pair[1]), LoraConfig(r=4, target_modules=["q_proj"], use_dora=True))
+    dora.save_pretrained(tmp_path / "dora")
+    with pytest.raises(CongError, match="not plain LoRA on linear layers at .*q_proj"):
+        load_shared_pair(str(tmp_path / "base"), str(tmp_path / "dora"))
+    with pytest.raises(ValueError, match="pass no amateur"):
+        _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), shared=True)

@@ -1,13 +1,19 @@
-"""Sampling stages split over shards (cong.shards): the split, the merge, the resume after a kill, the compiled
-ParallelFor, and a local run with two shards against the unsplit stage functions."""
+"""Sampling stages split over shards (cong.shards): the split, the merge, the resume after a kill (simulated, and
+the CD stage's process killed), the compiled ParallelFor, and a local run with two shards against the unsplit
+stage functions."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cong import steps
 from cong.config import load_config
 from cong.data import read_jsonl, write_jsonl
 from cong.decoding.generate import length_batches
@@ -174,6 +180,48 @@ def test_a_shard_killed_halfway_resumes_and_the_shards_merge_to_the_unsplit_file
     assert (tmp_path / "merged.jsonl").read_bytes() == (tmp_path / "unsplit.jsonl").read_bytes()
     responses = [r["response"] for r in read_jsonl(tmp_path / "unsplit.jsonl", ("id", "prompt"))]
     assert len(set(responses)) > 6, "the draws differ from prompt to prompt (a row in the wrong place would show)"
+
+
+def test_the_cd_stage_killed_halfway_resumes_to_the_uninterrupted_dataset(micro_config, pair_refs, store, tmp_path):
+    """The cd_sample step as its component runs it (with a KFP run id, so finished batches go to the store), in
+    its own process, killed with SIGKILL once a few of its 12 batches are in SeaweedFS. Run again with the same
+    run id, it decodes only the missing batches, and its dataset equals an uninterrupted run's byte for byte
+    (sampling with temperature: each prompt's generator is seeded by its id)."""
+    config = micro_config.as_parameter()
+    config["stages"]["cd_sample"]["sampling"].update(batch_size=2, max_new_tokens=64)
+    config["data"]["max_train_prompts"] = 24
+    config["storage"]["bucket"] = "progress"
+    ensure_bucket("progress", store.settings())
+    env = {**os.environ, **store.env()}
+    step = f"from cong import steps; steps.cd_sample(json.loads({json.dumps(config)!r}), {pair_refs['strong']!r}, "
+    uninterrupted = tmp_path / "uninterrupted.jsonl"
+    subprocess.run([sys.executable, "-c", f"import json; {step}{str(uninterrupted)!r})"], env=env, check=True)
+
+    progress = FinishedBatches("s3://progress/progress/run-kill/cd_sample/shard-0-of-1", store.settings())
+    resumed = tmp_path / "resumed.jsonl"
+    code = f"import json; {step}{str(resumed)!r}, run_id='run-kill')"
+    stage = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        while len(progress.load()) < 3:
+            assert stage.poll() is None, "the stage ended before it could be killed"
+            time.sleep(0.02)
+        stage.kill()
+        stage.wait()
+    finally:
+        stage.kill()
+    saved = len(progress.load())
+    assert 3 <= saved < 12 and not resumed.exists(), "killed halfway: some batches kept, no dataset written"
+
+    mp = pytest.MonkeyPatch()
+    for name, value in store.env().items():
+        mp.setenv(name, value)
+    try:
+        result = steps.cd_sample(config, pair_refs["strong"], str(resumed), run_id="run-kill")
+    finally:
+        mp.undo()
+    assert result["metrics"]["resumed_batches"] == saved
+    assert resumed.read_bytes() == uninterrupted.read_bytes()
+    assert len(read_jsonl(resumed, ("id", "response"))) == 24
 
 
 def test_compiled_dag_fans_each_sampling_stage_out_over_gpu_shards(tmp_path):

@@ -207,3 +207,26 @@ def test_evaluate_names_a_responses_file_missing_eval_prompts(world, tmp_path):
             max_prompts=2,
             responses_of={"wsd": str(tmp_path / "short.jsonl")},
         )
+
+
+def test_weak_align_with_lora_keeps_its_adapter_for_shared_weight_cd(world, tmp_path):
+    """weak_align trained with LoRA saves the merged model and its adapter; cd_sample then decodes from one copy
+    of the weak base and gives the two-model responses (greedy)."""
+    cfg, out, refs, metrics = world
+    config = cfg.as_parameter()
+    config["stages"]["weak_align"]["train"]["lora"] = {"r": 4, "alpha": 8}
+    steps.weak_align(config, pairs=str(tmp_path / "pairs.jsonl"), weak_aligned=str(tmp_path / "aligned"))
+    assert (tmp_path / "aligned" / "config.json").is_file()
+    assert (tmp_path / "aligned" / "adapter" / "adapter_config.json").is_file()
+    greedy = cfg.stages.cd_sample.model_copy(
+        update={"sampling": cfg.stages.cd_sample.sampling.model_copy(update={"greedy": True})}
+    )
+    responses = {}
+    for shared in (True, False):
+        settings = greedy.model_copy(update={"shared_weights": shared})
+        path = tmp_path / f"cd-{shared}.jsonl"
+        m = cd_sample(refs["weak_base"], str(tmp_path / "aligned"), refs["train_prompts"], path, settings)
+        assert m["shared_weights"] == float(shared)
+        responses[shared] = [r["response"] for r in read_jsonl(path, RESPONSE_FIELDS)]
+    assert responses[True] == responses[False]
+    assert metrics["cd_sample"]["shared_weights"] == 0.0, "a model trained without LoRA keeps no adapter"

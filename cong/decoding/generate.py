@@ -94,10 +94,43 @@ def left_pad(prompts: list[list[int]], pad: int, device: torch.device) -> tuple[
     return ids.to(device), mask.to(device)
 
 
+class _Models:
+    """One decoding step's forward passes: the expert alone, the expert and the amateur, or one shared-weight
+    model (cong.decoding.shared_lora) over a doubled batch, expert rows first. Keeps the KV caches."""
+
+    def __init__(self, expert, amateur, shared: bool):
+        self.expert, self.amateur, self.shared = expert, amateur, shared
+        self.caches: list = [None, None]
+
+    def __call__(self, ids, mask, positions) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.rows = ids.shape[0]
+        if self.shared:
+            twice = (t.repeat(2, 1) for t in (ids, mask, positions))
+            both, self.caches[0] = _forward(self.expert, *twice, self.caches[0])
+            return both.chunk(2)
+        expert_logits, self.caches[0] = _forward(self.expert, ids, mask, positions, self.caches[0])
+        if self.amateur is None:
+            return expert_logits, None
+        amateur_logits, self.caches[1] = _forward(self.amateur, ids, mask, positions, self.caches[1])
+        return expert_logits, amateur_logits
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every batch row but `rows` from the caches."""
+        if self.shared:
+            rows = torch.cat([rows, rows + self.rows])
+        for cache in self.caches:
+            if cache is not None:
+                cache.batch_select_indices(rows)
+
+
+# Steps between looks at which rows have finished. A look is a host round trip that stalls a GPU's queue of
+# kernels; between looks, finished rows decode on (their tokens are discarded) until the next look drops them.
+CHECK_EVERY = 8
+
+
 @torch.inference_mode()
 def _decode_batch(
-    expert,
-    amateur,
+    models: _Models,
     prompts: list[list[int]],
     params: DecodeParams,
     eos: torch.Tensor,
@@ -106,41 +139,46 @@ def _decode_batch(
     alpha: float,
     relative_top: float,
 ) -> list[list[int]]:
-    """One left-padded batch: prefill, then one token per row per step until every row has emitted eos."""
+    """One left-padded batch: prefill, then one token per live row per step until every row has emitted eos."""
     ids, mask = left_pad(prompts, pad, eos.device)
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-    expert_logits, expert_cache = _forward(expert, ids, mask, positions, None)
-    if amateur is not None:
-        amateur_logits, amateur_cache = _forward(amateur, ids, mask, positions, None)
+    expert_logits, amateur_logits = models(ids, mask, positions)
     # Summing the mask (not writing True) so that left padding never marks the pad id as seen.
     seen = torch.zeros_like(expert_logits).scatter_add_(1, ids, mask.float()) > 0
+    out = torch.full((len(prompts), params.max_new_tokens), pad, dtype=torch.long, device=ids.device)
+    rows = torch.arange(len(prompts), device=ids.device)  # the prompt each live row decodes
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=ids.device)
-    steps = []
     for step in range(params.max_new_tokens):
-        if amateur is None:
+        if amateur_logits is None:
             scores = torch.log_softmax(expert_logits, dim=-1)
         else:
             scores = cd_scores(expert_logits, amateur_logits, alpha, relative_top)
         scores = apply_repetition_penalty(scores, seen, params.repetition_penalty)
         token = _pick(scores, params, generators).masked_fill(finished, pad)
-        steps.append(token)
+        out[rows, step] = token
         finished |= torch.isin(token, eos)
-        if finished.all() or step + 1 == params.max_new_tokens:
+        if step + 1 == params.max_new_tokens:
             break
+        if step % CHECK_EVERY == CHECK_EVERY - 1 and finished.any():
+            if finished.all():
+                break
+            live = (~finished).nonzero().squeeze(1)
+            rows, token, mask, positions, seen = (t[live] for t in (rows, token, mask, positions, seen))
+            generators = [generators[i] for i in live.tolist()]
+            finished = finished[live]
+            models.keep(live)
         seen.scatter_(1, token[:, None], True)
-        # Finished rows keep feeding pad with mask 1: it only touches their own (discarded) cache rows.
+        # Finished rows not yet dropped feed pad with mask 1: it only touches their own (discarded) cache rows.
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = positions[:, -1:] + 1
-        expert_logits, expert_cache = _forward(expert, token[:, None], mask, positions, expert_cache)
-        if amateur is not None:
-            amateur_logits, amateur_cache = _forward(amateur, token[:, None], mask, positions, amateur_cache)
+        expert_logits, amateur_logits = models(token[:, None], mask, positions)
 
     stops = set(eos.tolist())
-    out = []
-    for row in torch.stack(steps, dim=1).tolist():
+    responses = []
+    for row in out.tolist():
         end = next((j for j, t in enumerate(row) if t in stops), len(row))
-        out.append(row[:end])
-    return out
+        responses.append(row[:end])
+    return responses
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -163,6 +201,7 @@ def decode(
     pad_token_id: int,
     seeds: list[int] | None = None,
     amateur=None,
+    shared: bool = False,
     alpha: float = 0.4,
     relative_top: float = 0.1,
     batch_size: int = 32,
@@ -172,6 +211,7 @@ def decode(
 
     With `amateur=None` this decodes from `expert` alone (scores = its log-probabilities); otherwise it
     decodes contrastively with `cd_scores` (expert = pi_r, amateur = pi_ref; they must share a vocabulary).
+    `shared=True` decodes contrastively from one shared-weight model (`cong.decoding.shared_lora`) as `expert`.
     `seeds[i]` (default i) seeds prompt i's generator. `on_batch(done, total)` is called after each batch.
     """
     seeds = list(range(len(prompts))) if seeds is None else list(seeds)
@@ -183,7 +223,9 @@ def decode(
         raise ValueError("eos_token_ids is empty")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if amateur is not None:
+    if shared and amateur is not None:
+        raise ValueError("a shared-weight model is both expert and amateur: pass no amateur")
+    if amateur is not None or shared:
         check_cd_args(alpha, relative_top)  # fail before the prefill, not at the first step
     if params.max_new_tokens == 0:
         return [[] for _ in prompts]
@@ -195,8 +237,7 @@ def decode(
     for batch in batches:
         generators = [torch.Generator(device=device).manual_seed(seeds[i]) for i in batch]
         outputs = _decode_batch(
-            expert,
-            amateur,
+            _Models(expert, amateur, shared),
             [prompts[i] for i in batch],
             params,
             eos,

@@ -7,6 +7,7 @@ from pathlib import Path
 from cong.config import CdSampleSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.models import Sampler
+from cong.progress import log
 from cong.shards import Shard, response_stats, sample_shard
 
 STAGE = "cd_sample"
@@ -22,9 +23,17 @@ def cd_sample(
     shard: Shard = Shard(),
 ) -> dict[str, float]:
     """Expert = the aligned weak model pi_r, amateur = the weak base pi_ref; only `shard`'s share of the
-    prompts (all of them by default), see cong.shards."""
+    prompts (all of them by default), see cong.shards. When the aligned model keeps its LoRA adapter and
+    `settings.shared_weights` is on, one copy of the weak base serves both (cong.decoding.shared_lora)."""
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
-    sampler = Sampler(weak_aligned, amateur_ref=weak_base)
+    sampler = Sampler(weak_aligned, amateur_ref=weak_base, shared_weights=settings.shared_weights)
+    if sampler.shared:
+        log(STAGE, f"shared weights: one copy of {weak_base}, the adapter of {weak_aligned} on the expert's rows")
     out = sample_shard(sampler, rows, settings.sampling, STAGE, shard, settings.alpha, settings.relative_top)
     write_responses(out_path, out.rows, out.responses)
-    return {**response_stats(out.responses), "alpha": settings.alpha, "resumed_batches": float(out.resumed_batches)}
+    return {
+        **response_stats(out.responses),
+        "alpha": settings.alpha,
+        "resumed_batches": float(out.resumed_batches),
+        "shared_weights": float(sampler.shared),
+    }
