@@ -10,7 +10,16 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from cong.decoding.contrastive import cd_scores
-from cong.decoding.generate import CHECK_EVERY, DecodeParams, apply_repetition_penalty, decode, top_p_probs
+from cong.decoding.generate import (
+    CHECK_EVERY,
+    CPU_NUCLEUS_CANDIDATES,
+    DecodeParams,
+    _pick,
+    apply_repetition_penalty,
+    decode,
+    draws,
+    top_p_probs,
+)
 from cong.decoding.reference import reference_decode
 from cong.decoding.shared_lora import load_shared_pair
 from cong.errors import CongError
@@ -339,3 +348,33 @@ def test_shared_lora_rejects_what_is_not_plain_lora(pair, tmp_path):
         load_shared_pair(str(tmp_path / "base"), str(tmp_path / "dora"))
     with pytest.raises(ValueError, match="pass no amateur"):
         _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), shared=True)
+
+
+def test_inverse_cdf_pick_draws_from_the_nucleus_in_proportion():
+    """Sampling by one vectorised inverse-CDF search: frequencies follow the nucleus probabilities, a token outside
+    it is never drawn, and u = 1 (the edge of (0, 1]) lands on the last token that has probability."""
+    scores = torch.log(torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05]]))
+    params = DecodeParams(temperature=1.0, top_p=0.9)  # the nucleus: tokens 0, 2 and 3 (0.5 + 0.3 + 0.15 >= 0.9)
+    uniforms = draws([7], 20000, torch.device("cpu"))[0]
+    picks = torch.stack([_pick(scores, params, u[None]) for u in uniforms[:4000]])
+    counts = torch.bincount(picks.flatten(), minlength=5).float() / 4000
+    assert counts[1] == 0 and counts[4] == 0
+    assert torch.allclose(counts[[0, 2, 3]], torch.tensor([0.5, 0.3, 0.15]) / 0.95, atol=0.03)
+    assert _pick(scores, params, torch.ones(1)).item() == 3
+    assert 0 < uniforms.min() and uniforms.max() <= 1
+    assert torch.equal(draws([7, 8], 5, torch.device("cpu"))[0], uniforms[:5]), "a row's draws depend on its seed only"
+
+
+def test_top_p_ranks_the_whole_vocabulary_when_a_nucleus_reaches_past_the_candidates():
+    """On a CPU the nucleus is first sought among the top CPU_NUCLEUS_CANDIDATES tokens: a flat row (nucleus of
+    hundreds of tokens) and a peaked row in one batch give what a full sort gives."""
+    torch.manual_seed(5)
+    flat = torch.randn(1, 600) * 0.01
+    peaked = torch.randn(1, 600) * 8
+    for scores in (torch.cat([flat, peaked]), peaked):
+        probs = top_p_probs(scores, 1.0, 0.9)
+        full = torch.softmax(scores, dim=-1)
+        ranked, order = full.sort(dim=-1, descending=True)
+        want = torch.zeros_like(full).scatter(-1, order, ranked.masked_fill(ranked.cumsum(-1) - ranked >= 0.9, 0))
+        torch.testing.assert_close(probs, want, rtol=0, atol=0)
+    assert (top_p_probs(torch.cat([flat, peaked]), 1.0, 0.9)[0] > 0).sum() > CPU_NUCLEUS_CANDIDATES

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from cong.decoding.contrastive import cd_scores
-from cong.decoding.generate import DecodeParams, _pick, apply_repetition_penalty
+from cong.decoding.generate import DecodeParams, _pick, apply_repetition_penalty, draws
 
 
 @torch.inference_mode()
@@ -28,17 +28,17 @@ def reference_decode(
 ) -> list[int]:
     """The generated ids of one prompt, without the prompt and the eos token."""
     device = expert.device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    uniforms = None if params.greedy else draws([seed], params.max_new_tokens, device)
     ids = torch.tensor([prompt], device=device)
     expert_out = expert(input_ids=ids, use_cache=True)
     amateur_out = amateur(input_ids=ids, use_cache=True)
     seen = torch.zeros(1, expert_out.logits.shape[-1], dtype=torch.bool, device=device)
     seen[0, prompt] = True
     out: list[int] = []
-    for _ in range(params.max_new_tokens):
+    for step in range(params.max_new_tokens):
         scores = cd_scores(expert_out.logits[:, -1].float(), amateur_out.logits[:, -1].float(), alpha, relative_top)
         scores = apply_repetition_penalty(scores, seen, params.repetition_penalty)
-        token = _pick(scores, params, [generator])
+        token = _pick(scores, params, None if uniforms is None else uniforms[:, step])
         if token.item() in eos_token_ids:
             break
         out.append(token.item())
