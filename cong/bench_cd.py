@@ -8,7 +8,8 @@ a LoRA adapter: cong.decoding.shared_lora), and `single` (plain decoding from th
 sizes: what two models of that size cannot beat). Every row decodes greedily and exactly `max_new_tokens` tokens
 per prompt (end-of-sequence never stops a row), so tokens per second compare like with like; each figure is the
 median of `repeats` timed runs after one untimed warm-up, and at each batch size the methods take turns run by
-run, so that a slow spell of a shared machine does not fall on one method only. The bench also checks that the
+run, so that a slow spell of a shared machine does not fall on one method only; a ratio to `single` is the
+median of the per-turn ratios. The bench also checks that the
 engine's tokens equal the reference's, prompt by prompt.
 """
 
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cong.progress import log
 
@@ -85,9 +86,18 @@ class PeakMemory:
         return self.peak / 2**20
 
 
-def _timed(runs: dict[str, Callable[[], Any]], repeats: int, device: str) -> dict[str, tuple[float, float, Any]]:
-    """Per run: (median seconds, peak MB of the timed runs, the last result), after one untimed warm-up each;
-    the runs take turns."""
+class Timing(NamedTuple):
+    seconds: list[float]  # one per repetition
+    peak_mb: float
+    result: Any  # the last run's
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def _timed(runs: dict[str, Callable[[], Any]], repeats: int, device: str) -> dict[str, Timing]:
+    """Each run timed `repeats` times after one untimed warm-up; the runs take turns."""
     import torch
 
     for run in runs.values():
@@ -104,7 +114,7 @@ def _timed(runs: dict[str, Callable[[], Any]], repeats: int, device: str) -> dic
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - start)
             peaks[name] = max(peaks[name], memory.mb)
-    return {name: (statistics.median(times[name]), peaks[name], results[name]) for name in runs}
+    return {name: Timing(times[name], peaks[name], results[name]) for name in runs}
 
 
 def random_lora_expert(base_ref: str, folder: Path, rank: int = 16, seed: int = 0) -> str:
@@ -132,7 +142,7 @@ def run_bench(
     max_new_tokens: int = 64,
     batch_sizes: tuple[int, ...] = (1, 8, 32, 64),
     reference_prompts: int = 8,
-    repeats: int = 3,
+    repeats: int = 5,
     alpha: float = 0.4,
     relative_top: float = 0.1,
     model_name: str | None = None,
@@ -187,22 +197,25 @@ def run_bench(
         ],
     }
     timed = _timed(one_at_a_time, repeats, where)
-    for method, (seconds, peak, _) in timed.items():
-        add(method, 1, len(few), seconds, peak)
+    for method, timing in timed.items():
+        add(method, 1, len(few), timing.median, timing.peak_mb)
+    reference_speed = len(few) / timed["reference"].median
     methods = ["cong", "cong_lora", "single"] if shared is not None else ["cong", "single"]
     engine_modes = [m for m in methods if m != "single"]
-    same = {m: engine(m, 1, few)() == timed["reference"][2] for m in engine_modes}
+    same = {m: engine(m, 1, few)() == timed["reference"].result for m in engine_modes}
+    ratios: dict[str, dict[str, float]] = {}
     for batch_size in batch_sizes:
         timed = _timed({m: engine(m, batch_size, ids) for m in methods}, repeats, where)
-        for method, (seconds, peak, _) in timed.items():
-            add(method, batch_size, len(ids), seconds, peak)
+        for method, timing in timed.items():
+            add(method, batch_size, len(ids), timing.median, timing.peak_mb)
+        # Against single: the median of the ratios of runs made back to back, which a slow spell of the
+        # machine affects less than a ratio of medians does.
+        single = timed["single"].seconds
+        ratios[str(batch_size)] = {"cong/reference": len(ids) / timed["cong"].median / reference_speed} | {
+            f"{m}/single": statistics.median(s / t for s, t in zip(single, timed[m].seconds, strict=True))
+            for m in engine_modes
+        }
 
-    speed = {(r.method, r.batch_size): r.tokens_per_s for r in rows}
-    ratios = {
-        str(b): {"cong/reference": speed[("cong", b)] / speed[("reference", 1)]}
-        | {f"{m}/single": speed[(m, b)] / speed[("single", b)] for m in engine_modes}
-        for b in batch_sizes
-    }
     return {
         "device": _device_name(where),
         "model": model_name or f"expert {expert_ref}, amateur {amateur_ref}",

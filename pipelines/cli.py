@@ -418,7 +418,7 @@ def make_parser() -> argparse.ArgumentParser:
     cd.add_argument("--reference-prompts", type=int, default=8, help="prompts of the one-at-a-time rows (default 8)")
     cd.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default 64)")
     cd.add_argument("--batch-sizes", default="1,8,32,64", help="engine batch sizes (default 1,8,32,64)")
-    cd.add_argument("--repeats", type=int, default=3, help="timed runs per row; the median is reported (default 3)")
+    cd.add_argument("--repeats", type=int, default=5, help="timed runs per row; the median is reported (default 5)")
     cd.add_argument(
         "--lora-rank", type=int, default=16, help="rank of the random adapter when no aligned model is set (default 16)"
     )

@@ -14,23 +14,29 @@ doubled batch, while slicing the first half as a view costs a few small matmuls 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cong.errors import CongError
 
 
 class ExpertHalfLoRA(nn.Module):
-    """A linear layer whose first half of the batch rows gets the LoRA update `up @ down` (scaling folded in)."""
+    """A linear layer whose first half of the batch rows gets the LoRA update `up @ down` (scaling folded in).
+
+    It calls F.linear on the base layer's own weight (shared, not copied), saving a nested module call per layer
+    and step; other base layers (GPT-2's Conv1D) are called as modules.
+    """
 
     def __init__(self, base: nn.Module, down: torch.Tensor, up: torch.Tensor):
         super().__init__()
         self.base = base
+        self.linear = type(base) is nn.Linear
         # Transposed once here so that the hot path is two plain matrix products on 2-D views.
         self.down_t = nn.Parameter(down.t().contiguous(), requires_grad=False)
         self.up_t = nn.Parameter(up.t().contiguous(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
+        out = F.linear(x, self.base.weight, self.base.bias) if self.linear else self.base(x)
         # Rows are batch-major, so the first half of the batch is the first half of the flattened rows.
         flat_x, flat_out = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])
         half = flat_x.shape[0] // 2
