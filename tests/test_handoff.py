@@ -24,7 +24,7 @@ from cong.storage import fetch_dir, find_manifest
 from pipelines.compile import compile_pipeline
 from pipelines.handoff import MODEL_READERS, MODEL_WRITERS
 from tests.conftest import MICRO
-from tests.test_pipeline_local import assert_published, cong_run_local
+from tests.test_pipeline_local import assert_published, run_config
 
 MODEL_STAGES = set(MODEL_WRITERS + MODEL_READERS)
 
@@ -188,11 +188,7 @@ def test_local_run_through_the_workspace(tmp_path, micro_testbed):
     }
     raw["data"] = {"max_train_prompts": 8, "max_eval_prompts": 4}
     raw["stages"]["alpha_sweep"] = {"alphas": []}
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "run"
-    proc = cong_run_local(config, out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    out, _ = run_config(raw, tmp_path)
     assert not (out / "workspace").exists(), "kfp.local deletes the workspace with the run"
 
     (run,) = (out / "kfp").glob("cong-*")

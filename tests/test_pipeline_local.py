@@ -23,6 +23,17 @@ def cong_run_local(config, out, timeout=1200, extra=(), env=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def run_config(raw: dict, tmp_path: Path) -> tuple[Path, str]:
+    """`cong run --local` of the config `raw` (written to tmp_path/c.yaml) into tmp_path/run; the test fails
+    unless it succeeds. Returns the run folder and what the command printed."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    proc = cong_run_local(config, out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc.stdout
+
+
 def test_cong_run_local_all_methods(tmp_path, micro_testbed):
     """`--methods all` with an alpha sweep: every method's branch runs and gets its row."""
     out = tmp_path / "run"
@@ -122,11 +133,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     }
     raw["stages"]["alpha_sweep"] = {"alphas": []}
     raw["promotion"] = {"enabled": True, "method": "cong_s"}
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "run"
-    proc = cong_run_local(config, out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    out, printed = run_config(raw, tmp_path)
     (run,) = (out / "kfp").glob("cong-*")
     executed = {d.name for d in run.iterdir()}
     stages = {re.sub(r"-\d+$", "", d) for d in executed}
@@ -151,7 +158,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     assert loaded.read_bytes() == (micro_testbed / "weak" / "model.safetensors").read_bytes()
     # The run's store starts empty, so ConG-S becomes the champion without a comparison.
     promotion = results["promotion"]
-    assert promotion["promoted"] and "no champion" in promotion["reason"] and "promotion of cong_s" in proc.stdout
+    assert promotion["promoted"] and "no champion" in promotion["reason"] and "promotion of cong_s" in printed
     assert promotion["challenger"]["source"] == str(next(run.glob("sft*")) / "model")
     with EmbeddedObjectStore(out / "objectstore") as server:
         champion = read_manifest(promotion["champion_uri"], server.settings())
@@ -177,11 +184,7 @@ def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed)
         wsd={"draft_max_new_tokens": 12, "max_total_tokens": 16},
         alpha_sweep={"alphas": []},
     )
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "run"
-    proc = cong_run_local(config, out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    out, _ = run_config(raw, tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == ["base", "weak_sft", "wsd", "cong_s"]
     (run,) = (out / "kfp").glob("cong-*")

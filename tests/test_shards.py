@@ -28,7 +28,7 @@ from cong.stages.strong_sample import strong_sample
 from pipelines.compile import compile_pipeline
 from tests.conftest import MICRO
 from tests.test_compile import _tasks
-from tests.test_pipeline_local import cong_run_local
+from tests.test_pipeline_local import run_config
 
 LENGTHS = [9, 3, 7, 3, 12, 5, 5, 8, 3, 10, 6, 4, 11]
 
@@ -299,11 +299,7 @@ def test_local_run_with_two_shards_gives_the_unsplit_datasets(tmp_path, pair_ref
         evaluate={"sampling": {"max_new_tokens": 4}},
         alpha_sweep={"alphas": []},
     )
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "run"
-    proc = cong_run_local(config, out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    out, _ = run_config(raw, tmp_path)
     (run,) = (out / "kfp").glob("cong-*")
     shards = sorted(p.relative_to(run).parts[1] for p in run.glob("for-loop-*/*"))
     assert shards == ["cd-sample-shard"] * 2 + ["strong-sample-shard"] * 2
@@ -311,7 +307,7 @@ def test_local_run_with_two_shards_gives_the_unsplit_datasets(tmp_path, pair_ref
         metrics = json.loads(shard.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
         assert metrics["rows"] == 6 and metrics["resumed_batches"] == 0, shard
 
-    cfg = load_config(config)
+    cfg = load_config(tmp_path / "c.yaml")
     prompts = pair_refs["prompts"]
     cd_sample(pair_refs["weak"], expert, prompts, tmp_path / "cd-sample.jsonl", cfg.stages.cd_sample, 12)
     cong_s = str(next(run.glob("sft*/model")))
