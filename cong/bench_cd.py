@@ -9,8 +9,8 @@ sizes: what two models of that size cannot beat). Every row decodes greedily and
 per prompt (end-of-sequence never stops a row), so tokens per second compare like with like; each figure is the
 median of `repeats` timed runs after one untimed warm-up, and at each batch size the methods take turns run by
 run, so that a slow spell of a shared machine does not fall on one method only; a ratio to `single` is the
-median of the per-turn ratios. The bench also checks that the
-engine's tokens equal the reference's, prompt by prompt.
+median of the per-turn ratios. The bench also checks that the engine's tokens equal the reference's, prompt by
+prompt.
 """
 
 from __future__ import annotations
@@ -171,6 +171,9 @@ def run_bench(
         rows.append(Row(method, batch_size, count, tokens, seconds, tokens / seconds, 1000 * seconds / count, peak))
         log(STAGE, f"{method} (batch {batch_size}): {tokens / seconds:.1f} tokens/s, {peak:.0f} MB peak")
 
+    def speed(method: str, batch_size: int) -> float:
+        return next(r.tokens_per_s for r in rows if (r.method, r.batch_size) == (method, batch_size))
+
     def engine(method: str, batch_size: int, prompt_set: list[list[int]]):
         models = {
             "cong": {"expert": expert, "amateur": amateur},
@@ -199,7 +202,6 @@ def run_bench(
     timed = _timed(one_at_a_time, repeats, where)
     for method, timing in timed.items():
         add(method, 1, len(few), timing.median, timing.peak_mb)
-    reference_speed = len(few) / timed["reference"].median
     methods = ["cong", "cong_lora", "single"] if shared is not None else ["cong", "single"]
     engine_modes = [m for m in methods if m != "single"]
     same = {m: engine(m, 1, few)() == timed["reference"].result for m in engine_modes}
@@ -211,7 +213,7 @@ def run_bench(
         # Against single: the median of the ratios of runs made back to back, which a slow spell of the
         # machine affects less than a ratio of medians does.
         single = timed["single"].seconds
-        ratios[str(batch_size)] = {"cong/reference": len(ids) / timed["cong"].median / reference_speed} | {
+        ratios[str(batch_size)] = {"cong/reference": speed("cong", batch_size) / speed("reference", 1)} | {
             f"{m}/single": statistics.median(s / t for s, t in zip(single, timed[m].seconds, strict=True))
             for m in engine_modes
         }

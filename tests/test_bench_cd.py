@@ -27,6 +27,8 @@ def test_bench_rows_ratios_and_json(micro_testbed, tmp_path):
     ratio = result["ratios"]["4"]
     # One repetition: the median of the per-turn ratios is the ratio of the rows.
     single = rows[("single", 4)]["tokens_per_s"]
+    reference = rows[("reference", 1)]["tokens_per_s"]
+    assert ratio["cong/reference"] == pytest.approx(rows[("cong", 4)]["tokens_per_s"] / reference)
     assert ratio["cong/single"] == pytest.approx(rows[("cong", 4)]["tokens_per_s"] / single)
     assert ratio["cong_lora/single"] == pytest.approx(rows[("cong_lora", 4)]["tokens_per_s"] / single)
     write_json(result, tmp_path / "bench.json")
