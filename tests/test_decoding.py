@@ -323,6 +323,11 @@ def test_shared_lora_decodes_as_two_models(pair, adapted):
     shared = load_shared_pair(str(folder / "base"), str(folder / "adapter"))
     # One copy of the base weights and the adapter's, where two models hold two copies.
     assert sum(p.numel() for p in shared.parameters()) == sum(p.numel() for p in base.parameters()) + adapter_numel
+    # Layers that read the same input share one down-projection product; the others have their own.
+    layer = shared.model.layers[0]
+    attention, mlp = layer.self_attn, layer.mlp
+    assert attention.q_proj.down is attention.k_proj.down is attention.v_proj.down is not attention.o_proj.down
+    assert mlp.gate_proj.down is mlp.up_proj.down is not mlp.down_proj.down
     greedy = DecodeParams(max_new_tokens=16, greedy=True, repetition_penalty=1.2)
     two = _run(merged, base, 1, greedy, eos=NO_EOS)
     eos = two[0][2]

@@ -39,7 +39,8 @@ def cd_scores(
     logp_expert = torch.log_softmax(expert_logits.float(), dim=-1)
     scores = logp_expert
     if alpha < 1.0:  # skipped at alpha = 1 so that a -inf amateur logit cannot turn 0 * -inf into nan
-        scores = logp_expert - (1.0 - alpha) * torch.log_softmax(amateur_logits.float(), dim=-1)
+        # logp_expert - (1 - alpha) * logp_amateur, bit for bit, in place: this runs once per decoding step.
+        scores = torch.log_softmax(amateur_logits.float(), dim=-1).mul_(alpha - 1.0).add_(logp_expert)
     # pi_r(v) >= relative_top * max pi_r, compared in log space so that tiny probabilities do not underflow.
-    cutoff = logp_expert.max(dim=-1, keepdim=True).values + math.log(relative_top)
-    return scores.masked_fill(logp_expert < cutoff, float("-inf"))
+    cutoff = logp_expert.amax(dim=-1, keepdim=True).add_(math.log(relative_top))
+    return scores.masked_fill_(logp_expert < cutoff, float("-inf"))
