@@ -12,7 +12,7 @@ export CONG_CACHE_DIR ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-extended bench lint compile clean
+.PHONY: setup run test test-extended bench lint compile clean chromium
 
 setup: $(STAMP)
 
@@ -30,8 +30,14 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/cong run --local $(RUN_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -m "not extended" $(PYTEST_ARGS)
+
+# Debian's headless Chromium, which renders the run report in tests/test_report.py; installed once.
+chromium:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 # The runs that take several minutes each (e.g. the cross-family pipeline); CI runs them after `make test`.
 test-extended: $(STAMP)

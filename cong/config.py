@@ -98,11 +98,43 @@ class SamplingSettings(Strict):
 ShardCount = Annotated[int, Field(ge=1, le=1024, description="pods that sample the stage's prompts in parallel")]
 
 
-class WeakAlignSettings(Strict):
+RewardBackendName = Literal["testbed", "reward_model", "implicit", "implicit_sum"]
+
+
+class RewardChoice(Strict):
+    """Which reward scores responses (cong.rewards): the testbed's programmatic reward, a Hugging Face
+    sequence-classification reward model, or the implicit reward under the weak pair (per token or summed)."""
+
+    reward_backend: RewardBackendName = "testbed"
+    reward_model: str | None = Field(
+        None, description="reward_model backend: a sequence-classification reward model (hub id, path or s3:// URI)"
+    )
+    reward_batch_size: int = Field(8, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _model_named(self) -> RewardChoice:
+        if (self.reward_backend == "reward_model") != (self.reward_model is not None):
+            raise ValueError(
+                "reward_model names the reward model of reward_backend: reward_model, and only of it; "
+                f"got reward_backend {self.reward_backend!r} with reward_model {self.reward_model!r}"
+            )
+        return self
+
+
+class WeakAlignSettings(RewardChoice):
     sample_seeds: list[int] = Field([13, 21, 42, 79, 100], min_length=2)
-    reward_backend: Literal["testbed"] = "testbed"
     sampling: SamplingSettings = SamplingSettings()
     train: DpoSettings = DpoSettings(learning_rate=8e-7, beta=0.1)
+
+    @field_validator("reward_backend")
+    @classmethod
+    def _explicit(cls, name: str) -> str:
+        if name.startswith("implicit"):
+            raise ValueError(
+                "weak_align ranks the weak base's samples to align it, and the implicit reward needs the aligned "
+                "weak model it makes. Use testbed or reward_model."
+            )
+        return name
 
     @field_validator("sampling")
     @classmethod
@@ -199,9 +231,52 @@ class AlphaSweepSettings(Strict):
     prompts: int = Field(32, ge=1, le=100000)
 
 
-class EvaluateSettings(Strict):
+class JudgeSettings(Strict):
+    """A pairwise LLM judge behind an OpenAI-compatible endpoint (cong.judge); the endpoint's base URL and API
+    key come from the environment variables named here (on a cluster, from a Secret)."""
+
+    model: str = Field(description="the model name the endpoint serves")
+    endpoint_env: str = "CONG_JUDGE_ENDPOINT"
+    api_key_env: str = "CONG_JUDGE_API_KEY"
+    secret: str | None = Field(
+        "cong-judge",
+        description="on a cluster, the Secret whose keys endpoint_env and api_key_env (optional) become the evaluate "
+        "pod's environment variables of those names; null when the pod's environment has them otherwise",
+    )
+    max_tokens: int = Field(4, ge=1, le=64)
+
+
+class DownstreamTask(Strict):
+    """A held-out task set for the alignment tax (cong.downstream): JSONL rows `{"id", "prompt", "answer"}`
+    (or `testbed:eval`, whose rows carry answers), answered greedily and scored by `match`."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    data: str = Field(min_length=1)
+    match: Literal["exact", "whole_word"] = Field(
+        "exact",
+        description="exact: the response, normalised (case, spacing, final punctuation), equals the answer; "
+        "whole_word: the answer appears in the response as a whole word or phrase",
+    )
+    max_prompts: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+
+
+class EvaluateSettings(RewardChoice):
     sampling: SamplingSettings = SamplingSettings(seed=7)
-    reward_backend: Literal["testbed"] = "testbed"
+    judge: JudgeSettings | None = None
+    downstream: list[DownstreamTask] = []
+    lm_eval_tasks: list[str] = Field(
+        [], description="lm-evaluation-harness tasks, run when the `lm-eval` extra is installed (skipped otherwise)"
+    )
+    lm_eval_limit: int | None = Field(None, ge=1, description="examples per lm-eval task (default: all)")
+
+    @field_validator("downstream")
+    @classmethod
+    def _distinct(cls, tasks: list[DownstreamTask]) -> list[DownstreamTask]:
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"downstream task names must differ; got {names}")
+        return tasks
 
 
 class StageSettings(Strict):

@@ -13,6 +13,8 @@ from cong.progress import Eta
 
 # A model trained with LoRA keeps its adapter here, beside the merged weights (cong.training.train_and_save).
 ADAPTER_DIR = "adapter"
+# Beside a trained model: its training loss per logged step, `[{"step", "loss"}, ...]` (for the report).
+TRAINING_LOG = "training_log.json"
 
 
 def device() -> str:

@@ -1,31 +1,62 @@
-"""The run report: the comparison table, a plot, and sample responses, as one self-contained HTML file."""
+"""The run report: one self-contained HTML file (charts as inline PNGs, no script, no network) built from a
+results folder: results.json, responses.jsonl and, when present, training_curves.json.
+
+It shows the comparison table with 95% intervals, ConG's paired tests, a bar chart per metric, the alpha sweep,
+the training-loss curve of every training stage, the response-length distributions, and a few prompts with
+every method's response side by side. `cong report RUN_DIR` rebuilds it from the folder.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
-COLUMNS = ("reward_mean", "win_rate_vs_base", "accuracy", "style", "implicit_reward", "length_words")
+from cong.errors import CongError
+
+COLUMNS = (
+    "reward_mean",
+    "win_rate_vs_base",
+    "judge_win_rate_vs_base",
+    "lc_win_rate_vs_base",
+    "downstream_accuracy",
+    "accuracy",
+    "style",
+    "implicit_reward",
+    "length_words",
+)
 SWEEP_COLUMNS = ("alpha", "reward_mean", "implicit_reward", "accuracy", "style", "length_words")
-INTERVALS = {"reward_mean": "reward_ci95", "win_rate_vs_base": "win_rate_ci95"}
+# Columns printed with their 95% interval.
+INTERVALS = ("reward_mean", "win_rate_vs_base", "judge_win_rate_vs_base")
+CURVES_FILE = "training_curves.json"
+BLUE, ORANGE = "#4C72B0", "#DD8452"
+
+
+def cell(row: dict, column: str) -> str:
+    """`value` or, for INTERVALS, `value [low, high]`; `-` where the metric does not apply."""
+    if column not in row:
+        return "-"
+    text = f"{row[column]:.3f}"
+    if column in INTERVALS and f"{column}_ci95_low" in row:
+        text += f" [{row[f'{column}_ci95_low']:.3f}, {row[f'{column}_ci95_high']:.3f}]"
+    return text
+
+
+def _columns(methods: dict) -> list[str]:
+    return [c for c in COLUMNS if any(c in row for row in methods.values())]
 
 
 def format_table(results: dict) -> str:
     """The comparison table as fixed-width text (printed at the end of `cong run`)."""
     methods = results["methods"]
-    columns = [c for c in COLUMNS if any(c in row for row in methods.values())]
-    header = f"{'method':<14}" + "".join(f"{c:>18}" for c in columns)
+    columns = _columns(methods)
+    width = {c: 24 if c in INTERVALS else 16 for c in columns}
+    header = f"{'method':<14}" + "".join(f"{c:>{width[c]}}" for c in columns)
     lines = [header, "-" * len(header)]
     for method, row in methods.items():
-        cells = []
-        for c in columns:
-            value = row.get(c)
-            ci = row.get(INTERVALS.get(c, ""))
-            text = "-" if value is None else f"{value:.3f}" + (f" ±{ci:.3f}" if ci is not None else "")
-            cells.append(f"{text:>18}")
-        lines.append(f"{method:<14}" + "".join(cells))
+        lines.append(f"{method:<14}" + "".join(f"{cell(row, c):>{width[c]}}" for c in columns))
     return "\n".join(lines)
 
 
@@ -37,16 +68,6 @@ def format_sweep(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def _pyplot():
     import matplotlib
 
@@ -56,16 +77,48 @@ def _pyplot():
     return plt
 
 
-def _methods_png(results: dict) -> str:
+def _png(fig) -> str:
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _pyplot().close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(alt: str, png: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">'
+
+
+def _error_bars(rows: list[dict], column: str) -> list[list[float]]:
+    """Matplotlib's asymmetric yerr: distances from the value down to the interval's low end and up to its high."""
+    return [
+        [r[column] - r.get(f"{column}_ci95_low", r[column]) for r in rows],
+        [r.get(f"{column}_ci95_high", r[column]) - r[column] for r in rows],
+    ]
+
+
+def _metrics_png(methods: dict) -> str:
+    """One bar chart per metric, with the 95% interval where there is one."""
     plt = _pyplot()
-    methods = list(results["methods"])
-    means = [results["methods"][m]["reward_mean"] for m in methods]
-    errors = [results["methods"][m].get("reward_ci95", 0.0) for m in methods]
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(methods)), 3.4), dpi=110)
-    ax.bar(methods, means, yerr=errors, capsize=4, color="#4C72B0")
-    ax.set_ylabel("mean reward (95% CI)")
-    ax.set_title("Reward on held-out prompts")
-    ax.tick_params(axis="x", labelrotation=30)
+    columns = _columns(methods)
+    ncols = min(3, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.3 * nrows), dpi=90, squeeze=False)
+    for ax, column in zip(axes.flat, columns, strict=False):
+        names = [m for m, row in methods.items() if column in row]
+        rows = [methods[m] for m in names]
+        interval = any(f"{column}_ci95_low" in r for r in rows)
+        ax.bar(
+            names,
+            [r[column] for r in rows],
+            yerr=_error_bars(rows, column) if interval else None,
+            capsize=3,
+            color=BLUE,
+        )
+        ax.set_title(column + (" (95% CI)" if interval else ""))
+        ax.tick_params(axis="x", labelrotation=40, labelsize=8)
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.axis("off")
     return _png(fig)
 
 
@@ -73,71 +126,117 @@ def _sweep_png(points: list[dict]) -> str:
     """Explicit reward (left axis) and implicit reward (right axis) against alpha."""
     plt = _pyplot()
     alphas = [p["alpha"] for p in points]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
-    ax.errorbar(
-        alphas,
-        [p["reward_mean"] for p in points],
-        yerr=[p["reward_ci95"] for p in points],
-        marker="o",
-        color="#4C72B0",
-        capsize=3,
-        label="explicit reward",
-    )
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    rewards = [p["reward_mean"] for p in points]
+    ax.errorbar(alphas, rewards, yerr=_error_bars(points, "reward_mean"), marker="o", color=BLUE, capsize=3)
     ax.set_xlabel("alpha")
-    ax.set_ylabel("explicit reward (95% CI)", color="#4C72B0")
+    ax.set_ylabel("explicit reward (95% CI)", color=BLUE)
     twin = ax.twinx()
-    twin.plot(alphas, [p["implicit_reward"] for p in points], marker="s", color="#DD8452")
-    twin.set_ylabel("implicit reward (per token)", color="#DD8452")
+    twin.plot(alphas, [p["implicit_reward"] for p in points], marker="s", color=ORANGE)
+    twin.set_ylabel("implicit reward (per token)", color=ORANGE)
     ax.set_title(f"Contrastive decoding by alpha ({points[0]['prompts']} prompts)")
     return _png(fig)
 
 
-def _sweep_section(points: list[dict]) -> str:
-    columns = [c for c in SWEEP_COLUMNS if all(c in p for p in points)]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{p[c]:.3f}</td>" for c in columns) + "</tr>" for p in points)
-    return f"""<h2>Alpha sweep</h2>
-<table id="alpha-sweep"><tr>{head}</tr>{body}</table>
-<img alt="reward by alpha" src="data:image/png;base64,{_sweep_png(points)}">
-"""
+def _curves_png(curves: dict[str, list[dict]]) -> str:
+    """Training loss against step, one line per training stage."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=100)
+    for name, points in curves.items():
+        ax.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss of every training stage")
+    ax.legend(fontsize=8, ncols=2)
+    return _png(fig)
 
 
-def write_report(
-    results: dict, responses: dict[str, list[str]], prompts: list[str], path: Path, samples: int = 8
-) -> None:
+def _lengths_png(lengths: dict[str, list[int]]) -> str:
+    """The distribution of response lengths (words) per method, as box plots."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(lengths)), 3.4), dpi=100)
+    ax.boxplot(list(lengths.values()), tick_labels=list(lengths), patch_artist=True, boxprops={"facecolor": BLUE})
+    ax.set_ylabel("words")
+    ax.set_title("Response lengths")
+    ax.tick_params(axis="x", labelrotation=40, labelsize=8)
+    return _png(fig)
+
+
+def _table(element_id: str, head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{element_id}"><tr>{th}</tr>{body}</table>'
+
+
+def _paired_section(paired: dict) -> str:
+    rows = [
+        [
+            html.escape(other),
+            f"{t['difference']:.3f} [{t['difference_ci95_low']:.3f}, {t['difference_ci95_high']:.3f}]",
+            f"{t['p_value']:.4f}",
+            str(t["difference_n"]),
+        ]
+        for other, t in paired["against"].items()
+    ]
+    head = ["against", f"mean {paired['metric']} difference (95% CI)", "p (paired sign-flip)", "prompts"]
+    return f"<h2>ConG against each row, prompt by prompt</h2>{_table('paired-tests', head, rows)}"
+
+
+def build_report(folder: Path, samples: int = 8) -> Path:
+    """Write `folder`/report.html from the folder's results.json, responses.jsonl and training_curves.json."""
+    folder = Path(folder)
+    try:
+        results = json.loads((folder / "results.json").read_text())
+        lines = (folder / "responses.jsonl").read_text().splitlines()
+    except (OSError, ValueError) as e:
+        raise CongError(f"{folder} is not a run folder with results.json and responses.jsonl: {e}") from None
+    responses = [json.loads(line) for line in lines if line.strip()]
+    curves_file = folder / CURVES_FILE
+    curves = json.loads(curves_file.read_text()) if curves_file.is_file() else {}
     methods = results["methods"]
-    columns = [c for c in COLUMNS if any(c in row for row in methods.values())]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr><th>"
-        + html.escape(m)
-        + "</th>"
-        + "".join(f"<td>{row[c]:.3f}</td>" if c in row else "<td>-</td>" for c in columns)
-        + "</tr>"
-        for m, row in methods.items()
+    columns = _columns(methods)
+    table = _table(
+        "results",
+        ["method", *columns],
+        [[html.escape(m)] + [cell(row, c) for c in columns] for m, row in methods.items()],
     )
-    sample_rows = "".join(
-        "<tr><td>"
-        + html.escape(prompts[i])
-        + "</td>"
-        + "".join(f"<td>{html.escape(responses[m][i])}</td>" for m in methods)
-        + "</tr>"
-        for i in range(min(samples, len(prompts)))
+    lengths = {m: [len(str(r.get(m, "")).split()) for r in responses] for m in methods}
+    side_by_side = _table(
+        "samples",
+        ["prompt", *methods],
+        [[html.escape(r["prompt"])] + [html.escape(str(r.get(m, ""))) for m in methods] for r in responses[:samples]],
     )
-    method_heads = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
+    judge = (
+        " An LLM judge compared each method with the base, both orders asked."
+        if "lc_win_rate_vs_base" in columns
+        else ""
+    )
+    sections = [
+        f"<p>{results['eval_prompts']} held-out prompts, reward backend <code>{html.escape(results['reward_backend'])}"
+        f"</code>. Intervals are 95% bootstrap intervals.{judge}</p>",
+        f"<h2>Comparison</h2>{table}",
+        _paired_section(results["paired_tests"]) if results.get("paired_tests") else "",
+        f"<h2>Every metric</h2>{_img('a bar chart per metric', _metrics_png(methods))}",
+    ]
+    if results.get("alpha_sweep"):
+        points = results["alpha_sweep"]
+        sweep_columns = [c for c in SWEEP_COLUMNS if all(c in p for p in points)]
+        sweep = _table("alpha-sweep", sweep_columns, [[f"{p[c]:.3f}" for c in sweep_columns] for p in points])
+        sections.append(f"<h2>Alpha sweep</h2>{sweep}{_img('reward by alpha', _sweep_png(points))}")
+    if curves:
+        sections.append(f"<h2>Training</h2>{_img('training loss per stage', _curves_png(curves))}")
+    sections.append(f"<h2>Response lengths</h2>{_img('response lengths per method', _lengths_png(lengths))}")
+    sections.append(f"<h2>Sample responses</h2>{side_by_side}")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ConG run report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:70em}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} td{{font-variant-numeric:tabular-nums}}</style>
+<style>body{{font-family:sans-serif;margin:2em;max-width:90em}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
+td{{font-variant-numeric:tabular-nums}} img{{max-width:100%;display:block;margin:1em 0}}</style>
 </head><body>
 <h1>ConG run report</h1>
-<p>{results["eval_prompts"]} held-out prompts, reward backend <code>{html.escape(results["reward_backend"])}</code>.</p>
-<h2>Comparison</h2>
-<table id="results"><tr><th>method</th>{head}</tr>{body}</table>
-<img alt="mean reward per method" src="data:image/png;base64,{_methods_png(results)}">
-{_sweep_section(results["alpha_sweep"]) if results.get("alpha_sweep") else ""}
-<h2>Sample responses</h2>
-<table id="samples"><tr><th>prompt</th>{method_heads}</tr>{sample_rows}</table>
+{"".join(sections)}
 </body></html>
 """
+    path = folder / "report.html"
     path.write_text(page)
+    return path

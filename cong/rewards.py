@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cong.errors import CongError
+
+if TYPE_CHECKING:
+    from cong.config import RewardChoice
 
 
 class RewardBackend(Protocol):
@@ -38,25 +41,93 @@ class TestbedReward:
         return {"accuracy": accuracy, "style": style}
 
 
-def reward_backend(name: str) -> RewardBackend:
-    backends = {"testbed": TestbedReward}
-    if name not in backends:
-        raise CongError(f"unknown reward backend {name!r}; available: {', '.join(backends)}.")
-    return backends[name]()
+class RewardModel:
+    """A Hugging Face sequence-classification reward model (e.g. Skywork-Reward, ArmoRM): the score of the chat
+    [user: prompt, assistant: response] rendered with the reward model's own chat template, in batches.
+
+    The score is the model's first output (`logits[:, 0]`), which is the reward for single-head reward models;
+    a model with remote code (ArmoRM) needs `trust_remote_code`, which this does not turn on.
+    """
+
+    name = "reward_model"
+
+    def __init__(self, ref: str, batch_size: int = 8, max_length: int = 4096):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from cong.models import device, load_plain_tokenizer
+
+        self.tokenizer = load_plain_tokenizer(ref)
+        if self.tokenizer.chat_template is None:
+            raise CongError(f"the reward model {ref!r} has no chat template; it cannot tell prompt from response.")
+        self.tokenizer.padding_side = "right"
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(ref, dtype=torch.float32).to(device())
+        except (OSError, ValueError) as e:
+            raise CongError(f"cannot load {ref!r} as a sequence-classification reward model: {e}") from e
+        # The model scores each row at its last non-pad token, which it finds by the pad id.
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.eval()
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        import torch
+
+        chats = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        scores: list[float] = []
+        for start in range(0, len(chats), self.batch_size):
+            batch = self.tokenizer(
+                chats[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=False,  # the chat template already has them
+                return_tensors="pt",
+            ).to(self.model.device)
+            with torch.inference_mode():
+                scores += self.model(**batch).logits[:, 0].float().tolist()
+        return scores
+
+    def parts(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
+        return {}
+
+
+def reward_backend(settings: RewardChoice, weak_pair: tuple[str, str] | None = None) -> RewardBackend:
+    """The backend `settings.reward_backend` names; `settings.reward_model` is a resolved local path or hub id,
+    and `weak_pair` (base, aligned) the weak models the implicit rewards need."""
+    name = settings.reward_backend
+    if name == "testbed":
+        return TestbedReward()
+    if name == "reward_model":
+        return RewardModel(settings.reward_model, settings.reward_batch_size)
+    if weak_pair is None:
+        raise CongError(f"the {name} reward needs the aligned weak model, which this stage does not have.")
+    return ImplicitReward.load(*weak_pair, settings.reward_batch_size, summed=name == "implicit_sum")
 
 
 class ImplicitReward:
-    """Length-normalised implicit reward under the weak pair (method.md section 1):
-    (log pi_r(y|x) - log pi_ref(y|x)) / |y|, with the eos token counted as part of y."""
+    """Implicit reward under the weak pair (method.md section 1): log pi_r(y|x) - log pi_ref(y|x), with the eos
+    token counted as part of y, divided by |y| (length-normalised, the default) or not (`summed`)."""
 
-    def __init__(self, tokenizer, expert, amateur, batch_size: int = 8):
+    def __init__(self, tokenizer, expert, amateur, batch_size: int = 8, summed: bool = False):
         self.tokenizer, self.expert, self.amateur, self.batch_size = tokenizer, expert, amateur, batch_size
+        self.summed = summed
+        self.name = "implicit_sum" if summed else "implicit"
 
     @classmethod
-    def load(cls, weak_base: str, weak_aligned: str, batch_size: int = 8) -> ImplicitReward:
+    def load(cls, weak_base: str, weak_aligned: str, batch_size: int = 8, summed: bool = False) -> ImplicitReward:
         from cong.models import load_model, load_tokenizer
 
-        return cls(load_tokenizer(weak_aligned), load_model(weak_aligned), load_model(weak_base), batch_size)
+        return cls(load_tokenizer(weak_aligned), load_model(weak_aligned), load_model(weak_base), batch_size, summed)
+
+    def parts(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
+        return {}
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch
@@ -87,5 +158,7 @@ class ImplicitReward:
                     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
                     token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
                     total += sign * (token_logp * scored).sum(dim=-1)
-            scores += (total / torch.tensor([len(a) for _, a in batch])).tolist()
+            if not self.summed:
+                total /= torch.tensor([float(len(a)) for _, a in batch])
+            scores += total.tolist()
         return scores

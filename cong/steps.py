@@ -22,6 +22,14 @@ from cong.shards import Shard, progress_location, shard_progress
 StepResult = dict[str, Any]
 
 
+def _rewards(settings, cfg: Config):
+    """`settings` (a RewardChoice) with its reward model's reference resolved (a testbed or gguf: reference, an
+    s3:// URI, a path or a hub id)."""
+    if settings.reward_model is None:
+        return settings
+    return settings.model_copy(update={"reward_model": resolve(settings.reward_model, cfg)})
+
+
 def _lineage(cfg: Config, stage: str, **extra: Any) -> dict[str, Any]:
     return {
         "stage": stage,
@@ -50,7 +58,7 @@ def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "
     from cong.stages.weak_align import sample_pairs, with_train_metrics
 
     cfg = config_from_dict(config)
-    s = cfg.stages.weak_align
+    s = _rewards(cfg.stages.weak_align, cfg)
     target = model_dir(weak_aligned, model_store)
     metrics = sample_pairs(
         resolve(cfg.models.weak_base, cfg),
@@ -348,7 +356,7 @@ def alpha_sweep(config: dict, weak_aligned: str | None, points: str, model_store
         Path(points),
         cfg.stages.cd_sample,
         s,
-        cfg.stages.evaluate.reward_backend,
+        _rewards(cfg.stages.evaluate, cfg),
     )
     return {
         "metrics": metrics,
@@ -387,10 +395,11 @@ def evaluate(
         aligned,
         resolve(cfg.data.eval_prompts, cfg),
         Path(results),
-        cfg.stages.evaluate,
+        _rewards(cfg.stages.evaluate, cfg),
         cfg.data.max_eval_prompts,
         responses_of={m: responses_of[m] for m in chosen if m in responses_of},
         alpha_sweep_path=alpha_sweep_points if cfg.stages.alpha_sweep.alphas else None,
+        downstream=[(task, resolve(task.data, cfg)) for task in cfg.stages.evaluate.downstream],
     )
     shutil.copyfile(Path(results) / "report.html", report)
     metrics = {f"{m}.{k}": v for m, row in out["methods"].items() for k, v in row.items()}
@@ -474,12 +483,19 @@ def promote(
         resolve(cfg.data.eval_prompts, cfg),
         Path(decision),
         s,
-        cfg.stages.evaluate,
+        _rewards(cfg.stages.evaluate, cfg),
         cfg.champion_uri(),
         _lineage(cfg, "promote", method=s.method, source=challenger_uri, run_id=run_id or None),
         cfg.data.max_eval_prompts,
     )
-    reported = ("prompts", "win_rate", "win_rate_ci95", "challenger_reward_mean", "champion_reward_mean")
+    reported = (
+        "prompts",
+        "win_rate",
+        "win_rate_ci95_low",
+        "win_rate_ci95_high",
+        "challenger_reward_mean",
+        "champion_reward_mean",
+    )
     return {
         "metrics": {"promoted": float(out["promoted"]), "threshold": s.threshold}
         | {k: out[k] for k in reported if k in out},

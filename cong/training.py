@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,8 @@ def train_and_save(
     """Train (resuming from the last checkpoint in `output_dir`), save a plain model, drop checkpoints.
 
     A LoRA-trained model is saved merged, and its adapter beside it (cong.models.ADAPTER_DIR), from which
-    contrastive decoding can run the model and its base on one copy of the weights.
+    contrastive decoding can run the model and its base on one copy of the weights. The loss of every logged
+    step goes beside the model too (cong.models.TRAINING_LOG), for the report.
 
     Under a distributed launch every rank runs this; rank 0 writes the model and deletes the checkpoints.
     With `checkpoints` (an s3:// folder), checkpoints are also kept there, and an earlier attempt's newest one
@@ -145,7 +147,7 @@ def train_and_save(
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    from cong.models import ADAPTER_DIR
+    from cong.models import ADAPTER_DIR, TRAINING_LOG
 
     if checkpoints:
         from cong.checkpoints import mirror_callback, restore
@@ -169,6 +171,8 @@ def train_and_save(
                 model = model.merge_and_unload()
             model.save_pretrained(model_dir)
             trainer.processing_class.save_pretrained(model_dir)
+            losses = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+            (model_dir / TRAINING_LOG).write_text(json.dumps(losses) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(output_dir, ignore_errors=True)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from cong.errors import CongError
 
+# The API key `cong serve` asks of clients, when set.
+SERVE_KEY_ENV = "CONG_SERVE_API_KEY"
+
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="a preset shipped with cong (default: tiny); see `cong presets`")
@@ -287,6 +290,28 @@ def cmd_bench_cd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cong.refs import resolve
+    from cong.serve import ChatModel, make_server
+
+    cfg = _load(args)
+    name = args.name or args.model
+    server = make_server(ChatModel(resolve(args.model, cfg), name), args.host, args.port, os.environ.get(SERVE_KEY_ENV))
+    print(f"serving {args.model} as {name!r} on http://{args.host}:{server.server_port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cong.report import build_report
+
+    print(f"wrote {build_report(args.run_dir)}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from cong.config import load_config, preset_names
 
@@ -424,6 +449,29 @@ def make_parser() -> argparse.ArgumentParser:
     )
     cd.add_argument("--json", type=Path, help="also write the results as JSON here")
     cd.set_defaults(func=cmd_bench_cd)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a chat model over the OpenAI chat-completions protocol (for the judge)",
+        description="Serve MODEL (a path, hub id, testbed: or gguf: reference) on /v1/chat/completions and "
+        f"/v1/models, enough of the OpenAI protocol for the pairwise judge. With {SERVE_KEY_ENV} set, requests need "
+        "'Authorization: Bearer <key>'.",
+    )
+    serve.add_argument("model", help="the chat model to serve")
+    _config_args(serve)
+    serve.add_argument("--name", help="the model name clients ask for (default: MODEL as given)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.set_defaults(func=cmd_serve)
+
+    report = sub.add_parser(
+        "report",
+        help="rebuild a run's report.html",
+        description="Rebuild RUN_DIR/report.html from the folder's results.json, responses.jsonl and "
+        "training_curves.json (a `cong run` folder, or an evaluate task's results artifact).",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
+    report.set_defaults(func=cmd_report)
 
     pre = sub.add_parser("presets", help="list the shipped presets", description="List the shipped presets.")
     pre.set_defaults(func=cmd_presets)

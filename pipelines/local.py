@@ -19,7 +19,7 @@ from cong.models import is_model_dir
 from cong.progress import log
 from cong.refs import resolve
 
-RESULT_FILES = ("results.json", "report.html", "responses.jsonl")
+RESULT_FILES = ("results.json", "report.html", "responses.jsonl", "training_curves.json")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
 PROGRESS = re.compile(
     rf"^\s*\[({'|'.join(('testbed', 'models', 'storage', *STAGES))})\] |Executing task|finished with status"

@@ -254,10 +254,15 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             ],
             "points",
         )
-        schedule(
+        evaluated = schedule(
             evaluate(config=config, run_id=RUN_ID, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned, **store),
             "evaluate",
         )
+        judge = cfg.stages.evaluate.judge
+        if judge is not None and judge.secret:
+            # The judge's endpoint and key by reference, as the store's credentials; a judge may need no key.
+            kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.endpoint_env: judge.endpoint_env})
+            kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.api_key_env: judge.api_key_env}, optional=True)
         if cfg.promotion.enabled:
             # It samples two models as evaluate does: evaluate's resources unless the config gives it its own.
             schedule(

@@ -225,6 +225,23 @@ def test_every_task_gets_storage_settings_and_credentials_by_reference(tmp_path)
             "CONG_S3_ADDRESSING",
         }
 
+    judged = load_config(preset="tiny", overrides={"stages": {"evaluate": {"judge": {"model": "judge-8b"}}}})
+    docs = list(yaml.safe_load_all(compile_pipeline(judged, tmp_path / "j.yaml").read_text()))
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    secrets = {
+        name: {
+            (s["secretName"], k["secretKey"], s.get("optional", False))
+            for s in spec["secretAsEnv"]
+            for k in s["keyToEnv"]
+        }
+        for name, spec in executors.items()
+    }
+    assert secrets["exec-evaluate"] - secrets["exec-plan"] == {
+        ("cong-judge", "CONG_JUDGE_ENDPOINT", False),
+        ("cong-judge", "CONG_JUDGE_API_KEY", True),
+    }
+    assert all(not any(s[0] == "cong-judge" for s in v) for k, v in secrets.items() if k != "exec-evaluate")
+
     off = load_config(preset="tiny", overrides={"storage": {"credentials_secret": None}})
     docs = list(yaml.safe_load_all(compile_pipeline(off, tmp_path / "q.yaml").read_text()))
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

@@ -14,6 +14,7 @@ from cong.config import METHODS, load_config
 from cong.objectstore import EmbeddedObjectStore
 from cong.storage import read_manifest
 from tests.conftest import MICRO, ROOT
+from tests.test_report import assert_report_renders
 
 
 def cong_run_local(config, out, timeout=1200, extra=(), env=None):
@@ -44,10 +45,18 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed):
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == list(METHODS)
     for method, row in results["methods"].items():
-        assert {"reward_mean", "win_rate_vs_base", "accuracy", "style", "implicit_reward"} <= set(row), method
+        assert {"reward_mean", "win_rate_vs_base", "accuracy", "style", "implicit_reward", "length_words"} <= set(row)
+        for metric in ("reward_mean", "win_rate_vs_base"):
+            assert row[f"{metric}_ci95_low"] <= row[metric] <= row[f"{metric}_ci95_high"], (method, metric)
+        # The alignment tax: every model answers the testbed's held-out rows (WSD has responses, no model).
+        assert ("downstream_testbed" in row) == (method != "wsd"), method
+    assert set(results["paired_tests"]["against"]) == set(METHODS) - {"cong"}
     assert [p["alpha"] for p in results["alpha_sweep"]] == [0.0, 0.5, 1.0]
+    curves = json.loads((out / "training_curves.json").read_text())
+    assert {"weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "cong_s", "cong"} <= set(curves)
     report = (out / "report.html").read_text()
-    assert report.count("<img") == 2 and 'id="alpha-sweep"' in report
+    assert report.count("<img") == 4 and 'id="alpha-sweep"' in report and 'id="paired-tests"' in report
+    assert_report_renders(out / "report.html", tmp_path)
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     assert set(METHODS) <= set(responses[0])
 

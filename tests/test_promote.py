@@ -90,10 +90,10 @@ def test_first_run_promotes_then_the_threshold_decides(world, store, tmp_path):
 
     below = gate(world, store, tmp_path, "copy", 0.55, "run-2")
     assert below["prompts"] == PROMPTS < cfg.testbed.n_eval_prompts
-    assert (below["win_rate"], below["win_rate_ci95"]) == (0.5, 0.0)
+    assert (below["win_rate"], below["win_rate_ci95_low"], below["win_rate_ci95_high"]) == (0.5, 0.5, 0.5)
     assert not below["promoted"] and "published" not in below
     assert below["reason"] == (
-        f"kept the champion: win rate 0.500 ±0.000 against the champion on {below['prompts']} prompts is below "
+        f"kept the champion: win rate 0.500 [0.500, 0.500] against the champion on {below['prompts']} prompts is below "
         "the threshold 0.55"
     )
     assert below["champion"]["digest"] == first["published"]["digest"]

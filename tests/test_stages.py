@@ -93,9 +93,17 @@ def test_evaluate_writes_results_and_report(world):
     cfg, out, refs, metrics = world
     results = json.loads((out / "eval" / "results.json").read_text())
     assert set(results["methods"]) == {"base", "weak_aligned", "cong_s", "cong"}
+    prompts = results["eval_prompts"]
     for row in results["methods"].values():
+        for metric in ("reward_mean", "win_rate_vs_base", "implicit_reward", "length_words", "style"):
+            low, value, high = row[f"{metric}_ci95_low"], row[metric], row[f"{metric}_ci95_high"]
+            assert low <= value <= high and row[f"{metric}_n"] == prompts, metric
         assert 0 <= row["reward_mean"] <= 1 and 0 <= row["win_rate_vs_base"] <= 1
     assert results["methods"]["base"]["win_rate_vs_base"] == 0.5
+    paired = results["paired_tests"]
+    assert (paired["method"], set(paired["against"])) == ("cong", {"base", "weak_aligned", "cong_s"})
+    for test in paired["against"].values():
+        assert 0 < test["p_value"] <= 1 and test["difference_n"] == prompts
     assert "<table" in (out / "eval" / "report.html").read_text()
 
 
@@ -172,7 +180,7 @@ def test_alpha_sweep_and_evaluate_of_response_files(world, tmp_path):
         tmp_path / "sweep.json",
         cfg.stages.cd_sample,
         sweep,
-        "testbed",
+        cfg.stages.evaluate,
     )
     assert set(points) == {f"alpha_{a}.{k}" for a in ("0", "1") for k in ("reward_mean", "implicit_reward")}
     strong_sample(refs["strong_base"], refs["eval_prompts"], tmp_path / "wsd.jsonl", cfg.stages.strong_sample.sampling)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cong.config import AlphaSweepSettings, CdSampleSettings
+from cong.config import AlphaSweepSettings, CdSampleSettings, EvaluateSettings
 from cong.data import PROMPT_FIELDS, read_jsonl
 from cong.models import Sampler
 from cong.progress import log
 from cong.rewards import ImplicitReward, reward_backend
-from cong.stats import mean_ci
+from cong.stats import bootstrap_mean
 
 STAGE = "alpha_sweep"
 
@@ -27,29 +27,22 @@ def alpha_sweep(
     out_path: Path,
     cd: CdSampleSettings,
     sweep: AlphaSweepSettings,
-    reward_backend_name: str,
+    evaluation: EvaluateSettings,
 ) -> dict[str, float]:
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, sweep.prompts)
     prompts = [r["prompt"] for r in rows]
     sampler = Sampler(weak_aligned, amateur_ref=weak_base)
     implicit = ImplicitReward(sampler.tokenizer, sampler.expert, sampler.amateur)
-    backend = reward_backend(reward_backend_name)
+    backend = reward_backend(evaluation, (weak_base, weak_aligned))
     points = []
     for alpha in sweep.alphas:
         log(STAGE, f"alpha {alpha}")
         responses = sampler(rows, cd.sampling, STAGE, alpha=alpha, relative_top=cd.relative_top)
-        reward, reward_ci = mean_ci(backend.score(prompts, responses))
-        implicit_mean, implicit_ci = mean_ci(implicit.score(prompts, responses))
-        point = {
-            "alpha": alpha,
-            "prompts": len(rows),
-            "reward_mean": reward,
-            "reward_ci95": reward_ci,
-            "implicit_reward": implicit_mean,
-            "implicit_reward_ci95": implicit_ci,
-            "length_words": sum(len(y.split()) for y in responses) / len(responses),
-        }
-        point.update({name: mean_ci(values)[0] for name, values in backend.parts(prompts, responses).items()})
+        point = {"alpha": alpha, "prompts": len(rows)}
+        point |= bootstrap_mean(backend.score(prompts, responses)).fields("reward_mean")
+        point |= bootstrap_mean(implicit.score(prompts, responses)).fields("implicit_reward")
+        point["length_words"] = sum(len(y.split()) for y in responses) / len(responses)
+        point.update({name: bootstrap_mean(values).value for name, values in backend.parts(prompts, responses).items()})
         points.append(point)
     Path(out_path).write_text(json.dumps({"points": points}, indent=2) + "\n")
     return {f"alpha_{p['alpha']:g}.{k}": p[k] for p in points for k in ("reward_mean", "implicit_reward")}

@@ -28,14 +28,14 @@ from cong.models import Sampler, is_model_dir
 from cong.progress import log
 from cong.rewards import reward_backend
 from cong.s3 import S3Settings, parse_s3_uri, storage_error
-from cong.stats import mean_ci, win_rate
+from cong.stats import bootstrap_mean, win_rate
 from cong.storage import MANIFEST_NAME, Manifest, fetch_dir, find_manifest, publish_dir
 
 STAGE = "promote"
 RECORD_FILE = "promotion.json"
 HISTORY = 20  # earlier champions a champion's record keeps, newest first
 # What a champion's record keeps of the decision that promoted it.
-DECIDED = ("reason", "threshold", "prompts", "win_rate", "win_rate_ci95")
+DECIDED = ("reason", "threshold", "prompts", "win_rate", "win_rate_ci95_low", "win_rate_ci95_high")
 
 
 def promote(
@@ -77,23 +77,26 @@ def promote(
         champion_dir = fetch_dir(champion_uri, settings=store)
         decision["champion"] = _record(champion_dir, manifest)
         prompts = [r["prompt"] for r in rows]
-        backend = reward_backend(evaluation.reward_backend)
+        backend = reward_backend(evaluation)
         rewards = {}
         for name, model in (("challenger", challenger), ("champion", str(champion_dir))):
             log(STAGE, f"sampling the {name} ({model}) on {len(rows)} eval prompts")
             rewards[name] = backend.score(prompts, Sampler(model)(rows, evaluation.sampling, STAGE))
-        rate, ci = win_rate(rewards["challenger"], rewards["champion"])
-        promoted = rate >= settings.threshold
-        numbers = f"win rate {rate:.3f} ±{ci:.3f} against the champion on {len(rows)} prompts"
+        rate = win_rate(rewards["challenger"], rewards["champion"])
+        promoted = rate.value >= settings.threshold
+        numbers = (
+            f"win rate {rate.value:.3f} [{rate.low:.3f}, {rate.high:.3f}] against the champion on {len(rows)} prompts"
+        )
         decision.update(
             promoted=promoted,
             reason=f"promoted: {numbers} reaches the threshold {settings.threshold}"
             if promoted
             else f"kept the champion: {numbers} is below the threshold {settings.threshold}",
-            win_rate=rate,
-            win_rate_ci95=ci,
-            challenger_reward_mean=mean_ci(rewards["challenger"])[0],
-            champion_reward_mean=mean_ci(rewards["champion"])[0],
+            win_rate=rate.value,
+            win_rate_ci95_low=rate.low,
+            win_rate_ci95_high=rate.high,
+            challenger_reward_mean=bootstrap_mean(rewards["challenger"]).value,
+            champion_reward_mean=bootstrap_mean(rewards["champion"]).value,
         )
     if decision["promoted"]:
         published = _publish(challenger, champion_uri, _new_record(decision, lineage), store)

@@ -23,7 +23,7 @@ def preference_pairs(
     weak_base: str, prompts_path: str, settings: WeakAlignSettings, max_prompts: int | None = None
 ) -> tuple[list[dict], dict[str, float]]:
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
-    backend = reward_backend(settings.reward_backend)
+    backend = reward_backend(settings)
     sampler = Sampler(weak_base)
     samples: list[list[str]] = []
     for i, seed in enumerate(settings.sample_seeds):
