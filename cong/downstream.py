@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 import string
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from cong.config import DownstreamTask, SamplingSettings
-from cong.data import read_jsonl
+from cong.config import DownstreamTask, SamplingSettings, WsdSettings
+from cong.data import RESPONSE_FIELDS, read_jsonl
 from cong.errors import CongError
 from cong.progress import log
 
@@ -45,6 +47,21 @@ def correct(sampler: Any, task: DownstreamTask, rows: list[dict]) -> list[float]
     greedy = SamplingSettings(max_new_tokens=task.max_new_tokens, greedy=True)
     responses = sampler(rows, greedy, STAGE)
     return [float(matches(y, r["answer"], task.match)) for y, r in zip(responses, rows, strict=True)]
+
+
+def wsd_correct(
+    weak_aligned: str, strong_base: str, settings: WsdSettings, task: DownstreamTask, path: str
+) -> list[float]:
+    """1.0 or 0.0 per row of the task, answered by Weak-to-Strong Decoding (greedy by construction; its own
+    lengths, not the task's max_new_tokens): the WSD row has no model to ask."""
+    from cong.stages.wsd import wsd
+
+    answers = {r["id"]: r["answer"] for r in task_rows(task, path)}
+    with tempfile.TemporaryDirectory(prefix="cong-wsd-") as folder:
+        out = Path(folder) / "responses.jsonl"
+        wsd(weak_aligned, strong_base, path, out, settings, task.max_prompts, STAGE)
+        responses = read_jsonl(str(out), RESPONSE_FIELDS)
+    return [float(matches(r["response"], answers[r["id"]], task.match)) for r in responses]
 
 
 def lm_eval_scores(model_ref: str, tasks: list[str], limit: int | None) -> dict[str, float] | str:

@@ -52,7 +52,7 @@ def format_table(results: dict) -> str:
     """The comparison table as fixed-width text (printed at the end of `cong run`)."""
     methods = results["methods"]
     columns = _columns(methods)
-    width = {c: 24 if c in INTERVALS else 16 for c in columns}
+    width = {c: max(24 if c in INTERVALS else 14, len(c)) + 2 for c in columns}
     header = f"{'method':<14}" + "".join(f"{c:>{width[c]}}" for c in columns)
     lines = [header, "-" * len(header)]
     for method, row in methods.items():

@@ -400,6 +400,7 @@ def evaluate(
         responses_of={m: responses_of[m] for m in chosen if m in responses_of},
         alpha_sweep_path=alpha_sweep_points if cfg.stages.alpha_sweep.alphas else None,
         downstream=[(task, resolve(task.data, cfg)) for task in cfg.stages.evaluate.downstream],
+        wsd_decoder=(resolve(cfg.models.strong_base, cfg), cfg.stages.wsd),
     )
     shutil.copyfile(Path(results) / "report.html", report)
     metrics = {f"{m}.{k}": v for m, row in out["methods"].items() for k, v in row.items()}

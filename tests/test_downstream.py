@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cong.config import DownstreamTask, EvaluateSettings, SamplingSettings
+from cong.config import DownstreamTask, EvaluateSettings, SamplingSettings, WsdSettings
 from cong.data import read_jsonl, write_jsonl
 from cong.downstream import matches, normalise
 
@@ -25,6 +25,7 @@ def test_evaluate_reports_each_models_downstream_accuracy(micro_testbed, micro_c
     direct greedy computation, the change from the base is reported, lm-eval is skipped without the package."""
     from cong.models import Sampler
     from cong.stages.evaluate import evaluate
+    from cong.stages.wsd import wsd
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as when the extra is not installed
     testbed_rows = read_jsonl(str(micro_testbed / "eval.jsonl"), ("id", "prompt", "answer"))
@@ -43,9 +44,29 @@ def test_evaluate_reports_each_models_downstream_accuracy(micro_testbed, micro_c
     settings = EvaluateSettings(sampling=SamplingSettings(max_new_tokens=8), lm_eval_tasks=["arc_easy"])
     models = {"base": str(micro_testbed / "strong"), "weak_aligned": str(micro_testbed / "weak")}
     weak = str(micro_testbed / "weak")
+    # The WSD row has responses but no model: it answers the tasks by decoding them itself.
+    wsd_rows = tmp_path / "wsd.jsonl"
+    write_jsonl(wsd_rows, ({**r, "response": "x"} for r in testbed_rows))
+    strong, wsd_settings = models["base"], WsdSettings(draft_max_new_tokens=8, max_total_tokens=16)
     results = evaluate(
-        models, weak, weak, str(micro_testbed / "eval.jsonl"), tmp_path / "eval", settings, downstream=tasks
+        models,
+        weak,
+        weak,
+        str(micro_testbed / "eval.jsonl"),
+        tmp_path / "eval",
+        settings,
+        responses_of={"wsd": str(wsd_rows)},
+        downstream=tasks,
+        wsd_decoder=(strong, wsd_settings),
     )
+    decoded = tmp_path / "wsd-answers.jsonl"
+    wsd(weak, strong, str(micro_testbed / "eval.jsonl"), decoded, wsd_settings)
+    by_wsd = [
+        matches(r["response"], a["answer"], "whole_word")
+        for r, a in zip(read_jsonl(str(decoded), ("id", "response")), testbed_rows, strict=True)
+    ]
+    assert results["methods"]["wsd"]["downstream_testbed"] == pytest.approx(sum(by_wsd) / len(by_wsd))
+    assert results["methods"]["wsd"]["downstream_mine_n"] == 2
 
     for method, model in models.items():
         answers = Sampler(model)(testbed_rows, SamplingSettings(max_new_tokens=16, greedy=True), "test")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cong.config import METHODS, DownstreamTask, EvaluateSettings
+from cong.config import METHODS, DownstreamTask, EvaluateSettings, WsdSettings
 from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
-from cong.downstream import correct, lm_eval_scores, task_rows
+from cong.downstream import correct, lm_eval_scores, task_rows, wsd_correct
 from cong.errors import CongError
 from cong.judge import PairwiseJudge
 from cong.models import TRAINING_LOG, Sampler
@@ -78,11 +78,13 @@ def evaluate(
     responses_of: dict[str, str] | None = None,
     alpha_sweep_path: str | None = None,
     downstream: list[tuple[DownstreamTask, str]] | None = None,
+    wsd_decoder: tuple[str, WsdSettings] | None = None,
 ) -> dict:
     """Score every method (a model to sample, or a responses file in `responses_of`), compare with `base`.
 
-    `downstream` pairs each task of `settings.downstream` with its resolved data; models (not response files)
-    answer them, as they do `settings.lm_eval_tasks`."""
+    `downstream` pairs each task of `settings.downstream` with its resolved data; models answer them (and
+    `settings.lm_eval_tasks`), and the WSD row, which has responses but no model, answers them by WSD itself
+    when `wsd_decoder` (the strong base and the WSD settings) is given."""
     from cong.report import CURVES_FILE, build_report
 
     out_dir = Path(out_dir)
@@ -107,6 +109,12 @@ def evaluate(
                 lm_eval[method] = lm_eval_scores(models[method], settings.lm_eval_tasks, settings.lm_eval_limit)
         else:
             responses[method] = _joined_responses(sources[method], rows, method)
+            if method == "wsd" and wsd_decoder is not None:
+                strong, wsd_settings = wsd_decoder
+                solved[method] = {
+                    task.name: wsd_correct(weak_aligned, strong, wsd_settings, task, path)
+                    for task, path in downstream or []
+                }
         rewards[method] = backend.score(prompts, responses[method])
     base = rewards.get("base")
     implicit = backend if backend.name == "implicit" else ImplicitReward.load(weak_base, weak_aligned)
