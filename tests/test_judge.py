@@ -137,3 +137,16 @@ def test_smollm2_judges_over_http():
         forward, backward = judge.compare(PROMPTS, GOOD, BAD), judge.compare(PROMPTS, BAD, GOOD)
         assert [1 - p for p in forward.preferences] == backward.preferences
         assert 0 <= forward.unreadable <= 2 * len(PROMPTS)
+
+
+def test_both_orders_cancel_a_position_bias(monkeypatch):
+    """Without a server: a judge that always answers "A" ties every prompt, and one that always picks the good
+    answer, wherever it stands, gives it every prompt. Asking one order only would fail both."""
+    judge = PairwiseJudge("http://127.0.0.1:9/v1", NAME)
+    monkeypatch.setattr(judge, "verdict", lambda prompt, a, b: "A")
+    assert judge.compare(PROMPTS, GOOD, BAD).preferences == [0.5] * 3
+    monkeypatch.setattr(judge, "verdict", lambda prompt, a, b: "A" if a in GOOD else "B")
+    assert judge.compare(PROMPTS, GOOD, BAD).preferences == [1.0] * 3
+    assert judge.compare(PROMPTS, BAD, GOOD).preferences == [0.0] * 3
+    monkeypatch.setattr(judge, "verdict", lambda prompt, a, b: None)
+    assert judge.compare(PROMPTS, GOOD, BAD).unreadable == 6

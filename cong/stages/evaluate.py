@@ -104,7 +104,7 @@ def evaluate(
             log(STAGE, f"sampling {method} ({models[method]})")
             sampler = Sampler(models[method])
             responses[method] = sampler(rows, settings.sampling, STAGE)
-            solved[method] = {task.name: correct(sampler, task, task_rows) for task, task_rows in tasks}
+            solved[method] = {task.name: correct(sampler, task, data) for task, data in tasks}
             if settings.lm_eval_tasks:
                 lm_eval[method] = lm_eval_scores(models[method], settings.lm_eval_tasks, settings.lm_eval_limit)
         else:
