@@ -9,3 +9,5 @@ from cong import __version__
 
 IMAGE = "cong-train"
 BASE_IMAGE = f"{IMAGE}:{__version__}"
+# The user the image runs as (USER in images/train/Dockerfile): every pod's securityContext names it.
+IMAGE_UID = 10001

@@ -1,4 +1,8 @@
-"""JSONL datasets: prompts, responses and preference pairs, with row-level validation."""
+"""JSONL datasets: prompts, responses and preference pairs, with row-level validation.
+
+A malformed file is reported whole: every bad row (not UTF-8, not JSON, not an object, a field missing or empty,
+an id seen before) in one message, so a user fixes a file once instead of once per row.
+"""
 
 from __future__ import annotations
 
@@ -14,44 +18,75 @@ RESPONSE_FIELDS = ("id", "prompt", "response")
 PAIR_FIELDS = ("id", "prompt", "chosen", "rejected")
 # A model may answer with nothing; that is a (bad) response, not a malformed row.
 MAY_BE_EMPTY = ("response",)
+# Problems one message lists before it only counts the rest.
+LISTED_PROBLEMS = 20
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a malformed row stops with a message naming the file, line and fix."""
+def problem_list(what: str, problems: list[str], fix: str) -> str:
+    """One message for many problems of one file: a header, the first LISTED_PROBLEMS, a count of the rest."""
+    shown = ["  " + p.replace("\n", "\n  ") for p in problems[:LISTED_PROBLEMS]]
+    if len(problems) > LISTED_PROBLEMS:
+        shown.append(f"  ... and {len(problems) - LISTED_PROBLEMS} more")
+    noun = "problem" if len(problems) == 1 else "problems"
+    return "\n".join([f"{what}: {len(problems)} {noun}:", *shown, fix])
+
+
+def _row_problem(raw: bytes, required: tuple[str, ...], seen: set[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """The row on one line, or what is wrong with it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg})"
+    if not isinstance(row, dict):
+        return None, f"expected a JSON object, got {type(row).__name__}"
+    bad = [k for k in required if not isinstance(row.get(k), str) or (k not in MAY_BE_EMPTY and not row[k].strip())]
+    if bad:
+        return None, f"field(s) {', '.join(bad)} missing or not a non-empty string"
+    if row["id"] in seen:
+        return None, f"duplicate id {row['id']!r}"
+    seen.add(row["id"])
+    return row, None
+
+
+def check_jsonl(
+    path: str | Path, required: tuple[str, ...], limit: int | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The good rows of a JSONL file (up to `limit`) and a `line N: ...` problem for every bad one before it."""
     path = Path(path)
     if not path.is_file():
         raise CongError(f"data file not found: {path}")
     rows: list[dict[str, Any]] = []
+    problems: list[str] = []
     seen: set[str] = set()
-    with path.open() as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CongError(
-                    f"{path}, line {number}: not valid JSON ({exc.msg}). Each line must be one "
-                    f"JSON object with the fields {', '.join(required)}."
-                ) from None
-            if not isinstance(row, dict):
-                raise CongError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
-            problems = [
-                k for k in required if not isinstance(row.get(k), str) or (k not in MAY_BE_EMPTY and not row[k].strip())
-            ]
-            if problems:
-                raise CongError(
-                    f"{path}, line {number}: field(s) {', '.join(problems)} missing or not a "
-                    f"non-empty string. Each row needs {', '.join(required)}."
-                )
-            if row["id"] in seen:
-                raise CongError(f"{path}, line {number}: duplicate id {row['id']!r}; ids must be unique.")
-            seen.add(row["id"])
-            rows.append(row)
+            row, problem = _row_problem(raw, required, seen)
+            if problem:
+                problems.append(f"line {number}: {problem}")
+            else:
+                rows.append(row)
             if limit is not None and len(rows) >= limit:
                 break
+    return rows, problems
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; any malformed row stops with a message naming the file, each bad line and the fix."""
+    rows, problems = check_jsonl(path, required, limit)
+    if problems:
+        fix = (
+            f"Each line must be one UTF-8 JSON object with the string fields {', '.join(required)} "
+            "(non-empty), and every id unique."
+        )
+        raise CongError(problem_list(str(path), problems, fix))
     if not rows:
-        raise CongError(f"{path} has no rows.")
+        raise CongError(f"{path} has no rows; give at least one JSON object per line with {', '.join(required)}.")
     return rows
 
 

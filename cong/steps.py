@@ -45,12 +45,16 @@ def _aligned(cfg: Config, weak_aligned: str | None, model_store: str = "") -> st
 
 
 def plan(config: dict) -> dict[str, Any]:
-    """Check that the methods fit the models, then say which branches of the DAG run."""
-    from cong.plan import check_methods, method_plan
+    """The prerequisites step: check the run's inputs and its object store (cong.validate), then say which branches
+    of the DAG run. Models kept in the store are checked by the stages that load them, not downloaded here."""
+    from cong.plan import method_plan
+    from cong.s3 import S3Settings
     from cong.shards import shard_items
+    from cong.validate import check_run
 
     cfg = config_from_dict(config)
-    check_methods(cfg)
+    stored = [r for r in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned) if r]
+    check_run(cfg, S3Settings.from_env(), models=not any(r.startswith("s3://") for r in stored))
     return {**method_plan(cfg), **shard_items(cfg)}
 
 

@@ -81,14 +81,26 @@ class Runtime:
     replicated_jobs: tuple[str, ...]  # the runtime's jobs whose pods the task's settings patch
     log_job: str  # the replicated job whose first pod shows the training's progress
     exports_env: bool  # mpirun must be told which variables to pass to the ranks on other nodes
+    # Whether the trainer runs with a read-only root filesystem (writing only to emptyDirs at WRITABLE). MPI's
+    # ssh daemon writes its keys and pid files where the runtime's image puts them.
+    read_only_root: bool
 
 
 RUNTIMES = {
-    "torch-distributed": Runtime(("torchrun",), ("node",), "node", False),
+    "torch-distributed": Runtime(("torchrun",), ("node",), "node", False, True),
     "deepspeed-distributed": Runtime(
-        ("mpirun", "--hostfile", "/etc/mpi/hostfile"), ("launcher", "node"), "launcher", True
+        ("mpirun", "--hostfile", "/etc/mpi/hostfile"), ("launcher", "node"), "launcher", True, False
     ),
 }
+# The trainer container's privileges: the image's own non-root user, no way to gain more, no capability.
+SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# What a trainer writes outside its inputs and outputs: temporary files, and caches under the image's HOME.
+WRITABLE = {"tmp": "/tmp", "home": "/home/cong"}
 
 
 def job_name(run_id: str, stage: str, method: str = "") -> str:
@@ -174,10 +186,16 @@ def manifest(
             {"name": "dshm", "emptyDir": {"medium": "Memory", **({"sizeLimit": shm_size} if shm_size else {})}}
         )
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    security = dict(SECURITY_CONTEXT)
+    if RUNTIMES[runtime].read_only_root:
+        security["readOnlyRootFilesystem"] = True
+        volumes += [{"name": name, "emptyDir": {}} for name in WRITABLE]
+        mounts += [{"name": name, "mountPath": path} for name, path in WRITABLE.items()]
     if volumes:
         pod["volumes"] = volumes
-    if mounts:
-        pod["containers"] = [{"name": CONTAINER, "volumeMounts": mounts}]
+    pod["containers"] = [
+        {"name": CONTAINER, "securityContext": security, **({"volumeMounts": mounts} if mounts else {})}
+    ]
     spec: dict[str, Any] = {"runtimeRef": {"name": runtime_ref or runtime}, "trainer": trainer}
     if deadline_s:
         spec["activeDeadlineSeconds"] = deadline_s

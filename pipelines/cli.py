@@ -107,9 +107,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from cong.config import load_config
+    from cong.s3 import S3Settings
+    from cong.validate import check_run
 
     cfg = load_config(args.config)
+    settings = S3Settings.from_env(
+        {**os.environ, "AWS_ENDPOINT_URL_S3": args.s3_endpoint} if args.s3_endpoint else None
+    )
+    check_run(cfg, settings if settings.endpoint_url else None)
+    storage = f"bucket {cfg.storage.bucket!r} at {settings.endpoint_url}" if settings.endpoint_url else "not checked"
     print(f"{args.config}: valid (config '{cfg.name}', methods: {', '.join(cfg.methods)})")
+    print(f"checked: the prompt files, the models and their tokenizers; storage: {storage}")
     return 0
 
 
@@ -422,10 +430,17 @@ def make_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser(
         "validate",
-        help="check a config file",
-        description="Validate a config file; exit status 2 with a message naming each bad field.",
+        help="check a config and everything its run needs, before any stage runs",
+        description="Check a config file, its prompt files (rows, ids, UTF-8, prompt lengths), its models (folders, "
+        "tokenizers, chat templates, one vocabulary where methods need one) and, with an endpoint, the object store "
+        "(bucket, credentials). Every problem is listed at once; exit status 2 when there is one.",
     )
     val.add_argument("config", type=Path, help="the YAML config file")
+    val.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="also check the run's bucket and credentials at this S3 endpoint (default: AWS_ENDPOINT_URL_S3 if set)",
+    )
     val.set_defaults(func=cmd_validate)
 
     bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks of the decoding engine.")

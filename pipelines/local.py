@@ -13,11 +13,8 @@ import time
 from pathlib import Path
 
 from cong.config import STAGES, Config
-from cong.data import PROMPT_FIELDS, read_jsonl
 from cong.errors import CongError
-from cong.models import is_model_dir
 from cong.progress import log
-from cong.refs import resolve
 
 RESULT_FILES = ("results.json", "report.html", "responses.jsonl", "training_curves.json")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
@@ -87,27 +84,19 @@ def _resolve_artifact_oneof() -> None:
 
 
 def preflight(cfg: Config) -> None:
-    """Fail fast, before any stage starts: methods vs models, the testbed, every prompt file, the models."""
-    from cong.plan import check_methods
+    """Fail fast, before any stage starts: every problem of the config's prompt files and models at once
+    (cong.validate), after the testbed is built."""
     from cong.testbed import build_testbed
+    from cong.validate import check_run
 
     if cfg.artifacts.store == "pvc":
         raise CongError(
             "artifacts.store 'pvc' mounts a PersistentVolumeClaim, which only a cluster has. Run locally with "
             "'artifacts' or 'workspace' (a folder of the run stands in for the KFP workspace)."
         )
-    check_methods(cfg)
     if cfg.uses_testbed():
         build_testbed(cfg.testbed, progress=lambda m: log("testbed", m.removeprefix("testbed: ")))
-    for ref, limit in (
-        (cfg.data.train_prompts, cfg.data.max_train_prompts),
-        (cfg.data.eval_prompts, cfg.data.max_eval_prompts),
-    ):
-        read_jsonl(resolve(ref, cfg), PROMPT_FIELDS, limit)
-    for ref in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned):
-        path = resolve(ref, cfg) if ref else None
-        if path and (path.startswith(("/", ".")) or Path(path).exists()) and not is_model_dir(path):
-            raise CongError(f"model {ref!r}: {path} is not a Hugging Face model folder (no config.json).")
+    check_run(cfg)
 
 
 @contextlib.contextmanager

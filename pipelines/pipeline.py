@@ -29,6 +29,7 @@ from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
 from components.icl_refine.component import icl_refine
+from components.image import IMAGE_UID
 from components.not_selected.component import not_selected
 from components.pair.component import pair
 from components.plan.component import plan
@@ -87,6 +88,9 @@ def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
     labels.update(cfg.scheduling.pod_labels)
     for key, value in labels.items():
         kubernetes.add_pod_label(task, key, value)
+    # The image's own user, never root. KFP's backend adds allowPrivilegeEscalation: false, drops every capability
+    # and sets the RuntimeDefault seccomp profile to every container it makes (kfp-kubernetes documents it).
+    kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
     return task
 
 

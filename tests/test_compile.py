@@ -5,6 +5,7 @@ backend consumes.
 """
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -247,3 +248,19 @@ def test_every_task_gets_storage_settings_and_credentials_by_reference(tmp_path)
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert not any("secretAsEnv" in spec for spec in executors.values())
     assert all("configMapAsEnv" in spec for spec in executors.values())
+
+
+def test_every_pod_runs_as_the_images_non_root_user(tmp_path):
+    """kfp-kubernetes platform spec: each executor's securityContext names the image's own user (the Dockerfile's
+    USER) and refuses root. KFP's backend adds no-privilege-escalation, dropped capabilities and the seccomp
+    profile to every container itself (kfp-kubernetes' set_security_context documents it), so the IR has no field
+    for them; a read-only root filesystem has none either (KFP's launcher writes artifacts under /)."""
+    dockerfile = (Path(__file__).parent.parent / "images" / "train" / "Dockerfile").read_text()
+    (user,) = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.MULTILINE)
+    docs = list(yaml.safe_load_all(compile_pipeline(load_config(preset="tiny"), tmp_path / "p.yaml").read_text()))
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(docs[0]["deploymentSpec"]["executors"])
+    for name, spec in executors.items():
+        context = spec["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert (str(context["runAsUser"]), str(context["runAsGroup"])) == user, name

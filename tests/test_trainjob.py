@@ -378,10 +378,26 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     }
     assert pod["nodeSelector"] == TASK.node_selector and pod["tolerations"] == TASK.tolerations
     assert pod["affinity"] == TASK.affinity
-    assert pod["volumes"] == [*TASK.volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}}]
-    assert pod["containers"] == [
-        {"name": "node", "volumeMounts": [*TASK.volume_mounts, {"name": "dshm", "mountPath": "/dev/shm"}]}
+    writable = [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}]
+    shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}}
+    assert pod["volumes"] == [*TASK.volumes, shm, *writable]
+    (container,) = pod["containers"]
+    assert container["name"] == "node"
+    assert container["volumeMounts"] == [
+        *TASK.volume_mounts,
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "home", "mountPath": "/home/cong"},
     ]
+    # Pod Security Standards "restricted": non-root, no escalation, no capability, the runtime's seccomp profile;
+    # the root filesystem is read-only, and the trainer writes only to the volumes above.
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "readOnlyRootFilesystem": True,
+    }
 
     out = Path(model.path)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
@@ -469,7 +485,12 @@ def test_without_task_settings_the_runtime_defaults_apply():
         shm=False,
     )
     assert_trainjob_schema(body)
-    assert "runtimePatches" not in body["spec"] and "resourcesPerNode" not in body["spec"]["trainer"]
+    assert "resourcesPerNode" not in body["spec"]["trainer"]
+    (patch,) = body["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]["spec"]
+    assert set(pod) == {"volumes", "containers"}, "only the trainer's privileges and writable folders are patched"
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
 
 
 def job_body(cluster, run_id=RUN_ID):

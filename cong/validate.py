@@ -1,0 +1,188 @@
+"""The prerequisites of a run, checked before any stage spends GPU time: `cong validate`, the local preflight and
+the pipeline's first task (plan) call `check_run`.
+
+It reports every problem it finds in one message, each naming the field, file, row or model and the fix: the
+prompt files (rows, ids, UTF-8, prompts longer than the models can take), the models (a model folder, a
+tokenizer with a chat template), tokenizers that must be one (the contrastive pair; WSPO's weak and strong
+models), and the object store (reachable, the bucket there, the credentials accepted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cong.config import Config
+from cong.data import PROMPT_FIELDS, check_jsonl, problem_list
+from cong.errors import CongError
+from cong.s3 import S3Settings
+
+
+def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = True) -> None:
+    """Raise one CongError listing every problem of the run's inputs; `storage`: also check the store there;
+    `models`: load each model's config and tokenizer (the pipeline's plan task skips it for models in the store,
+    which it would have to download)."""
+    problems = storage_problems(cfg, storage) if storage is not None else []
+    tokenizers: dict[str, Any] = {}
+    if models:
+        for field in ("weak_base", "strong_base", "weak_aligned"):
+            ref = getattr(cfg.models, field)
+            if ref is not None:
+                tokenizer, problem = _model(ref, cfg)
+                if problem:
+                    problems.append(f"models.{field} {ref!r}: {problem}")
+                else:
+                    tokenizers[field] = tokenizer
+        problems += _shared_tokenizer_problems(cfg, tokenizers)
+    problems += _method_problems(cfg)
+    problems += prompt_problems(cfg, tokenizers.get("strong_base"), _context(cfg) if models else None)
+    if problems:
+        raise CongError(problem_list(f"run {cfg.name!r} cannot start", problems, "Nothing was run or published."))
+
+
+def prompt_problems(cfg: Config, tokenizer: Any = None, context: int | None = None) -> list[str]:
+    """Every bad row of the prompt files (train, eval, the downstream tasks'), and prompts longer than the run's
+    lengths leave room for (under `tokenizer`, the strong model's)."""
+    from cong.downstream import TASK_FIELDS
+    from cong.refs import resolve
+
+    files = [("data.train_prompts", cfg.data.train_prompts, PROMPT_FIELDS, _train_limit(cfg, context))]
+    files.append(("data.eval_prompts", cfg.data.eval_prompts, PROMPT_FIELDS, _eval_limit(cfg, context)))
+    for i, task in enumerate(cfg.stages.evaluate.downstream):
+        files.append((f"stages.evaluate.downstream[{i}].data", task.data, TASK_FIELDS, (None, "")))
+    problems = []
+    for field, ref, required, (limit, because) in files:
+        try:
+            path = resolve(ref, cfg)
+            rows, bad = check_jsonl(path, required)
+        except CongError as exc:
+            problems.append(f"{field} {ref!r}: {exc}")
+            continue
+        fix = f"Fix: one UTF-8 JSON object per line with non-empty string fields {', '.join(required)}, ids unique."
+        if bad:
+            problems.append(problem_list(f"{field} ({path})", bad, fix))
+        elif not rows:
+            problems.append(f"{field} ({path}) has no rows. {fix}")
+        long = _over_length(rows, tokenizer, limit, because) if tokenizer is not None and limit else []
+        if long:
+            problems.append(problem_list(f"{field} ({path})", long, "Fix: shorten those prompts or drop their rows."))
+    return problems
+
+
+def _over_length(rows: list[dict], tokenizer: Any, limit: int, because: str) -> list[str]:
+    from cong.models import prompt_ids
+
+    ids = prompt_ids(tokenizer, [r["prompt"] for r in rows])
+    return [
+        f"id {r['id']!r}: the prompt has {len(i)} tokens, over the {limit} that {because} leaves"
+        for r, i in zip(rows, ids, strict=True)
+        if len(i) > limit
+    ]
+
+
+def _context(cfg: Config) -> int | None:
+    """The smaller context window of the weak and strong base models (None when neither says)."""
+    from transformers import AutoConfig
+
+    from cong.refs import resolve
+
+    windows = []
+    for ref in (cfg.models.weak_base, cfg.models.strong_base):
+        try:
+            windows.append(getattr(AutoConfig.from_pretrained(resolve(ref, cfg)), "max_position_embeddings", None))
+        except (OSError, ValueError, CongError):
+            continue
+    return min((w for w in windows if w), default=None)
+
+
+def _train_limit(cfg: Config, context: int | None) -> tuple[int | None, str]:
+    """Train prompts are sampled (CD, weak and strong samples) and trained on with their responses."""
+    s = cfg.stages
+    new_tokens = max(s.cd_sample.sampling.max_new_tokens, s.strong_sample.sampling.max_new_tokens)
+    max_length = min(s.sft.train.max_length, s.dpo.train.max_length)
+    if context is None:
+        return max_length - 1, f"stages.sft/dpo.train.max_length {max_length}"
+    window = context - new_tokens
+    if window < max_length:
+        return window, f"the models' {context}-token context less {new_tokens} new tokens"
+    return max_length - 1, f"stages.sft/dpo.train.max_length {max_length}"
+
+
+def _eval_limit(cfg: Config, context: int | None) -> tuple[int | None, str]:
+    new_tokens = cfg.stages.evaluate.sampling.max_new_tokens
+    if context is None:
+        return None, ""
+    return context - new_tokens, f"the models' {context}-token context less {new_tokens} new tokens (evaluate)"
+
+
+def _model(ref: str, cfg: Config) -> tuple[Any, str | None]:
+    """A chat model's tokenizer, or what is wrong with the model at `ref`."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from cong.models import is_model_dir, load_plain_tokenizer
+    from cong.refs import resolve
+
+    try:
+        path = resolve(ref, cfg)
+    except CongError as exc:
+        return None, str(exc)
+    if (path.startswith(("/", ".", "~")) or Path(path).exists()) and not is_model_dir(path):
+        return None, f"{path} is not a Hugging Face model folder (no config.json). Point it at a saved model."
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        return None, f"its config.json does not load ({_first_line(exc)}). Save the model again."
+    try:
+        tokenizer = load_plain_tokenizer(path)
+    except (CongError, ValueError, TypeError) as exc:
+        return None, f"{_first_line(exc)}. Save the tokenizer with the model."
+    if tokenizer.chat_template is None:
+        return None, (
+            "its tokenizer has no chat template, and the pipeline renders prompts as chats. Use a chat or "
+            "instruct model, or add a chat_template to its tokenizer_config.json."
+        )
+    return tokenizer, None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _shared_tokenizer_problems(cfg: Config, tokenizers: dict[str, Any]) -> list[str]:
+    """Contrastive decoding subtracts the weak pair's log-probabilities token by token: one vocabulary."""
+    base, aligned = tokenizers.get("weak_base"), tokenizers.get("weak_aligned")
+    if base is None or aligned is None or base.get_vocab() == aligned.get_vocab():
+        return []
+    return [
+        f"models.weak_aligned {cfg.models.weak_aligned!r} and models.weak_base {cfg.models.weak_base!r} tokenize "
+        "differently; contrastive decoding compares them token by token. Give the aligned model trained from "
+        "this weak base, or unset weak_aligned to align the base here."
+    ]
+
+
+def _method_problems(cfg: Config) -> list[str]:
+    from cong.plan import check_methods
+
+    try:
+        check_methods(cfg)
+    except CongError as exc:
+        return [f"methods: {exc}"]
+    return []
+
+
+def storage_problems(cfg: Config, settings: S3Settings) -> list[str]:
+    """The run's bucket (and an s3:// pipeline root's) reachable with these credentials."""
+    from cong.s3 import check_bucket, parse_s3_uri
+
+    buckets = [cfg.storage.bucket]
+    if cfg.pipeline_root and cfg.pipeline_root.startswith("s3://"):
+        buckets.append(parse_s3_uri(cfg.pipeline_root).bucket)
+    problems = []
+    client = settings.client()
+    for bucket in dict.fromkeys(buckets):
+        try:
+            check_bucket(client, settings, bucket)
+        except CongError as exc:
+            problems.append(f"storage: {settings.scrub(str(exc))}")
+    return problems
