@@ -7,6 +7,7 @@ an id seen before) in one message, so a user fixes a file once instead of once p
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,21 @@ def read_jsonl(path: str | Path, required: tuple[str, ...], limit: int | None = 
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows whole or not at all: into a hidden sibling first, renamed over `path` once complete (a full disk
+    or a killed process leaves no truncated file)."""
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     count = 0
-    with path.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with partial.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return count
 
 

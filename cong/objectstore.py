@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -33,6 +34,10 @@ HOST = "127.0.0.1"
 # drawn below the kernel's ephemeral range (32768 and up), so outgoing connections cannot take them meanwhile.
 GRPC_OFFSET = 10000
 PORT_RANGE = (10000, 32768 - GRPC_OFFSET)
+# Starts on fresh ports before giving up, when other processes keep taking the ports picked.
+PORT_ATTEMPTS = 4
+# weed's words for a port it cannot bind (checked at start, or failing at bind).
+PORT_FAILURE = re.compile(r"Port allocation failed|address already in use")
 COMPONENTS = ("s3", "master", "volume", "filer", "admin")
 # weed creates its gRPC unix sockets in /tmp whatever TMPDIR says; a killed server leaves them behind.
 GRPC_SOCKET = "/tmp/seaweedfs-{component}-grpc-{port}.sock"
@@ -78,6 +83,10 @@ def pick_ports(count: int) -> list[int]:
         if len(ports) == count:
             return ports
     raise CongError(f"cannot find {count} free port pairs (p, p+{GRPC_OFFSET}) on {HOST} for the object store.")
+
+
+class PortTaken(Exception):
+    """The server could not bind a port that was free when picked (another process took it meanwhile)."""
 
 
 class EmbeddedObjectStore:
@@ -127,23 +136,37 @@ class EmbeddedObjectStore:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         try:
             config = self._write_config()
-            self.ports = dict(zip(COMPONENTS, pick_ports(len(COMPONENTS)), strict=True))
-            self._remove_sockets()
-            with open(self.root / "logs" / "weed.out", "ab") as log:  # the child keeps its own copy of the fd
-                self.process = subprocess.Popen(
-                    self._command(weed, config),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "TMPDIR": str(self.root / "tmp")},
-                    cwd=self.root,
-                    start_new_session=True,  # a terminal's Ctrl+C reaches only us; stop() then ends the server
-                )
-            self._wait_ready()
+            for _ in range(PORT_ATTEMPTS):
+                self._launch(weed, config)
+                try:
+                    self._wait_ready()
+                    return self
+                except PortTaken:
+                    # Another process bound a port between our probe and the server's bind: try new ones.
+                    self._release_ports()
+            raise CongError(f"the embedded object store found its ports taken {PORT_ATTEMPTS} times; retry the run.")
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def _launch(self, weed: str, config: Path) -> None:
+        self.ports = dict(zip(COMPONENTS, pick_ports(len(COMPONENTS)), strict=True))
+        self._remove_sockets()
+        with open(self.root / "logs" / "weed.out", "ab") as log:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                self._command(weed, config),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "TMPDIR": str(self.root / "tmp")},
+                cwd=self.root,
+                start_new_session=True,  # a terminal's Ctrl+C reaches only us; stop() then ends the server
+            )
+
+    def _release_ports(self) -> None:
+        self.stop_process()
+        self._remove_sockets()
+        _reserved.difference_update({p for port in self.ports.values() for p in (port, port + GRPC_OFFSET)})
 
     def _write_config(self) -> Path:
         """s3.json with this run's one identity, readable by us only (it holds the secret)."""
@@ -187,6 +210,8 @@ class EmbeddedObjectStore:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if PORT_FAILURE.search(self._log_tail()):
+                    raise PortTaken(self.ports)
                 raise CongError(
                     f"the embedded object store (weed) exited with status {self.process.returncode} while "
                     f"starting. Its log: {self.root / 'logs' / 'weed.out'}\n{self._log_tail()}"
@@ -217,8 +242,8 @@ class EmbeddedObjectStore:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def stop(self) -> None:
-        """SIGTERM, wait (a clean exit takes 2 to 4 s), SIGKILL after stop_timeout_s; then clean up."""
+    def stop_process(self) -> None:
+        """SIGTERM, wait (a clean exit takes 2 to 4 s), SIGKILL after stop_timeout_s."""
         if self.process is not None:
             if self.process.poll() is None:
                 os.kill(self.process.pid, signal.SIGTERM)
@@ -227,8 +252,10 @@ class EmbeddedObjectStore:
                 except subprocess.TimeoutExpired:
                     self.kill()
             self.process = None
-        self._remove_sockets()
-        _reserved.difference_update({p for port in self.ports.values() for p in (port, port + GRPC_OFFSET)})
+
+    def stop(self) -> None:
+        """Stop the server (stop_process), then clean up."""
+        self._release_ports()
         (self.root / "s3.json").unlink(missing_ok=True)
         if self._owns_root:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -6,6 +6,7 @@ returned metrics and metadata onto their kfp artifacts (duck-typed, so this modu
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import cong
 from cong.checkpoints import checkpoint_uri
 from cong.config import Config, config_from_dict
 from cong.distributed import train
-from cong.errors import CongError
+from cong.errors import CongError, stage_step
 from cong.handoff import follow, hand_over, model_dir
 from cong.refs import resolve
 from cong.shards import Shard, progress_location, shard_progress
@@ -44,6 +45,7 @@ def _aligned(cfg: Config, weak_aligned: str | None, model_store: str = "") -> st
     return follow(weak_aligned, model_store) if weak_aligned else resolve(cfg.models.weak_aligned, cfg)
 
 
+@stage_step
 def plan(config: dict) -> dict[str, Any]:
     """The prerequisites step: check the run's inputs and its object store (cong.validate), then say which branches
     of the DAG run. Models kept in the store are checked by the stages that load them, not downloaded here."""
@@ -54,10 +56,12 @@ def plan(config: dict) -> dict[str, Any]:
 
     cfg = config_from_dict(config)
     stored = [r for r in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned) if r]
-    check_run(cfg, S3Settings.from_env(), models=not any(r.startswith("s3://") for r in stored))
+    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    check_run(cfg, S3Settings.from_env(), models=not any(r.startswith("s3://") for r in stored), cluster=in_cluster)
     return {**method_plan(cfg), **shard_items(cfg)}
 
 
+@stage_step
 def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
     from cong.stages.weak_align import sample_pairs, with_train_metrics
 
@@ -114,6 +118,7 @@ def _shard(cfg: Config, stage: str, shard: int, run_id: str) -> Shard:
     return Shard(index, count, progress)
 
 
+@stage_step
 def cd_sample(
     config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
@@ -135,6 +140,7 @@ def cd_sample(
     return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
+@stage_step
 def weak_sample(
     config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
@@ -158,6 +164,7 @@ def weak_sample(
     return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
+@stage_step
 def sft(
     config: dict, data: str, model: str, method: str = "cong_s", model_store: str = "", run_id: str = ""
 ) -> StepResult:
@@ -184,6 +191,7 @@ def sft(
     }
 
 
+@stage_step
 def strong_sample(
     config: dict, model: str, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
@@ -204,6 +212,7 @@ def strong_sample(
     return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
+@stage_step
 def merge_shards(
     config: dict, stage: str, shards: list[str], shard_inputs: list[dict[str, str]], responses: str, run_id: str = ""
 ) -> StepResult:
@@ -228,6 +237,7 @@ def merge_shards(
     return {"metrics": metrics, "metadata": {"responses": lineage}}
 
 
+@stage_step
 def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
     from cong.stages.pair import pair as run
 
@@ -236,6 +246,7 @@ def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
     return {"metrics": metrics, "metadata": {"pairs": _lineage(cfg, "pair", rows=metrics["pairs"])}}
 
 
+@stage_step
 def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
     cfg = config_from_dict(config)
     s = cfg.stages.dpo.train
@@ -259,6 +270,7 @@ def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "
     }
 
 
+@stage_step
 def auxconf(config: dict, data: str, model: str, model_store: str = "", run_id: str = "") -> StepResult:
     cfg = config_from_dict(config)
     s = cfg.stages.auxconf
@@ -281,6 +293,7 @@ def auxconf(config: dict, data: str, model: str, model_store: str = "", run_id: 
     }
 
 
+@stage_step
 def wspo(
     config: dict, data: str, weak_aligned: str | None, model: str, model_store: str = "", run_id: str = ""
 ) -> StepResult:
@@ -306,6 +319,7 @@ def wspo(
     }
 
 
+@stage_step
 def icl_refine(config: dict, data: str, responses: str) -> StepResult:
     from cong.stages.icl_refine import icl_refine as run
 
@@ -320,6 +334,7 @@ def icl_refine(config: dict, data: str, responses: str) -> StepResult:
     }
 
 
+@stage_step
 def wsd(config: dict, weak_aligned: str | None, split: str, responses: str, model_store: str = "") -> StepResult:
     """WSD responses on the eval prompts (a method row) or the train prompts (targets for wsd_sft)."""
     from cong.stages.wsd import wsd as run
@@ -348,6 +363,7 @@ def wsd(config: dict, weak_aligned: str | None, split: str, responses: str, mode
     }
 
 
+@stage_step
 def alpha_sweep(config: dict, weak_aligned: str | None, points: str, model_store: str = "") -> StepResult:
     from cong.stages.alpha_sweep import alpha_sweep as run
 
@@ -375,6 +391,7 @@ def not_selected(method: str, *paths: str) -> StepResult:
     return {"metrics": {}, "metadata": {"not_selected": method}}
 
 
+@stage_step
 def evaluate(
     config: dict,
     weak_aligned: str | None,
@@ -428,6 +445,7 @@ def _trained_with(cfg: Config, stage: str, method: str) -> dict[str, Any]:
     return {**extra, "learning_rate": s.learning_rate, "seed": s.seed}
 
 
+@stage_step
 def trainjob(
     config: dict,
     stage: str,
@@ -475,6 +493,7 @@ def delete_trainjobs(run_id: str, keys: list[list[str]]) -> list[str]:
     return delete_jobs(run_id, keys)
 
 
+@stage_step
 def promote(
     config: dict, challenger: str, challenger_uri: str, decision: str, run_id: str = "", model_store: str = ""
 ) -> StepResult:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cong import __version__
-from cong.cache import cache_root
+from cong.cache import cache_root, entry_lock
 from cong.errors import CongError
 from cong.progress import log
 from cong.s3 import S3Settings, S3Uri, check_bucket, error_code, parse_s3_uri, storage_error, transient
@@ -361,7 +361,7 @@ def fetch_dir(
         return folder
     if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST_NAME).is_file():
         raise CongError(f"cannot fetch {source} into {folder}: it holds other files. Choose an empty or new folder.")
-    partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    partial = folder.with_name(f".{folder.name}.partial-{_owner()}")
     shutil.rmtree(partial, ignore_errors=True)
     entries = {entry.path: entry for entry in manifest.files}
     partial.mkdir(parents=True)
@@ -423,20 +423,23 @@ def _check_file(folder: Path, entry: FileEntry, source: S3Uri) -> str | None:
 
 
 def _replace(partial: Path, folder: Path, manifest: Manifest) -> None:
-    """Move a verified download into place: an older fetch there is replaced; an equal one that a concurrent
-    fetch finished meanwhile is kept (someone may be reading it)."""
-    if not _complete(folder, manifest):
+    """Move a verified download into place, under the folder's lock: an older fetch there is replaced; an equal
+    one that a concurrent fetch (another thread or process) finished meanwhile is kept (someone may be reading
+    it)."""
+    with entry_lock(folder):
+        if _complete(folder, manifest):
+            shutil.rmtree(partial, ignore_errors=True)
+            return
         if folder.exists():
-            stale = folder.with_name(f".{folder.name}.stale-{os.getpid()}")
+            stale = folder.with_name(f".{folder.name}.stale-{_owner()}")
             folder.rename(stale)
             shutil.rmtree(stale, ignore_errors=True)
-        try:
-            partial.rename(folder)
-            return
-        except OSError:
-            if not _complete(folder, manifest):
-                raise
-    shutil.rmtree(partial, ignore_errors=True)
+        partial.rename(folder)
+
+
+def _owner() -> str:
+    """This process and thread, for names of temporary folders that no concurrent fetch may share."""
+    return f"{os.getpid()}-{threading.get_ident()}"
 
 
 def publish_path(path: Path | str, uri: str, *, settings: S3Settings | None = None) -> str:

@@ -145,8 +145,6 @@ def train_and_save(
     With `checkpoints` (an s3:// folder), checkpoints are also kept there, and an earlier attempt's newest one
     is fetched first: a retried pod resumes where the killed one stopped (cong.checkpoints).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     from cong.models import ADAPTER_DIR, TRAINING_LOG
 
     if checkpoints:
@@ -158,29 +156,50 @@ def train_and_save(
         trainer.accelerator.wait_for_everyone()
         trainer.add_callback(mirror_callback(checkpoints))
 
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    last = last_checkpoint(output_dir)
     if last:
         log(stage, f"resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
     accelerator = trainer.accelerator
     model = accelerator.unwrap_model(trainer.model)
+    # The model is saved beside its folder and moved in once whole: a save cut short (a full disk, a killed pod)
+    # leaves the checkpoints to resume from, never a folder with part of a model.
+    partial = model_dir.with_name(f".{model_dir.name}.partial")
     with _whole_weights(trainer, model):
         if accelerator.is_main_process:
-            if hasattr(model, "merge_and_unload"):
-                model.save_pretrained(model_dir / ADAPTER_DIR)
-                model = model.merge_and_unload()
-            model.save_pretrained(model_dir)
-            trainer.processing_class.save_pretrained(model_dir)
-            losses = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
-            (model_dir / TRAINING_LOG).write_text(json.dumps(losses) + "\n")
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                if hasattr(model, "merge_and_unload"):
+                    model.save_pretrained(partial / ADAPTER_DIR)
+                    model = model.merge_and_unload()
+                model.save_pretrained(partial)
+                trainer.processing_class.save_pretrained(partial)
+                losses = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+                (partial / TRAINING_LOG).write_text(json.dumps(losses) + "\n")
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(output_dir, ignore_errors=True)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        partial.rename(model_dir)
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     metrics["global_step"] = float(result.global_step)
     metrics["train_rows"] = float(len(trainer.train_dataset))
     metrics["world_size"] = float(accelerator.num_processes)
     return metrics
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint whose save finished: the trainer writes trainer_state.json last, so a save cut short
+    by a full disk or a killed pod is passed over (the next save of that step overwrites it)."""
+    steps = {
+        int(p.name.removeprefix("checkpoint-")): p
+        for p in output_dir.glob("checkpoint-*")
+        if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()
+    }
+    return str(steps[max(steps)]) if steps else None
 
 
 def _whole_weights(trainer, model):

@@ -63,9 +63,11 @@ JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 RUN_ANNOTATION = "cong/run-id"
-RBAC = (
-    'apiGroups: ["trainer.kubeflow.org"], resources: ["trainjobs"], verbs: ["create", "get", "delete"]; '
-    'apiGroups: [""], resources: ["pods"], verbs: ["list"]; apiGroups: [""], resources: ["pods/log"], verbs: ["get"]'
+# What a TrainJob stage does with the API, as (API group, resource, verbs): manifests/base/role.yaml grants it.
+NEEDED = ((GROUP, PLURAL, ("create", "get", "delete")), ("", "pods", ("list",)), ("", "pods/log", ("get",)))
+RBAC = "; ".join(
+    f"apiGroups: {json.dumps([group])}, resources: {json.dumps([resource])}, verbs: {json.dumps(list(verbs))}"
+    for group, resource, verbs in NEEDED
 )
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STAGE = "trainjob"
@@ -266,6 +268,38 @@ class Cluster:
                 ) from None
             namespace = context["context"].get("namespace", "default")
         return cls(client.ApiClient(), namespace, poll_s)
+
+    def prerequisite_problems(self) -> list[str]:
+        """What keeps this namespace from running a TrainJob: the TrainJob API missing (Kubeflow Trainer not
+        installed), or a verb the service account lacks. Asked of the API server itself (API discovery, and a
+        SelfSubjectAccessReview per verb), which every authenticated account may do."""
+        from kubernetes import client
+
+        try:
+            self.custom.get_api_resources(GROUP, VERSION)
+        except Exception as exc:
+            return [str(self._error(exc, f"looking up the trainjob API {API_VERSION}"))]
+        authorization = client.AuthorizationV1Api(self.api_client)
+        denied = []
+        for group, resource, verbs in NEEDED:
+            name, _, subresource = resource.partition("/")
+            for verb in verbs:
+                attributes = client.V1ResourceAttributes(
+                    group=group, resource=name, subresource=subresource or None, verb=verb, namespace=self.namespace
+                )
+                review = client.V1SelfSubjectAccessReview(
+                    spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+                )
+                doing = f"asking whether this service account may {verb} {resource}"
+                answer = self._call(doing, authorization.create_self_subject_access_review, review)
+                if not answer.status.allowed:
+                    denied.append(f"{verb} {resource}")
+        if not denied:
+            return []
+        return [
+            f"the service account may not {', '.join(denied)} in namespace {self.namespace}, which a training stage "
+            f"with nodes > 1 needs. Bind it a Role with: {RBAC} (manifests/base/role.yaml)."
+        ]
 
     def _error(self, exc: Exception, doing: str) -> CongError:
         from kubernetes.client.exceptions import ApiException

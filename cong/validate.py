@@ -17,11 +17,14 @@ from cong.errors import CongError
 from cong.s3 import S3Settings
 
 
-def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = True) -> None:
+def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = True, cluster: bool = False) -> None:
     """Raise one CongError listing every problem of the run's inputs; `storage`: also check the store there;
     `models`: load each model's config and tokenizer (the pipeline's plan task skips it for models in the store,
-    which it would have to download)."""
+    which it would have to download); `cluster`: also check what the run needs of the Kubernetes cluster it runs
+    in (the plan task, in a pod)."""
     problems = storage_problems(cfg, storage) if storage is not None else []
+    if cluster:
+        problems += cluster_problems(cfg)
     tokenizers: dict[str, Any] = {}
     if models:
         for field in ("weak_base", "strong_base", "weak_aligned"):
@@ -169,6 +172,20 @@ def _method_problems(cfg: Config) -> list[str]:
     except CongError as exc:
         return [f"methods: {exc}"]
     return []
+
+
+def cluster_problems(cfg: Config) -> list[str]:
+    """A run with multi-node training stages needs the TrainJob API and the verbs of manifests/base/role.yaml."""
+    multi_node = [stage for stage, r in cfg.resources.items() if r.nodes > 1]
+    if not multi_node:
+        return []
+    from cong.trainjob import Cluster
+
+    try:
+        problems = Cluster.connect().prerequisite_problems()
+    except CongError as exc:
+        problems = [str(exc)]
+    return [f"resources.{'/'.join(multi_node)}.nodes > 1: {p}" for p in problems]
 
 
 def storage_problems(cfg: Config, settings: S3Settings) -> list[str]:

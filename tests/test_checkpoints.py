@@ -1,11 +1,14 @@
 """A retried training pod resumes from the checkpoint the killed one left in storage (real SeaweedFS, real trl)."""
 
+import json
+
 import pytest
 
 from cong.checkpoints import _published_steps, checkpoint_uri
 from cong.checkpoints import mirror_callback as real_mirror_callback
 from cong.config import StorageSettings, TrainSettings
 from cong.data import read_jsonl, write_jsonl
+from cong.models import TRAINING_LOG
 from cong.s3 import S3Settings, ensure_bucket
 from cong.stages.sft import sft
 from cong.storage import find_manifest
@@ -70,3 +73,10 @@ def test_a_retried_pod_resumes_from_the_stored_checkpoint(micro_testbed, store, 
     for step in (first_step, 2 * first_step, final):
         kept = find_manifest(f"{uri}/checkpoint-{step}") is not None
         assert kept == (step == final), f"checkpoint-{step}: only the newest is kept"
+
+    # The resumed model ends where an uninterrupted run of the same seed ends: the same last step, the same loss.
+    straight = sft(strong, str(data), tmp_path / "straight", TRAIN)
+    assert straight["global_step"] == metrics["global_step"]
+    last_loss = [json.loads((tmp_path / f / TRAINING_LOG).read_text())[-1] for f in ("attempt-2", "straight")]
+    assert last_loss[0]["step"] == last_loss[1]["step"] == final
+    assert last_loss[0]["loss"] == pytest.approx(last_loss[1]["loss"], rel=1e-3), last_loss

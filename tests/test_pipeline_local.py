@@ -123,7 +123,9 @@ def test_malformed_prompt_row_exits_2(tmp_path):
     )
     proc = cong_run_local(config, tmp_path / "run", timeout=600)
     assert proc.returncode == 2
-    assert f"{prompts}, line 2" in proc.stderr and "Traceback" not in proc.stderr
+    for field in ("train_prompts", "eval_prompts"):
+        assert f"data.{field} ({prompts}): 1 problem:\n    line 2: field(s) prompt missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "kfp").exists()
 
 

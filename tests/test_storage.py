@@ -382,3 +382,27 @@ def test_throughput_benchmark_runs_on_a_small_folder():
     rates = bench(files=2, file_mb=1)
     assert list(rates) == ["publish_dir", "fetch_dir", "boto3 upload_file", "boto3 download_file"]
     assert all(rate > 0 for rate in rates.values())
+
+
+def test_a_port_taken_meanwhile_by_another_process_starts_on_new_ports(monkeypatch):
+    """Concurrent local runs each pick free ports, and one may bind a port another picked before that one's server
+    binds it: the server then starts on fresh ports instead of failing the run."""
+    import socket
+
+    from cong import objectstore
+
+    taken = socket.socket()
+    taken.bind((objectstore.HOST, 0))
+    taken.listen()
+    picks = []
+
+    def pick_ports(count):
+        ports = real(count)
+        picks.append(ports)
+        return [taken.getsockname()[1], *ports[1:]] if len(picks) == 1 else ports
+
+    real = objectstore.pick_ports
+    monkeypatch.setattr(objectstore, "pick_ports", pick_ports)
+    with taken, objectstore.EmbeddedObjectStore() as server:
+        assert len(picks) == 2 and server.ports["s3"] == picks[1][0]
+        ensure_bucket("ports", server.settings())

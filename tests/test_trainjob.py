@@ -28,7 +28,10 @@ from cong.errors import CongError
 from cong.s3 import ensure_bucket
 from cong.storage import localize, publish_dir
 from cong.trainjob import (
+    API_VERSION,
     NAME_MAX,
+    NEEDED,
+    PLURAL,
     RUN_ANNOTATION,
     SFT_METHODS,
     Cluster,
@@ -47,6 +50,8 @@ RUN_ID = "8f14e45f-ceea-467f-a0e6-1c7bd2c1d9a4"
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NAMESPACE}/trainjobs"
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+DISCOVERY = "/apis/trainer.kubeflow.org/v1alpha1"
+REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 # What the KFP driver puts in a task's dsl.TaskConfig (Kubernetes JSON, as backend/src/v2/driver builds it).
 TASK = TaskSettings(
     resources={"limits": {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"}, "requests": {"cpu": "16"}},
@@ -100,6 +105,7 @@ class FakeKubernetes:
         self.trainer, self.outcome, self.polls = trainer, outcome, polls
         self.jobs, self.reads, self.requests, self.fail = {}, {}, [], {}
         self.log_lines = ["loading model", "step 1/2 loss 2.31", "step 2/2 loss 1.87"]
+        self.denied: set[tuple[str, str, str, str]] = set()  # (group, resource, subresource, verb) refused
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
 
@@ -227,6 +233,16 @@ class FakeKubernetes:
                     job = selector.split("=", 1)[1]
                     items = fake._pods(job) if job in fake.jobs else []
                     return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+                if method == "GET" and path == DISCOVERY:
+                    trainjobs = {"name": PLURAL, "singularName": "trainjob", "namespaced": True, "kind": "TrainJob"}
+                    resources = [{**trainjobs, "verbs": ["create", "delete", "get", "list", "patch", "watch"]}]
+                    listing = {"kind": "APIResourceList", "groupVersion": API_VERSION, "resources": resources}
+                    return self._send(200, listing)
+                if method == "POST" and path == REVIEWS:
+                    spec = request["body"]["spec"]["resourceAttributes"]
+                    assert spec["namespace"] == NAMESPACE
+                    asked = (spec.get("group", ""), spec["resource"], spec.get("subresource", ""), spec["verb"])
+                    return self._send(201, {**request["body"], "status": {"allowed": asked not in fake.denied}})
                 if method == "GET" and path.startswith(PODS + "/") and path.endswith("/log"):
                     text = "".join(f"{line}\n" for line in fake.log_lines).encode()
                     return self._send(200, text, "text/plain")
@@ -676,3 +692,30 @@ def test_single_node_configs_compile_without_trainjobs():
     spec = next(yaml.safe_load_all(COMMITTED.read_text()))
     assert not any("trainjob" in name or "exit-handler" in name for name in spec["components"])
     assert {"exec-sft", "exec-dpo"} <= set(spec["deploymentSpec"]["executors"])
+
+
+def test_the_plan_task_checks_the_clusters_trainjob_prerequisites(monkeypatch):
+    """The pipeline's first task, in a pod, asks the API server (discovery, SelfSubjectAccessReviews) whether the
+    TrainJob API is there and the service account has every verb the multi-node stages use."""
+    from cong.validate import cluster_problems
+
+    cfg = load_config(preset="tiny", overrides={"resources": {"sft": {"nodes": 2}}})
+    assert cluster_problems(load_config(preset="tiny")) == [], "no multi-node stage: nothing asked"
+    with FakeKubernetes() as kube:
+        monkeypatch.setattr(Cluster, "connect", classmethod(lambda cls, poll_s=10.0: kube.cluster()))
+        assert cluster_problems(cfg) == []
+        reviews = [r["body"]["spec"]["resourceAttributes"] for r in kube.calls("POST", REVIEWS)]
+        asked = {
+            (a.get("group", ""), "/".join(filter(None, (a["resource"], a.get("subresource")))), a["verb"])
+            for a in reviews
+        }
+        assert asked == {(g, r, v) for g, r, verbs in NEEDED for v in verbs} == granted_rules(), "what the Role grants"
+
+        kube.denied = {("trainer.kubeflow.org", "trainjobs", "", "delete"), ("", "pods", "log", "get")}
+        (problem,) = cluster_problems(cfg)
+        assert problem.startswith("resources.sft.nodes > 1: the service account may not delete trainjobs, get pods/log")
+        assert "manifests/base/role.yaml" in problem
+
+        kube.fail[("GET", DISCOVERY)] = (404, "NotFound", "the server could not find the requested resource")
+        (problem,) = cluster_problems(cfg)
+        assert "Is Kubeflow Trainer v2 installed" in problem

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from cong.cache import cache_root
+from cong.cache import cache_root, entry_lock
 from cong.config import TestbedSettings
 from cong.data import write_jsonl
 from cong.testbed import world
@@ -200,6 +200,13 @@ def build_testbed(settings: TestbedSettings, progress: Progress = print) -> Path
     out = testbed_dir(settings)
     if (out / "card.json").is_file():
         return out
+    with entry_lock(out):  # another process may be building it: wait, then take its result
+        if not (out / "card.json").is_file():
+            _build(settings, out, progress)
+    return out
+
+
+def _build(settings: TestbedSettings, out: Path, progress: Progress) -> None:
     from cong.models import quiet_libraries
 
     quiet_libraries()
@@ -244,7 +251,6 @@ def build_testbed(settings: TestbedSettings, progress: Progress = print) -> Path
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     progress(f"testbed: built in {card['build_seconds']}s at {out}")
-    return out
 
 
 def _held_out_scores(model, tokenizer, eval_set: list[world.Example]) -> dict[str, float]:
