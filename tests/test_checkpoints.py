@@ -25,17 +25,24 @@ TRAIN = TrainSettings(
 
 
 class Killed(Exception):
-    """Stands in for the pod's end: raised right after the first checkpoint reached storage."""
+    """Stands in for the pod's end: raised in the middle of the second epoch, after the first epoch's checkpoint
+    reached storage and one more step was trained."""
 
 
 def _dying_mirror(uri, settings=None):
-    """The real mirror callback, then the pod dies."""
+    """The real mirror callback; the pod dies one step after the first checkpoint was stored."""
     mirror = real_mirror_callback(uri, settings)
 
     class MirrorThenDie(type(mirror)):
+        saved_at = None
+
         def on_save(self, args, state, control, **kwargs):
             super().on_save(args, state, control, **kwargs)
-            raise Killed(state.global_step)
+            self.saved_at = state.global_step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.saved_at is not None and state.global_step == self.saved_at + 1:
+                raise Killed(self.saved_at)
 
     return MirrorThenDie()
 
@@ -53,7 +60,7 @@ def test_a_retried_pod_resumes_from_the_stored_checkpoint(micro_testbed, store, 
     write_jsonl(data, [{**p, "response": f"The answer is {i}."} for i, p in enumerate(prompts)])
     strong = str(micro_testbed / "strong")
 
-    # The first attempt dies after epoch 1, once its checkpoint is in storage: the pod's disk is gone.
+    # The first attempt dies mid-epoch 2, its epoch-1 checkpoint in storage: the pod's disk is gone.
     monkeypatch.setattr("cong.checkpoints.mirror_callback", _dying_mirror)
     with pytest.raises(Killed) as killed:
         sft(strong, str(data), tmp_path / "attempt-1", TRAIN, checkpoints=uri)

@@ -1,5 +1,6 @@
 """Config validation: presets load, bad values name the field and its range, the CLI exits with 2."""
 
+import json
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 
 from cong.config import Config, load_config, preset_names
 from cong.errors import CongError
+from tests.conftest import MICRO
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -70,19 +72,20 @@ def test_as_parameter_round_trips():
     assert Config.model_validate(cfg.as_parameter()) == cfg
 
 
-def test_cli_validate_exit_status(tmp_path):
+def test_cli_validate_exit_status(tmp_path, micro_testbed):
+    """A good config validates with its models loaded: the micro one, whose testbed the session has built (the
+    tiny preset's would take minutes to build here)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("extends: tiny\nstages:\n  dpo:\n    train:\n      beta: -1\n")
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "validate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "stages.dpo.train.beta = -1" in proc.stderr and "allowed: > 0" in proc.stderr
     assert "Traceback" not in proc.stderr
-    good = tmp_path / "good.yaml"
-    good.write_text("extends: tiny\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "validate", str(good)], capture_output=True, text=True
+        [sys.executable, "-m", "pipelines.cli", "validate", str(MICRO)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+    assert "valid (config 'micro'" in proc.stdout and "the models and their tokenizers" in proc.stdout
 
 
 def test_methods_all_expands_in_table_order_and_names_are_checked(tmp_path):
@@ -128,7 +131,7 @@ def test_parse_alphas():
         assert "--alpha-sweep" in str(pytest.raises(CongError, parse_alphas, bad).value)
 
 
-def test_cross_family_wspo_is_refused_before_any_stage(tmp_path):
+def test_cross_family_wspo_is_refused_before_any_stage(tmp_path, micro_testbed):
     """The check needs no model: the testbed's tokenizer is shared with no outside model."""
     from cong.plan import check_methods
 
@@ -140,24 +143,13 @@ def test_cross_family_wspo_is_refused_before_any_stage(tmp_path):
     assert "wspo needs the weak and strong models to share a tokenizer" in message
     assert "cross-family" in message and "Remove wspo from `methods`" in message
 
+    # The preset with the micro testbed, which the session has built (the preflight loads the models first).
+    config = tmp_path / "cross.yaml"
+    config.write_text(f"extends: tiny-cross-smol\ntestbed: {json.dumps(load_config(MICRO).testbed.model_dump())}\n")
     out = tmp_path / "run"
+    command = ["run", "--local", "--config", str(config), "--methods", "base,wspo", "--out", str(out)]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "run",
-            "--local",
-            "--preset",
-            "tiny-cross-smol",
-            "--methods",
-            "base,wspo",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-m", "pipelines.cli", *command], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 2, proc.stderr
     assert "wspo needs the weak and strong models to share a tokenizer" in proc.stderr

@@ -134,14 +134,17 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
 
     _write_rows(micro_testbed, tmp_path)
     cfg, data, model_dir = _config(distributed={"processes": 2}), str(tmp_path / "responses.jsonl"), tmp_path / "m"
-    (model_dir / "model.safetensors").mkdir(parents=True)  # rank 0 cannot write the model
+    # Rank 0 saves the model beside its folder first (cong.training.train_and_save): a file in that place stops it.
+    blocker = model_dir.with_name(f".{model_dir.name}.partial")
+    blocker.write_text("")
     with pytest.raises(CongError, match="2-process DeepSpeed training failed"):
         distributed.train(cfg, "sft", {"data": data}, model_dir)
     [checkpoint] = (model_dir / "checkpoints").glob("checkpoint-*")
     shards = {p.name for p in checkpoint.glob("global_step*/*.pt")}
     assert any("zero_pp_rank_0_" in s for s in shards) and any("zero_pp_rank_1_" in s for s in shards)
     in_checkpoint = load_file(checkpoint / "model.safetensors")
-    (model_dir / "model.safetensors").rmdir()
+    assert not (model_dir / "model.safetensors").exists(), "no model was published"
+    blocker.unlink()
 
     config_file, metrics_file = tmp_path / "config.json", tmp_path / "metrics.json"
     config_file.write_text(json.dumps(cfg.as_parameter()))

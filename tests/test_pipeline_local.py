@@ -35,12 +35,21 @@ def run_config(raw: dict, tmp_path: Path) -> tuple[Path, str]:
     return out, proc.stdout
 
 
-def test_cong_run_local_all_methods(tmp_path, micro_testbed):
-    """`--methods all` with an alpha sweep: every method's branch runs and gets its row."""
+def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
+    """`--methods all` with an alpha sweep: every method's branch runs and gets its row.
+
+    The run uses a server of the user's (`--s3-endpoint`, credentials in AWS_* variables): nothing is started,
+    the run's inputs and outputs go to that server, and no credential value appears in any file of the run, its
+    log, its output or the compiled pipeline. (The other local runs start the embedded store.)
+    """
     out = tmp_path / "run"
-    proc = cong_run_local(MICRO, out, extra=["--methods", "all", "--alpha-sweep", "0,0.5,1"])
+    secrets = [store.access_key_id, store.secret_access_key]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": secrets[0], "AWS_SECRET_ACCESS_KEY": secrets[1]}
+    extra = ["--methods", "all", "--alpha-sweep", "0,0.5,1", "--s3-endpoint", store.endpoint_url]
+    proc = cong_run_local(MICRO, out, extra=extra, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "win_rate_vs_base" in proc.stdout and "alpha sweep" in proc.stdout
+    assert not (out / "objectstore").exists(), "no embedded store was started"
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == list(METHODS)
@@ -86,16 +95,31 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed):
     assert len(run_ids) == 1 and "{{" not in run_ids.pop(), "every output names the run, resolved by KFP"
     lineage = json.loads((out / "lineage.json").read_text())
     assert set(lineage["run"]["methods"]) == set(results["methods"]) - {"base"}
-    tree = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "lineage", str(out)], capture_output=True, text=True, check=True
-    ).stdout
+    tree = cong_lineage(str(out), env)
     assert "cong: dpo/aligned" in tree and "pairs: pair/pairs" in tree and "(testbed:strong)" in tree
+    assert "wsd: wsd" in tree and "stage=wsd" in tree
+    assert "weak_aligned: weak-align/weak_aligned" in tree and "(testbed:weak)" in tree
+    published = cong_lineage(results["artifacts"]["methods"]["wsd"], env, "--s3-endpoint", store.endpoint_url)
+    assert published.splitlines()[2].endswith(results["artifacts"]["methods"]["wsd"])
+    assert "(testbed:train)" in published
     dpo = json.loads((run / "dpo" / "executor_output.json").read_text())["artifacts"]["aligned"]["artifacts"][0]
     assert dpo["metadata"]["beta"] == load_config(MICRO).stages.dpo.train.beta
     assert (run / "dpo" / "aligned" / "model.safetensors").is_file()
-    # The embedded store stopped with the run; a new server on its data serves what the run published.
-    with EmbeddedObjectStore(out / "objectstore") as server:
-        assert_published(results, server.settings())
+    assert_published(results, store.settings())
+
+    compiled = tmp_path / "pipeline.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "compile", "--config", str(MICRO), "--out", str(compiled)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    written = [p for p in out.rglob("*") if p.is_file()] + [compiled]
+    assert len(written) > 20 and out / "pipeline.log" in written
+    for secret in secrets:
+        assert secret not in proc.stdout + proc.stderr
+        leaks = [p for p in written if secret.encode() in p.read_bytes()]
+        assert not leaks, f"a credential in {leaks}"
 
 
 def assert_published(results, settings):
@@ -171,7 +195,9 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     promotion = results["promotion"]
     assert promotion["promoted"] and "no champion" in promotion["reason"] and "promotion of cong_s" in printed
     assert promotion["challenger"]["source"] == str(next(run.glob("sft*")) / "model")
+    # The embedded store stopped with the run; a new server on its data serves what the run published.
     with EmbeddedObjectStore(out / "objectstore") as server:
+        assert_published(results, server.settings())
         champion = read_manifest(promotion["champion_uri"], server.settings())
     assert champion.digest == promotion["published"]["digest"] and promotion["champion_uri"].endswith("/supplied")
 
@@ -219,42 +245,6 @@ def small_config(tmp_path, methods):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(raw))
     return config
-
-
-def test_run_against_a_user_server_publishes_there_and_writes_no_credential(tmp_path, micro_testbed, store):
-    """`--s3-endpoint` with credentials in AWS_* variables: nothing is started, the run's inputs and outputs go
-    to that server, and no credential value appears in any file of the run, its log, its output or the
-    compiled pipeline."""
-    config = small_config(tmp_path, ["base", "weak_aligned", "wsd"])
-    out = tmp_path / "run"
-    secrets = [store.access_key_id, store.secret_access_key]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": secrets[0], "AWS_SECRET_ACCESS_KEY": secrets[1]}
-    proc = cong_run_local(config, out, extra=["--s3-endpoint", store.endpoint_url], env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert not (out / "objectstore").exists(), "no embedded store was started"
-    results = json.loads((out / "results.json").read_text())
-    assert_published(results, store.settings())
-
-    compiled = tmp_path / "pipeline.yaml"
-    subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "compile", "--config", str(config), "--out", str(compiled)],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    lineage = cong_lineage(str(out), env)
-    assert "wsd: wsd" in lineage and "stage=wsd" in lineage
-    assert "weak_aligned: weak-align/weak_aligned" in lineage and "(testbed:weak)" in lineage
-    published = cong_lineage(results["artifacts"]["methods"]["wsd"], env, "--s3-endpoint", store.endpoint_url)
-    assert published.splitlines()[2].endswith(results["artifacts"]["methods"]["wsd"])
-    assert "(testbed:train)" in published
-
-    written = [p for p in out.rglob("*") if p.is_file()] + [compiled]
-    assert len(written) > 20 and out / "pipeline.log" in written
-    for secret in secrets:
-        assert secret not in proc.stdout + proc.stderr
-        leaks = [p for p in written if secret.encode() in p.read_bytes()]
-        assert not leaks, f"a credential in {leaks}"
 
 
 def test_rejected_credentials_exit_2_before_any_stage(tmp_path, micro_testbed, store):
