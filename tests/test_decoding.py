@@ -20,6 +20,7 @@ from cong.decoding.generate import (
     draws,
     top_p_probs,
 )
+from cong.decoding.kv_cache import ReservedCache
 from cong.decoding.reference import reference_decode
 from cong.decoding.shared_lora import load_shared_pair
 from cong.errors import CongError
@@ -260,6 +261,37 @@ def test_each_step_feeds_one_token_to_both_caches(pair):
         assert seen[0] == ((3, width), 0), name  # the prefill, with an empty cache
         # Then one token per row per step, on top of a cache that grows by one each step.
         assert seen[1:] == [((3, 1), width + k) for k in range(5)], name
+
+
+def test_reserved_cache_holds_what_a_concatenating_cache_holds(pair):
+    """The engine's KV cache writes each step into reserved room; the logits are bit for bit those of
+    transformers' DynamicCache, which concatenates, through the prefill, growths of the room and rows leaving."""
+    from transformers import DynamicCache
+
+    model = pair[0]
+    ids = torch.tensor([p[:3] for p in PROMPTS[:4]])
+    caches = [DynamicCache(), ReservedCache(model.config, reserve=2)]
+    with torch.inference_mode():
+        for step in range(7):
+            if step == 3:
+                for cache in caches:
+                    cache.batch_select_indices(torch.tensor([0, 2]))
+                ids = ids[[0, 2]]
+            logits = [model(input_ids=ids, past_key_values=c, use_cache=True).logits for c in caches]
+            assert torch.equal(*logits), step
+            ids = logits[0][:, -1:].argmax(dim=-1)
+    (layer, *_), length = caches[1].layers, caches[1].get_seq_length()
+    assert length == 3 + 6 == caches[0].get_seq_length()
+    assert layer.keys.shape[-2] == length < layer.key_room.shape[-2], "keys are a view of a larger buffer"
+
+
+def test_decoding_through_growths_of_the_cache_room(pair, monkeypatch):
+    """Room for one position ahead: the cache grows at every other step, and the tokens stay the reference's."""
+    monkeypatch.setattr("cong.decoding.generate.KV_RESERVE", 1)
+    expert, amateur = pair
+    params = DecodeParams(max_new_tokens=10, greedy=True)
+    reference = [reference_decode(expert, amateur, p, params, [NO_EOS], i) for i, p in enumerate(PROMPTS)]
+    assert _run(expert, amateur, 4, params, eos=NO_EOS) == reference
 
 
 def test_empty_inputs(pair):

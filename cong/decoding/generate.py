@@ -3,9 +3,9 @@ shared-weight model standing for both, cong.decoding.shared_lora).
 
 Prompts are token ids (the caller renders and tokenizes). Within a call prompts are sorted by length and
 decoded in left-padded batches with explicit position ids; after the prefill each step feeds only the newest
-token to each model and reuses its cache. Rows that have finished leave the batch (and the caches) every
-CHECK_EVERY steps. Every prompt draws its uniforms for sampling up front from its own generator, so its sample
-does not depend on which batch or batch position it lands in.
+token to each model, whose KV cache writes it into room reserved ahead (cong.decoding.kv_cache). Rows that have
+finished leave the batch (and the caches) every CHECK_EVERY steps. Every prompt draws its uniforms for sampling
+up front from its own generator, so its sample does not depend on which batch or batch position it lands in.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from cong.decoding.contrastive import cd_scores, check_cd_args
+from cong.decoding.kv_cache import ReservedCache
+
+# Positions a batch's KV caches reserve ahead: the whole response when it is shorter, else they grow by as many
+# (one copy per growth) while rows that finish early leave the batch.
+KV_RESERVE = 256
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,9 @@ class _Models:
     """One decoding step's forward passes: the expert alone, the expert and the amateur, or one shared-weight
     model (cong.decoding.shared_lora) over a doubled batch, expert rows first. Keeps the KV caches."""
 
-    def __init__(self, expert, amateur, shared: bool):
+    def __init__(self, expert, amateur, shared: bool, reserve: int):
         self.expert, self.amateur, self.shared = expert, amateur, shared
-        self.caches: list = [None, None]
+        self.caches = [ReservedCache(m.config, reserve) if m is not None else None for m in (expert, amateur)]
 
     def __call__(self, ids, mask, positions) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.rows = ids.shape[0]
@@ -267,7 +272,7 @@ def decode(
     for batch in batches:
         uniforms = None if params.greedy else draws([seeds[i] for i in batch], params.max_new_tokens, device)
         outputs = _decode_batch(
-            _Models(expert, amateur, shared),
+            _Models(expert, amateur, shared, min(params.max_new_tokens, KV_RESERVE)),
             [prompts[i] for i in batch],
             params,
             eos,
