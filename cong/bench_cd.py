@@ -7,10 +7,10 @@ cong.decoding.generate), `cong_lora` (the engine on one shared-weight model when
 a LoRA adapter: cong.decoding.shared_lora), and `single` (plain decoding from the expert alone at the same batch
 sizes: what two models of that size cannot beat). Every row decodes greedily and exactly `max_new_tokens` tokens
 per prompt (end-of-sequence never stops a row), so tokens per second compare like with like; each figure is the
-median of `repeats` timed runs after one untimed warm-up, and at each batch size the methods take turns run by
-run, so that a slow spell of a shared machine does not fall on one method only; a ratio to `single` is the
-median of the per-turn ratios. The bench also checks that the engine's tokens equal the reference's, prompt by
-prompt.
+median of `repeats` timed runs after one untimed warm-up, and at each batch size the methods (the reference
+included) take turns run by run, so that a slow spell of a shared machine does not fall on one method only;
+every ratio is the median of the per-turn ratios. The bench also checks that the engine's tokens equal the
+reference's, prompt by prompt.
 """
 
 from __future__ import annotations
@@ -171,9 +171,6 @@ def run_bench(
         rows.append(Row(method, batch_size, count, tokens, seconds, tokens / seconds, 1000 * seconds / count, peak))
         log(STAGE, f"{method} (batch {batch_size}): {tokens / seconds:.1f} tokens/s, {peak:.0f} MB peak")
 
-    def speed(method: str, batch_size: int) -> float:
-        return next(r.tokens_per_s for r in rows if (r.method, r.batch_size) == (method, batch_size))
-
     def engine(method: str, batch_size: int, prompt_set: list[list[int]]):
         models = {
             "cong": {"expert": expert, "amateur": amateur},
@@ -207,15 +204,16 @@ def run_bench(
     same = {m: engine(m, 1, few)() == timed["reference"].result for m in engine_modes}
     ratios: dict[str, dict[str, float]] = {}
     for batch_size in batch_sizes:
-        timed = _timed({m: engine(m, batch_size, ids) for m in methods}, repeats, where)
-        for method, timing in timed.items():
-            add(method, batch_size, len(ids), timing.median, timing.peak_mb)
-        # Against single: the median of the ratios of runs made back to back, which a slow spell of the
+        # The reference takes its turn too, so that every ratio compares runs made back to back.
+        runs = {m: engine(m, batch_size, ids) for m in methods} | {"reference": one_at_a_time["reference"]}
+        timed = _timed(runs, repeats, where)
+        for method in methods:
+            add(method, batch_size, len(ids), timed[method].median, timed[method].peak_mb)
+        # Ratios of throughput: the median of the ratios of runs made back to back, which a slow spell of the
         # machine affects less than a ratio of medians does.
-        single = timed["single"].seconds
-        ratios[str(batch_size)] = {"cong/reference": speed("cong", batch_size) / speed("reference", 1)} | {
-            f"{m}/single": statistics.median(s / t for s, t in zip(single, timed[m].seconds, strict=True))
-            for m in engine_modes
+        reference = [t * len(ids) / len(few) for t in timed["reference"].seconds]
+        ratios[str(batch_size)] = {"cong/reference": _median_ratio(reference, timed["cong"].seconds)} | {
+            f"{m}/single": _median_ratio(timed["single"].seconds, timed[m].seconds) for m in engine_modes
         }
 
     return {
@@ -227,6 +225,11 @@ def run_bench(
         "rows": [asdict(r) for r in rows],
         "ratios": ratios,
     }
+
+
+def _median_ratio(baseline: list[float], seconds: list[float]) -> float:
+    """How many times faster than `baseline` a method ran, turn by turn (both in seconds for the same tokens)."""
+    return statistics.median(b / t for b, t in zip(baseline, seconds, strict=True))
 
 
 def _device_name(where: str) -> str:
