@@ -1,10 +1,10 @@
 """A KV cache that writes each step's keys and values into room reserved ahead, instead of concatenating.
 
 transformers' DynamicCache appends a step by `torch.cat`, which copies the whole cache of every layer at every
-step: on the testbed's models that copy was the largest single cost of a decoding step (28% of plain sampling,
-40% of shared-weight CD at batch 32, whose doubled batch doubles the copy). `ReservedCache` keeps each full-
-attention layer's keys and values in buffers with room for `reserve` more tokens, writes a step in place, and
-hands attention a view of the filled part; a buffer grows (one copy) only when the room runs out.
+step, so a response of n tokens copies the cache n times (on the testbed at batch 32, 400-token responses
+decoded 8.0% to 20.5% faster without it). `ReservedCache` keeps each full-attention layer's keys and values in
+buffers with room for `reserve` more tokens, writes a step in place, and hands attention a view of the filled
+part; a buffer grows (one copy) only when the room runs out.
 
 The views hold the same numbers a concatenated cache holds, so the attention computes the same values.
 Sliding-window and other layer kinds keep transformers' own cache layers.
