@@ -13,11 +13,19 @@ from cong.decoding.reference import naive_decode, reference_decode
 from cong.models import load_model, load_tokenizer, prompt_ids
 
 
-def test_bench_rows_ratios_and_json(micro_testbed, tmp_path):
+def test_bench_rows_ratios_and_json(micro_testbed, tmp_path, monkeypatch):
+    import cong.decoding.reference
+
     weak = str(micro_testbed / "weak")
     expert = random_lora_expert(weak, tmp_path / "expert", rank=4)
     prompts = [r["prompt"] for r in read_jsonl(micro_testbed / "eval.jsonl", ("id", "prompt"), limit=6)]
+    calls = []
+    real = cong.decoding.reference.reference_decode
+    monkeypatch.setattr(cong.decoding.reference, "reference_decode", lambda *a: calls.append(1) or real(*a))
     result = run_bench(expert, weak, prompts, max_new_tokens=6, batch_sizes=(1, 4), reference_prompts=3, repeats=1)
+    # A warm-up and a timed run of the 3 reference prompts: in the one-at-a-time turns, and again at each batch size,
+    # taking turns with the engine (so cong/reference compares runs made back to back).
+    assert len(calls) == 3 * 2 * (1 + 2)
     assert result["same_tokens_as_reference"] == {"cong": True, "cong_lora": True}
     rows = {(r["method"], r["batch_size"]): r for r in result["rows"]}
     engine = {(m, b) for m in ("cong", "cong_lora", "single") for b in (1, 4)}
@@ -25,8 +33,8 @@ def test_bench_rows_ratios_and_json(micro_testbed, tmp_path):
     assert rows[("reference", 1)]["new_tokens"] == 3 * 6 and rows[("cong_lora", 4)]["new_tokens"] == 6 * 6
     assert all(r["tokens_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in rows.values())
     ratio = result["ratios"]["4"]
-    # One repetition: the median of the per-turn ratios is the ratio of the rows. The reference's turn at batch 4
-    # is a run of its own (its row is from the one-at-a-time turns).
+    # One repetition: the median of the per-turn ratios is the ratio of the rows (the reference's, from its own run
+    # in the batch-4 turn, is not a row).
     single = rows[("single", 4)]["tokens_per_s"]
     assert ratio["cong/reference"] > 0
     assert ratio["cong/single"] == pytest.approx(rows[("cong", 4)]["tokens_per_s"] / single)

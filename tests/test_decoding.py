@@ -286,12 +286,26 @@ def test_reserved_cache_holds_what_a_concatenating_cache_holds(pair):
 
 
 def test_decoding_through_growths_of_the_cache_room(pair, monkeypatch):
-    """Room for one position ahead: the cache grows at every other step, and the tokens stay the reference's."""
+    """Room for one position ahead: the engine's caches grow at every other step, and the tokens stay the
+    reference's."""
     monkeypatch.setattr("cong.decoding.generate.KV_RESERVE", 1)
     expert, amateur = pair
     params = DecodeParams(max_new_tokens=10, greedy=True)
     reference = [reference_decode(expert, amateur, p, params, [NO_EOS], i) for i, p in enumerate(PROMPTS)]
-    assert _run(expert, amateur, 4, params, eos=NO_EOS) == reference
+    rooms = []
+
+    def room(module, args, kwargs):
+        layer = kwargs["past_key_values"].layers[0]
+        if layer.is_initialized:
+            rooms.append(layer.key_room.shape[-2])
+
+    hook = expert.register_forward_pre_hook(room, with_kwargs=True)
+    try:
+        assert _run(expert, amateur, 4, params, eos=NO_EOS) == reference
+    finally:
+        hook.remove()
+    # Two batches of 9 steps after the prefill; each batch's room grew from its prefill's width + 1.
+    assert len(rooms) == 2 * 9 and len(set(rooms)) > 4
 
 
 def test_empty_inputs(pair):
