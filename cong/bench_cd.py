@@ -23,9 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cong.progress import log
+
+if TYPE_CHECKING:
+    from cong.decoding.contrastive import CdParams
 
 STAGE = "bench"
 # Rows end only at max_new_tokens: an id no tokenizer has stands in for end-of-sequence.
@@ -143,8 +146,7 @@ def run_bench(
     batch_sizes: tuple[int, ...] = (1, 8, 32, 64),
     reference_prompts: int = 8,
     repeats: int = 5,
-    alpha: float = 0.4,
-    relative_top: float = 0.1,
+    cd: CdParams,
     model_name: str | None = None,
 ) -> dict[str, Any]:
     """The bench's rows and the ratios cong/reference, cong/single and cong_lora/single per batch size (see
@@ -173,8 +175,8 @@ def run_bench(
 
     def engine(method: str, batch_size: int, prompt_set: list[list[int]]):
         models = {
-            "cong": {"expert": expert, "amateur": amateur},
-            "cong_lora": {"expert": shared, "shared": True},
+            "cong": {"expert": expert, "amateur": amateur, "cd": cd},
+            "cong_lora": {"expert": shared, "shared": True, "cd": cd},
             "single": {"expert": expert},
         }[method]
         return lambda: decode(
@@ -183,18 +185,12 @@ def run_bench(
             eos_token_ids=[NEVER],
             pad_token_id=tokenizer.pad_token_id,
             batch_size=batch_size,
-            alpha=alpha,
-            relative_top=relative_top,
             **models,
         )
 
     one_at_a_time = {
-        "reference": lambda: [
-            reference_decode(expert, amateur, p, params, [NEVER], i, alpha, relative_top) for i, p in enumerate(few)
-        ],
-        "naive": lambda: [
-            naive_decode(expert, amateur, p, max_new_tokens, tokenizer.pad_token_id, alpha, relative_top) for p in few
-        ],
+        "reference": lambda: [reference_decode(expert, amateur, p, params, [NEVER], i, cd) for i, p in enumerate(few)],
+        "naive": lambda: [naive_decode(expert, amateur, p, max_new_tokens, tokenizer.pad_token_id, cd) for p in few],
     }
     timed = _timed(one_at_a_time, repeats, where)
     for method, timing in timed.items():

@@ -8,6 +8,7 @@ lengths to the testbed's small models, which learn nothing at 7B-model learning 
 from __future__ import annotations
 
 import copy
+import functools
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -83,14 +84,21 @@ class DpoSettings(TrainSettings):
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
 
 
-class SamplingSettings(Strict):
+class DecodingSettings(Strict):
+    """How a stage picks tokens: sampled (the paper's T 0.8, top-p 0.95) or greedy (argmax)."""
+
     temperature: float = Field(0.8, gt=0, le=10)
     top_p: float = Field(0.95, gt=0, le=1)
     repetition_penalty: float = Field(1.0, ge=1, le=10)
-    max_new_tokens: int = Field(2048, ge=1, le=32768)
-    batch_size: int = Field(32, ge=1, le=4096)
     seed: int = Field(0, ge=0)
     greedy: bool = Field(False, description="argmax decoding: temperature, top_p and seed go unused")
+
+
+class SamplingSettings(DecodingSettings):
+    """A decoding, with the response budget and the batch it decodes in."""
+
+    max_new_tokens: int = Field(2048, ge=1, le=32768)
+    batch_size: int = Field(32, ge=1, le=4096)
 
 
 # Sampling stages split their prompts over this many pods (dsl.ParallelFor), each a share of whole batches
@@ -160,6 +168,11 @@ class WeakSampleSettings(Strict):
 class CdSampleSettings(Strict):
     alpha: float = Field(0.4, ge=0, le=1)
     relative_top: float = Field(0.1, gt=0, le=1)
+    score_form: Literal["spec", "authors"] = Field(
+        "spec",
+        description="spec: F of method.md; authors: the released code's scores, F plus about (1 - alpha) * log|V| "
+        "on the head, on which the repetition penalty acts far more strongly (method.md section 1)",
+    )
     sampling: SamplingSettings = SamplingSettings(repetition_penalty=1.2, seed=0)
     shards: ShardCount = 1
     shared_weights: bool = Field(
@@ -210,17 +223,27 @@ class IclRefineSettings(Strict):
     max_new_tokens: int = Field(2048, ge=1, le=32768)
     style_max_new_tokens: int = Field(64, ge=1, le=4096, description="infer_and_respond: the style sentence")
     decode_batch_size: int = Field(32, ge=1, le=4096)
+    decoding: DecodingSettings = Field(
+        DecodingSettings(greedy=True), description="how the strong model writes the refined labels (paper: greedy)"
+    )
     train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=1)
 
 
 class WsdSettings(Strict):
-    """Weak-to-Strong Decoding (method.md 4.1); `train` is the SFT of the wsd_sft method on WSD responses."""
+    """Weak-to-Strong Decoding (method.md 4.1); `train` is the SFT of the wsd_sft method on WSD responses.
+
+    `decoding` and `max_total_tokens` are how WSD writes wsd_sft's training labels on the train prompts. The WSD
+    row of the comparison is decoded as every row is: `stages.evaluate.sampling` (and greedily), with evaluate's
+    `max_new_tokens` as its total budget."""
 
     window: int = Field(6, ge=1, le=1024)
     threshold: float = Field(0.8, gt=0, le=1)
     draft_max_new_tokens: int = Field(512, ge=1, le=32768)
     max_total_tokens: int = Field(2048, ge=1, le=32768, description="kept draft + strong continuation")
     batch_size: int = Field(32, ge=1, le=4096)
+    decoding: DecodingSettings = Field(
+        DecodingSettings(greedy=True), description="draft and continuation of the training labels (paper: greedy)"
+    )
     train: TrainSettings = TrainSettings(learning_rate=1e-5, epochs=1)
 
 
@@ -262,6 +285,9 @@ class DownstreamTask(Strict):
 
 
 class EvaluateSettings(RewardChoice):
+    """Every row is decoded twice on the held-out prompts: by `sampling` (the primary figures, `<metric>`; the
+    paper's sampled setting) and greedily (`greedy_<metric>`)."""
+
     sampling: SamplingSettings = SamplingSettings(seed=7)
     judge: JudgeSettings | None = None
     downstream: list[DownstreamTask] = []
@@ -269,6 +295,10 @@ class EvaluateSettings(RewardChoice):
         [], description="lm-evaluation-harness tasks, run when the `lm-eval` extra is installed (skipped otherwise)"
     )
     lm_eval_limit: int | None = Field(None, ge=1, description="examples per lm-eval task (default: all)")
+
+    def decodings(self) -> dict[str, SamplingSettings]:
+        """Every row's two decodings by the prefix of their metrics: "" (primary, `sampling`) and "greedy_"."""
+        return {"": self.sampling, "greedy_": self.sampling.model_copy(update={"greedy": True})}
 
     @field_validator("downstream")
     @classmethod
@@ -635,9 +665,28 @@ class Config(Strict):
         return self.promotion.champion or self.storage.uri("champion", self.name)
 
     def resources_for(self, stage: str) -> Resources:
-        """The stage's resources from the config; stages that never touch a model get no GPU by default."""
-        light = Resources(cpu="1", memory="2Gi", gpus=0)
-        return self.resources.get(stage, light if stage in ("plan", "pair", "merge_shards") else Resources())
+        """The stage's resources from the config, else its default (`default_resources`)."""
+        if stage in self.resources:
+            return self.resources[stage]
+        if stage == "promote":
+            return self.resources_for("evaluate")
+        return Resources.model_validate(default_resources(stage))
+
+    def stage_settings(self, stage: str, method: str | None = None) -> dict[str, Any]:
+        """The resolved settings a stage runs with, as its outputs' lineage records them (empty for a stage with
+        none): sft's are the trainer settings of its method, merge_shards' those of the stage it merges, and
+        alpha_sweep decodes with cd_sample's."""
+        if stage == "sft":
+            chosen: Any = {"train": self.stages.sft_train(method or "cong_s")}
+        elif stage == "alpha_sweep":
+            chosen = {**dict(self.stages.alpha_sweep), "cd_sample": self.stages.cd_sample}
+        elif stage == "promote":
+            chosen = self.promotion
+        elif stage in StageSettings.model_fields:
+            chosen = getattr(self.stages, stage)
+        else:
+            return {}
+        return _json(chosen)
 
     def as_parameter(self) -> dict[str, Any]:
         """The config as a pipeline parameter value (protobuf structs have no null, so unset keys go)."""
@@ -648,16 +697,69 @@ class Config(Strict):
         return any(ref.startswith("testbed:") for ref in refs)
 
 
+def _json(value: Any) -> Any:
+    """Settings as plain JSON values, unset (None) keys left out."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def preset_names() -> list[str]:
     files = resources.files(PRESET_PACKAGE).iterdir()
     return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
 
 
+@functools.cache
+def _preset_yaml(name: str) -> Any:
+    """A preset file as parsed (read once per process; callers get copies)."""
+    return yaml.safe_load(resources.files(PRESET_PACKAGE).joinpath(f"{name}.yaml").read_text())
+
+
 def _preset_dict(name: str) -> dict[str, Any]:
     if name not in preset_names():
         raise CongError(f"unknown preset '{name}'. Available presets: {', '.join(preset_names())}.")
-    text = resources.files(PRESET_PACKAGE).joinpath(f"{name}.yaml").read_text()
-    return _with_parent(yaml.safe_load(text), f"preset {name}")
+    return _with_parent(copy.deepcopy(_preset_yaml(name)), f"preset {name}")
+
+
+# Stages that never touch a model: one core and no GPU unless the config says otherwise.
+LIGHT_STAGES = ("plan", "pair", "merge_shards")
+
+
+def default_resources(stage: str) -> dict[str, Any]:
+    """The pod a stage gets when the config names none, or under the keys its entry leaves out."""
+    light = {"cpu": "1", "memory": "2Gi", "gpus": 0} if stage in LIGHT_STAGES else {}
+    return Resources(**light).model_dump()
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting's default, nested: a settings object that is the default of a field contributes its own
+    values, so `stages.cd_sample.sampling` holds cd_sample's defaults (repetition penalty 1.2, seed 0), not
+    SamplingSettings' generic ones. Required fields (`name`, `models`, `data`) have none."""
+    tree: dict[str, Any] = {}
+    for name, field in Config.model_fields.items():
+        if not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            tree[name] = default.model_dump() if isinstance(default, BaseModel) else copy.deepcopy(default)
+    return tree
+
+
+def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` on top of `defaults()`: every mapping overrides only the keys it names, at every depth. Each
+    `resources.<stage>` entry lies on top of that stage's default pod (promote's: evaluate's entry)."""
+    merged = _merge(defaults(), data)
+    pods = merged.get("resources")
+    if isinstance(pods, dict):
+        resolved = {}
+        for stage in sorted(pods, key=lambda s: s == "promote"):  # promote inherits evaluate's, resolved first
+            own = pods[stage]
+            if isinstance(own, dict):
+                base = resolved.get("evaluate", default_resources("evaluate")) if stage == "promote" else None
+                own = _merge(base or default_resources(stage), own)
+            resolved[stage] = own
+        merged["resources"] = {stage: resolved[stage] for stage in pods}
+    return merged
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -717,7 +819,7 @@ def load_config(
         if not path.is_file():
             raise CongError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(read_text(path))
         except yaml.YAMLError as exc:
             raise CongError(f"{path} is not valid YAML: {exc}") from None
         data = _with_parent(raw, str(path))
@@ -731,14 +833,28 @@ def load_config(
         data = _merge(data, overrides)
         source += " with command-line overrides"
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(with_defaults(data))
     except ValidationError as exc:
         raise CongError(_format_errors(exc, source)) from None
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file; bytes that are not UTF-8 stop with a message naming the file, line and column."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise CongError(
+            f"{path}, line {line}, column {column}: not UTF-8 (byte {raw[exc.start : exc.start + 1]!r}). Save the "
+            "file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+        ) from None
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Re-validate a config passed between pipeline tasks as a plain dict."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(with_defaults(data))
     except ValidationError as exc:
         raise CongError(_format_errors(exc, "pipeline parameter 'config'")) from None

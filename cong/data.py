@@ -1,13 +1,15 @@
 """JSONL datasets: prompts, responses and preference pairs, with row-level validation.
 
 A malformed file is reported whole: every bad row (not UTF-8, not JSON, not an object, a field missing or empty,
-an id seen before) in one message, so a user fixes a file once instead of once per row.
+an id seen before, text no tokenizer can encode) in one message, so a user fixes a file once instead of once per
+row.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ PAIR_FIELDS = ("id", "prompt", "chosen", "rejected")
 MAY_BE_EMPTY = ("response",)
 # Problems one message lists before it only counts the rest.
 LISTED_PROBLEMS = 20
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def problem_list(what: str, problems: list[str], fix: str) -> str:
@@ -49,8 +52,26 @@ def _row_problem(raw: bytes, required: tuple[str, ...], seen: set[str]) -> tuple
         return None, f"field(s) {', '.join(bad)} missing or not a non-empty string"
     if row["id"] in seen:
         return None, f"duplicate id {row['id']!r}"
+    unencodable = _unencodable(row)
+    if unencodable:
+        return None, f"id {row['id']!r}: {unencodable}"
     seen.add(row["id"])
     return row, None
+
+
+def _unencodable(row: dict[str, Any]) -> str | None:
+    """What no tokenizer can encode in a row's text: a lone UTF-16 surrogate, which JSON's `\\ud800` escapes
+    allow but UTF-8 has no bytes for."""
+    for key, value in row.items():
+        if isinstance(value, str):
+            bad = SURROGATE.search(value)
+            if bad:
+                return (
+                    f"field {key} holds a lone surrogate (U+{ord(bad.group()):04X}) at character {bad.start()}, "
+                    "which has no UTF-8 form and no tokenizer can encode; write the character itself, or pair the "
+                    "\\u escape with its other half"
+                )
+    return None
 
 
 def check_jsonl(

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cong.config import DownstreamTask, SamplingSettings, WsdSettings
+from cong.config import DecodingSettings, DownstreamTask, SamplingSettings, WsdSettings
 from cong.data import RESPONSE_FIELDS, read_jsonl
 from cong.errors import CongError
 from cong.progress import log
@@ -52,14 +52,15 @@ def correct(sampler: Any, task: DownstreamTask, rows: list[dict]) -> list[float]
 def wsd_correct(
     weak_aligned: str, strong_base: str, settings: WsdSettings, task: DownstreamTask, path: str
 ) -> list[float]:
-    """1.0 or 0.0 per row of the task, answered by Weak-to-Strong Decoding (greedy by construction; its own
-    lengths, not the task's max_new_tokens): the WSD row has no model to ask."""
+    """1.0 or 0.0 per row of the task, answered by Weak-to-Strong Decoding, greedily within the task's
+    max_new_tokens as every model answers (draft at most `draft_max_new_tokens`): the WSD row has no model to ask."""
     from cong.stages.wsd import wsd
 
     answers = {r["id"]: r["answer"] for r in task_rows(task, path)}
+    greedy = {"response": (DecodingSettings(greedy=True), task.max_new_tokens)}
     with tempfile.TemporaryDirectory(prefix="cong-wsd-") as folder:
         out = Path(folder) / "responses.jsonl"
-        wsd(weak_aligned, strong_base, path, out, settings, task.max_prompts, STAGE)
+        wsd(weak_aligned, strong_base, path, out, settings, greedy, task.max_prompts, STAGE)
         responses = read_jsonl(str(out), RESPONSE_FIELDS)
     return [float(matches(r["response"], answers[r["id"]], task.match)) for r in responses]
 

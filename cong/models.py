@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cong.config import SamplingSettings
+from cong.config import DecodingSettings, SamplingSettings
 from cong.errors import CongError
 from cong.progress import Eta
+
+if TYPE_CHECKING:
+    from cong.decoding.contrastive import CdParams
 
 # A model trained with LoRA keeps its adapter here, beside the merged weights (cong.training.train_and_save).
 ADAPTER_DIR = "adapter"
@@ -85,6 +88,19 @@ def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
+def decode_params(decoding: DecodingSettings, max_new_tokens: int):
+    """The engine's parameters (cong.decoding.generate.DecodeParams) for a configured decoding and budget."""
+    from cong.decoding.generate import DecodeParams
+
+    return DecodeParams(
+        max_new_tokens=max_new_tokens,
+        temperature=decoding.temperature,
+        top_p=decoding.top_p,
+        repetition_penalty=decoding.repetition_penalty,
+        greedy=decoding.greedy,
+    )
+
+
 def row_seed(seed: int, row_id: str) -> int:
     """A prompt's seed depends only on the run seed and its id, not on its batch or shard."""
     return int(hashlib.sha256(f"{seed}:{row_id}".encode()).hexdigest()[:8], 16)
@@ -126,13 +142,12 @@ class Sampler:
         rows: list[dict[str, Any]],
         sampling: SamplingSettings,
         stage: str,
-        alpha: float = 0.4,
-        relative_top: float = 0.1,
+        cd: CdParams | None = None,
     ) -> list[str]:
-        """Plain sampling, or contrastive decoding (expert = `model_ref`) when an amateur was given."""
+        """Plain sampling, or contrastive decoding (expert = `model_ref`) by `cd` when an amateur was given."""
         eta = Eta(stage, "prompts decoded", len(rows))
         seeds = [row_seed(sampling.seed, r["id"]) for r in rows]
-        return self.decode(self.tokenize(rows), seeds, sampling, alpha, relative_top, on_batch=eta.update)
+        return self.decode(self.tokenize(rows), seeds, sampling, cd, on_batch=eta.update)
 
     def tokenize(self, rows: list[dict[str, Any]]) -> list[list[int]]:
         """The rows' prompts rendered as chats and tokenized, as the models see them."""
@@ -143,31 +158,22 @@ class Sampler:
         ids: list[list[int]],
         seeds: list[int],
         sampling: SamplingSettings,
-        alpha: float = 0.4,
-        relative_top: float = 0.1,
+        cd: CdParams | None = None,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> list[str]:
         """Responses to tokenized prompts, prompt i drawn with its own generator seeded `seeds[i]`."""
-        from cong.decoding.generate import DecodeParams, decode
+        from cong.decoding.generate import decode
 
-        params = DecodeParams(
-            max_new_tokens=sampling.max_new_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            repetition_penalty=sampling.repetition_penalty,
-            greedy=sampling.greedy,
-        )
         out = decode(
             self.expert,
             ids,
-            params,
+            decode_params(sampling, sampling.max_new_tokens),
             eos_token_ids=[self.tokenizer.eos_token_id],
             pad_token_id=self.tokenizer.pad_token_id,
             seeds=seeds,
             amateur=self.amateur,
             shared=self.shared,
-            alpha=alpha,
-            relative_top=relative_top,
+            cd=cd,
             batch_size=sampling.batch_size,
             on_batch=on_batch,
         )

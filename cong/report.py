@@ -34,30 +34,49 @@ CURVES_FILE = "training_curves.json"
 BLUE, ORANGE = "#4C72B0", "#DD8452"
 
 
+# Figures every row also has under greedy decoding, as `greedy_<metric>` (the judge and downstream tasks have one
+# decoding each: the judge reads the primary responses, downstream tasks are answered greedily).
+GREEDY = "greedy_"
+
+
 def cell(row: dict, column: str) -> str:
-    """`value` or, for INTERVALS, `value [low, high]`; `-` where the metric does not apply."""
+    """`value` or, for INTERVALS (greedy ones too), `value [low, high]`; `-` where the metric does not apply."""
     if column not in row:
         return "-"
     text = f"{row[column]:.3f}"
-    if column in INTERVALS and f"{column}_ci95_low" in row:
+    if column.removeprefix(GREEDY) in INTERVALS and f"{column}_ci95_low" in row:
         text += f" [{row[f'{column}_ci95_low']:.3f}, {row[f'{column}_ci95_high']:.3f}]"
     return text
 
 
-def _columns(methods: dict) -> list[str]:
-    return [c for c in COLUMNS if any(c in row for row in methods.values())]
+def _columns(methods: dict, prefix: str = "") -> list[str]:
+    return [prefix + c for c in COLUMNS if any(prefix + c in row for row in methods.values())]
 
 
-def format_table(results: dict) -> str:
-    """The comparison table as fixed-width text (printed at the end of `cong run`)."""
+def format_table(results: dict, prefix: str = "") -> str:
+    """The comparison table as fixed-width text (printed at the end of `cong run`): the primary figures, or with
+    `prefix` "greedy_" those under greedy decoding."""
     methods = results["methods"]
-    columns = _columns(methods)
-    width = {c: max(24 if c in INTERVALS else 14, len(c)) + 2 for c in columns}
+    columns = _columns(methods, prefix)
+    width = {c: max(24 if c.removeprefix(GREEDY) in INTERVALS else 14, len(c)) + 2 for c in columns}
     header = f"{'method':<14}" + "".join(f"{c:>{width[c]}}" for c in columns)
     lines = [header, "-" * len(header)]
     for method, row in methods.items():
         lines.append(f"{method:<14}" + "".join(f"{cell(row, c):>{width[c]}}" for c in columns))
     return "\n".join(lines)
+
+
+def decoding_note(results: dict) -> str:
+    """Which decoding the primary figures come from, in one sentence."""
+    d = results.get("decodings", {}).get("primary")
+    if d is None:
+        return "Every row decoded as stages.evaluate.sampling says."
+    sampled = f"sampled at temperature {d['temperature']}, top-p {d['top_p']}, seed {d['seed']}"
+    how = "greedily" if d["greedy"] else sampled
+    return (
+        f"Every row, WSD's included, decoded the same way: {how}, at most {d['max_new_tokens']} new tokens (the "
+        "primary figures); greedy_<metric> gives each under greedy decoding."
+    )
 
 
 def format_sweep(points: list[dict]) -> str:
@@ -211,10 +230,17 @@ def build_report(folder: Path, samples: int = 8) -> Path:
         if "lc_win_rate_vs_base" in columns
         else ""
     )
+    greedy_columns = _columns(methods, GREEDY)
+    greedy_table = _table(
+        "greedy",
+        ["method", *greedy_columns],
+        [[html.escape(m)] + [cell(row, c) for c in greedy_columns] for m, row in methods.items()],
+    )
     sections = [
         f"<p>{results['eval_prompts']} held-out prompts, reward backend <code>{html.escape(results['reward_backend'])}"
-        f"</code>. Intervals are 95% bootstrap intervals.{judge}</p>",
+        f"</code>. Intervals are 95% bootstrap intervals. {html.escape(decoding_note(results))}{judge}</p>",
         f"<h2>Comparison</h2>{table}",
+        f"<h2>Under greedy decoding</h2>{greedy_table}" if greedy_columns else "",
         _paired_section(results["paired_tests"]) if results.get("paired_tests") else "",
         f"<h2>Every metric</h2>{_img('a bar chart per metric', _metrics_png(methods))}",
     ]

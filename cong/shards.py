@@ -25,13 +25,16 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cong.config import Config, SamplingSettings, StorageSettings
 from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
 from cong.errors import CongError
 from cong.progress import Eta, log
 from cong.s3 import S3Settings
+
+if TYPE_CHECKING:
+    from cong.decoding.contrastive import CdParams
 
 SHARDED_STAGES = ("weak_sample", "cd_sample", "strong_sample")
 BATCH_FILE = "batch-{:06d}.jsonl"
@@ -160,8 +163,7 @@ def sample_shard(
     sampling: SamplingSettings,
     stage: str,
     shard: Shard,
-    alpha: float = 0.4,
-    relative_top: float = 0.1,
+    cd: CdParams | None = None,
 ) -> ShardOutput:
     """Responses to this shard's share of `rows` from a `cong.models.Sampler`, batch by batch, each finished
     batch saved to `shard.progress` and none decoded again that is there already."""
@@ -190,7 +192,7 @@ def sample_shard(
     decoded = 0
     for number, batch in todo:
         seeds = [row_seed(sampling.seed, rows[i]["id"]) for i in batch]
-        texts = sampler.decode([ids[i] for i in batch], seeds, sampling, alpha, relative_top)
+        texts = sampler.decode([ids[i] for i in batch], seeds, sampling, cd)
         finished = list(zip(batch, texts, strict=True))
         if store:
             store.save(number, [{"id": rows[i]["id"], "prompt": rows[i]["prompt"], "response": y} for i, y in finished])

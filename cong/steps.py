@@ -21,6 +21,8 @@ from cong.refs import resolve
 from cong.shards import Shard, progress_location, shard_progress
 
 StepResult = dict[str, Any]
+# What dpo's lineage says its reference model is: trl's frozen copy of the policy it starts from (the input `model`).
+DPO_REFERENCE = "input model, frozen"
 
 
 def _rewards(settings, cfg: Config):
@@ -32,11 +34,14 @@ def _rewards(settings, cfg: Config):
 
 
 def _lineage(cfg: Config, stage: str, **extra: Any) -> dict[str, Any]:
+    """What an output records of the step that made it, with the stage's resolved settings (`settings`)."""
+    settings = cfg.stage_settings(stage, extra.get("method"))
     return {
         "stage": stage,
         "config": cfg.name,
         "code_version": cong.__version__,
         **{k: v for k, v in extra.items() if v is not None},
+        **({"settings": settings} if settings else {}),
     }
 
 
@@ -97,6 +102,7 @@ def _sampled(cfg: Config, stage: str, rows: float, **extra: Any) -> dict[str, An
         fields = {
             "alpha": s.alpha,
             "relative_top": s.relative_top,
+            "score_form": s.score_form,
             "weak_base": cfg.models.weak_base,
             "weak_aligned": cfg.models.weak_aligned or "weak_align output",
             "prompts": cfg.data.train_prompts,
@@ -261,7 +267,7 @@ def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "
                 "dpo",
                 beta=s.beta,
                 learning_rate=s.learning_rate,
-                reference="initial policy (frozen)",
+                reference=DPO_REFERENCE,
                 seed=s.seed,
                 train_rows=metrics["train_rows"],
             )
@@ -346,7 +352,12 @@ def wsd(config: dict, weak_aligned: str | None, split: str, responses: str, mode
         "eval": (cfg.data.eval_prompts, cfg.data.max_eval_prompts),
     }[split]
     strong = resolve(cfg.models.strong_base, cfg)
-    metrics = run(_aligned(cfg, weak_aligned, model_store), strong, resolve(prompts, cfg), Path(responses), s, limit)
+    # The eval split is a row of the table: decoded as every row is, each decoding into its own field.
+    decodings = None
+    if split == "eval":
+        decodings = {f"{p}response": (d, d.max_new_tokens) for p, d in cfg.stages.evaluate.decodings().items()}
+    aligned = _aligned(cfg, weak_aligned, model_store)
+    metrics = run(aligned, strong, resolve(prompts, cfg), Path(responses), s, decodings, limit)
     return {
         "metrics": metrics,
         "metadata": {
@@ -354,6 +365,7 @@ def wsd(config: dict, weak_aligned: str | None, split: str, responses: str, mode
                 cfg,
                 "wsd",
                 rows=metrics["rows"],
+                split=split,
                 prompts=prompts,
                 window=s.window,
                 threshold=s.threshold,
@@ -422,6 +434,7 @@ def evaluate(
         alpha_sweep_path=alpha_sweep_points if cfg.stages.alpha_sweep.alphas else None,
         downstream=[(task, resolve(task.data, cfg)) for task in cfg.stages.evaluate.downstream],
         wsd_decoder=(resolve(cfg.models.strong_base, cfg), cfg.stages.wsd),
+        run_settings=cfg.stages.model_dump(mode="json"),
     )
     shutil.copyfile(Path(results) / "report.html", report)
     metrics = {f"{m}.{k}": v for m, row in out["methods"].items() for k, v in row.items()}
@@ -441,7 +454,7 @@ def _trained_with(cfg: Config, stage: str, method: str) -> dict[str, Any]:
         extra = {"method": method, "base_model": cfg.models.strong_base, "epochs": s.epochs}
     else:
         s = cfg.stages.dpo.train
-        extra = {"beta": s.beta, "reference": "initial policy (frozen)"}
+        extra = {"beta": s.beta, "reference": DPO_REFERENCE}
     return {**extra, "learning_rate": s.learning_rate, "seed": s.seed}
 
 

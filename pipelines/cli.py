@@ -74,7 +74,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cong.report import format_sweep, format_table
+    from cong.report import decoding_note, format_sweep, format_table
     from pipelines.local import run_local
 
     if not args.local:
@@ -85,16 +85,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     out = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = run_local(cfg, out, verbose=args.verbose, s3_endpoint=args.s3_endpoint)
-    print(f"\n{format_table(results)}\n")
+    print(f"\n{format_table(results)}\n{decoding_note(results)}\n")
     if results.get("alpha_sweep"):
         print(f"alpha sweep (contrastive decoding on {results['alpha_sweep'][0]['prompts']} eval prompts):")
         print(f"{format_sweep(results['alpha_sweep'])}\n")
     if "promotion" in results:
         print(f"promotion of {results['promotion']['method']}: {results['promotion']['reason']}")
+    if "testbed" in results:
+        print(_world_note(results["testbed"]))
     print(f"{results['eval_prompts']} held-out prompts; run took {results['run']['seconds']:.0f}s.")
     print(f"wrote {out / 'results.json'}, {out / 'report.html'} and the full log {out / 'pipeline.log'}")
     print(f"published to {results['artifacts']['run']}")
     return 0
+
+
+def _world_note(world: dict) -> str:
+    """Which testbed world the table comes from, and whether it is the one the README's figures came from."""
+    note = f"testbed world sha256 {world['sha256']}"
+    if world["is_reference"] is None:
+        return f"{note} (no reference world is recorded for these testbed settings)."
+    if world["is_reference"]:
+        return f"{note}: the reference world of these settings, the one the README's figures came from."
+    return (
+        f"{note} differs from the reference world of these settings ({world['reference_sha256']}), the one the "
+        "README's figures came from: this machine built another world, so expect other figures."
+    )
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -106,11 +121,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
     from cong.config import load_config
     from cong.s3 import S3Settings
     from cong.validate import check_run
 
     cfg = load_config(args.config)
+    if args.show:
+        print(f"# {args.config}, resolved: every key, after presets (`extends`) and the stages' own defaults")
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), flush=True)
     settings = S3Settings.from_env(
         {**os.environ, "AWS_ENDPOINT_URL_S3": args.s3_endpoint} if args.s3_endpoint else None
     )
@@ -267,9 +287,11 @@ def _kfp_lineage(args: argparse.Namespace) -> str:
 def cmd_bench_cd(args: argparse.Namespace) -> int:
     from cong.bench_cd import format_bench, random_lora_expert, run_bench, write_json
     from cong.data import PROMPT_FIELDS, read_jsonl
+    from cong.decoding.contrastive import CdParams
     from cong.refs import resolve
 
     cfg = _load(args)
+    cd = cfg.stages.cd_sample
     amateur = resolve(cfg.models.weak_base, cfg)
     rows = read_jsonl(resolve(cfg.data.eval_prompts, cfg), PROMPT_FIELDS, args.prompts)
     with tempfile.TemporaryDirectory(prefix="cong-bench-") as folder:
@@ -287,8 +309,7 @@ def cmd_bench_cd(args: argparse.Namespace) -> int:
             batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
             reference_prompts=args.reference_prompts,
             repeats=args.repeats,
-            alpha=cfg.stages.cd_sample.alpha,
-            relative_top=cfg.stages.cd_sample.relative_top,
+            cd=CdParams(cd.alpha, cd.relative_top, cd.score_form),
             model_name=name,
         )
     print(format_bench(result))
@@ -436,6 +457,11 @@ def make_parser() -> argparse.ArgumentParser:
         "(bucket, credentials). Every problem is listed at once; exit status 2 when there is one.",
     )
     val.add_argument("config", type=Path, help="the YAML config file")
+    val.add_argument(
+        "--show",
+        action="store_true",
+        help="first print the resolved config: every key with the value a run uses (presets and defaults applied)",
+    )
     val.add_argument(
         "--s3-endpoint",
         metavar="URL",

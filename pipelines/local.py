@@ -136,6 +136,7 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: st
     default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
     from cong.lineage import LINEAGE_FILE, collect
     from cong.publish import import_inputs, publish_results, publish_run
+    from cong.testbed.build import world_summary
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -157,6 +158,8 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: st
             results["promotion"] = json.loads(decision.read_text())
         artifacts = publish_run(run_root, run_cfg, settings, results["sources"])
         results["artifacts"] = {**artifacts, "inputs": inputs}
+        if cfg.uses_testbed():
+            results["testbed"] = world_summary(cfg.testbed)
         results["run"] = {
             "id": run_root.name,
             "pipeline_root": str(run_root),

@@ -269,10 +269,6 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.api_key_env: judge.api_key_env}, optional=True)
         if cfg.promotion.enabled:
             # It samples two models as evaluate does: evaluate's resources unless the config gives it its own.
-            schedule(
-                promote(config=config, run_id=RUN_ID, challenger=models[cfg.promotion.method], **store),
-                "promote" if "promote" in cfg.resources else "evaluate",
-                "promote",
-            )
+            schedule(promote(config=config, run_id=RUN_ID, challenger=models[cfg.promotion.method], **store), "promote")
 
     return with_trainjob_cleanup(cfg, cong_pipeline, RUN_ID)

@@ -62,6 +62,11 @@ CONFIG_CASES = [
     Case("config file missing", ("config file not found",), argv=("validate", "{tmp}/absent.yaml")),
     Case("config not YAML", ("is not valid YAML",), raw_config=b"name: [unclosed\n"),
     Case("config a YAML list", ("must be a YAML mapping",), raw_config=b"- name\n- micro\n"),
+    Case(
+        "config not UTF-8",
+        ("line 2, column 10: not UTF-8", "Save the file as UTF-8"),
+        raw_config=b"extends: tiny\nname: caf\xe9\n",
+    ),
     Case("unknown top-level key", ("colour", "Extra inputs are not permitted"), config={"colour": "red"}),
     Case("unknown preset", ("unknown preset 'huge'",), raw_config=b"extends: huge\nname: x\n"),
     Case("name with capitals", ("name = 'Micro'", "should match pattern"), config={"name": "Micro"}),
@@ -161,6 +166,24 @@ DATA_CASES = [
         ("line 2: not UTF-8 (byte 26",),
         config={"data": {"train_prompts": "{tmp}/p.jsonl"}},
         files={"p.jsonl": GOOD_ROW.encode() + b'{"id": "b", "prompt": "caf\xe9"}\n'},
+    ),
+    Case(
+        "a prompt no tokenizer can encode",
+        (
+            "data.eval_prompts",
+            "line 2: id 'b': field prompt holds a lone surrogate (U+D800) at character 3",
+        ),
+        config={"data": {"eval_prompts": "{tmp}/p.jsonl"}},
+        files={"p.jsonl": prompts(GOOD_ROW.strip(), '{"id": "b", "prompt": "sea\\ud800 shore"}')},
+    ),
+    Case(
+        "a downstream answer no tokenizer can encode",
+        (
+            "stages.evaluate.downstream[0].data",
+            "id 'q': field answer holds a lone surrogate",
+        ),
+        config={"stages": {"evaluate": {"downstream": [{"name": "qa", "data": "{tmp}/qa.jsonl"}]}}},
+        files={"qa.jsonl": prompts('{"id": "q", "prompt": "Name a sea.", "answer": "\\udc00"}')},
     ),
     Case(
         "an empty file",

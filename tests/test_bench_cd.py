@@ -8,9 +8,12 @@ import pytest
 
 from cong.bench_cd import format_bench, random_lora_expert, run_bench, write_json
 from cong.data import read_jsonl
+from cong.decoding.contrastive import CdParams
 from cong.decoding.generate import DecodeParams, decode
 from cong.decoding.reference import naive_decode, reference_decode
 from cong.models import load_model, load_tokenizer, prompt_ids
+
+CD = CdParams(alpha=0.4, relative_top=0.1, score_form="spec")
 
 
 def test_bench_rows_ratios_and_json(micro_testbed, tmp_path, monkeypatch):
@@ -22,7 +25,9 @@ def test_bench_rows_ratios_and_json(micro_testbed, tmp_path, monkeypatch):
     calls = []
     real = cong.decoding.reference.reference_decode
     monkeypatch.setattr(cong.decoding.reference, "reference_decode", lambda *a: calls.append(1) or real(*a))
-    result = run_bench(expert, weak, prompts, max_new_tokens=6, batch_sizes=(1, 4), reference_prompts=3, repeats=1)
+    result = run_bench(
+        expert, weak, prompts, max_new_tokens=6, batch_sizes=(1, 4), reference_prompts=3, repeats=1, cd=CD
+    )
     # A warm-up and a timed run of the 3 reference prompts: in the one-at-a-time turns, and again at each batch size,
     # taking turns with the engine (so cong/reference compares runs made back to back).
     assert len(calls) == 3 * 2 * (1 + 2)
@@ -47,14 +52,16 @@ def test_bench_rows_ratios_and_json(micro_testbed, tmp_path, monkeypatch):
 def test_bench_of_an_expert_without_adapter_has_no_lora_rows(micro_testbed):
     weak = str(micro_testbed / "weak")
     prompts = [r["prompt"] for r in read_jsonl(micro_testbed / "eval.jsonl", ("id", "prompt"), limit=2)]
-    result = run_bench(weak, weak, prompts, max_new_tokens=2, batch_sizes=(2,), reference_prompts=1, repeats=1)
+    result = run_bench(weak, weak, prompts, max_new_tokens=2, batch_sizes=(2,), reference_prompts=1, repeats=1, cd=CD)
     assert {r["method"] for r in result["rows"]} == {"reference", "naive", "cong", "single"}
     assert result["same_tokens_as_reference"] == {"cong": True}
 
 
-def test_reference_and_naive_decode_as_the_engine_does(micro_testbed):
+@pytest.mark.parametrize("score_form", ["spec", "authors"])
+def test_reference_and_naive_decode_as_the_engine_does(micro_testbed, score_form):
     """Greedy CD of an expert and a different amateur: the reference and the naive port give the engine's tokens,
-    batch 1 and a padded batch of prompts of different lengths."""
+    batch 1 and a padded batch of prompts of different lengths, under either score form."""
+    cd = CdParams(alpha=0.4, relative_top=0.1, score_form=score_form)
     expert, amateur = load_model(str(micro_testbed / "strong")), load_model(str(micro_testbed / "strong"))
     import torch
 
@@ -67,11 +74,12 @@ def test_reference_and_naive_decode_as_the_engine_does(micro_testbed):
     assert len({len(p) for p in ids}) > 1, "prompts of different lengths, so the batch is padded"
     params = DecodeParams(max_new_tokens=8, greedy=True)
     pad = tokenizer.pad_token_id
-    batched = decode(expert, ids, params, eos_token_ids=[-1], pad_token_id=pad, amateur=amateur, batch_size=4)
-    alone = decode(expert, ids, params, eos_token_ids=[-1], pad_token_id=pad, amateur=amateur, batch_size=1)
-    reference = [reference_decode(expert, amateur, p, params, [-1], i) for i, p in enumerate(ids)]
+    engine = dict(eos_token_ids=[-1], pad_token_id=pad, amateur=amateur, cd=cd)
+    batched = decode(expert, ids, params, batch_size=4, **engine)
+    alone = decode(expert, ids, params, batch_size=1, **engine)
+    reference = [reference_decode(expert, amateur, p, params, [-1], i, cd) for i, p in enumerate(ids)]
     assert reference == alone == batched
-    assert [naive_decode(expert, amateur, p, 8, pad) for p in ids] == reference
+    assert [naive_decode(expert, amateur, p, 8, pad, cd) for p in ids] == reference
 
 
 def test_bench_command_builds_a_lora_expert_when_no_aligned_model_is_set(micro_testbed, tmp_path, capsys):

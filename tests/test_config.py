@@ -31,6 +31,13 @@ def test_paper_defaults():
     assert cfg.resources["dpo"].gpus == 4
 
 
+@pytest.mark.parametrize("name", preset_names())
+def test_paper_presets_score_cd_as_the_released_code(name):
+    """The paper-scale presets reproduce the authors' CD scores; the testbed's use method.md's F."""
+    form = load_config(preset=name).stages.cd_sample.score_form
+    assert form == ("spec" if name.startswith("tiny") else "authors")
+
+
 def test_extends_and_override(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("extends: tiny\nname: mine\nstages:\n  cd_sample:\n    alpha: 0.3\n")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from cong.decoding.contrastive import cd_scores
+from cong.decoding.contrastive import CdParams, cd_scores
 from cong.decoding.generate import (
     CHECK_EVERY,
     CPU_NUCLEUS_CANDIDATES,
@@ -28,6 +28,7 @@ from cong.errors import CongError
 VOCAB, PAD, EOS = 64, 0, 1
 NO_EOS = VOCAB + 1  # an id no model can emit: rows run to max_new_tokens
 INF = float("-inf")
+CD = CdParams(alpha=0.4, relative_top=0.1, score_form="spec")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -105,6 +106,77 @@ def test_cd_scores_rejects_shape_mismatch():
         cd_scores(torch.zeros(1, 4), torch.zeros(1, 5), 0.4)
 
 
+def released_cd_step(expert, amateur, input_ids, alpha, relative_top, penalty):
+    """The released code's CD step written out in float64 numpy, as its patched transformers (4.51) has it:
+    `_relative_top_filter`, the mixing line of `_contrastive_decoding`, then `RepetitionPenaltyLogitsProcessor` over
+    every id of prompt + response (gather, sign-dependent penalty, scatter)."""
+
+    def log_softmax(x):
+        m = x.max(axis=-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+    scores_normalized = log_softmax(expert)
+    baseline_normalized = log_softmax(amateur)
+    min_thresh = -np.sort(-scores_normalized, axis=-1)[..., 0]
+    probs_thresh = np.minimum(min_thresh, scores_normalized.max(axis=-1) + np.log(relative_top))[..., None]
+    baseline_normalized[scores_normalized < probs_thresh] = -1e-3
+    scores_normalized[scores_normalized < probs_thresh] = -np.inf
+    next_token_logits = scores_normalized - (1 - alpha) * log_softmax(baseline_normalized)
+    for row, ids in enumerate(input_ids):
+        score = next_token_logits[row, ids]
+        next_token_logits[row, ids] = np.where(score < 0, score * penalty, score / penalty)
+    return next_token_logits
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0])
+def test_authors_form_is_the_released_code(alpha):
+    """Random logits over a 600-token vocabulary; each row's prompt + response repeats tokens inside V_head and
+    outside it. The authors' form, then the engine's repetition penalty, give the released code's scores."""
+    gen = torch.Generator().manual_seed(3)
+    expert, amateur = torch.randn(4, 600, generator=gen) * 1.5, torch.randn(4, 600, generator=gen) * 3
+    head = torch.isfinite(cd_scores(expert, amateur, alpha))
+    input_ids = []
+    for row in range(4):
+        inside, outside = head[row].nonzero().squeeze(1), (~head[row]).nonzero().squeeze(1)
+        ids = [*inside[:2].tolist(), *outside[:3].tolist(), *inside[:1].tolist(), *outside[:1].tolist()]
+        assert len(ids) == 7 and len(set(ids)) == 5  # repeated ids, inside and outside the head
+        input_ids.append(ids)
+    seen = torch.zeros_like(head)
+    for row, ids in enumerate(input_ids):
+        seen[row, ids] = True
+    cd = CdParams(alpha=alpha, relative_top=0.1, score_form="authors")
+    got = apply_repetition_penalty(cd.scores(expert, amateur), seen, 1.2)
+    want = torch.from_numpy(
+        released_cd_step(expert.double().numpy(), amateur.double().numpy(), input_ids, alpha, 0.1, 1.2)
+    )
+    assert torch.equal(torch.isneginf(got), torch.isneginf(want)) and torch.equal(torch.isfinite(got), head)
+    torch.testing.assert_close(got[head].double(), want[head], rtol=1e-5, atol=1e-4)
+    # Before the penalty, the released scores are F plus one constant per row: (1 - alpha) times the log of the
+    # amateur's head probabilities plus e^-0.001 for each of the other tokens, about (1 - alpha) * log|V|.
+    shift = cd.scores(expert, amateur) - cd_scores(expert, amateur, alpha)
+    p_amateur = torch.softmax(amateur.double(), dim=-1)
+    for row in range(4):
+        on_head = shift[row][head[row]]
+        outside = (~head[row]).sum().item()
+        constant = (1 - alpha) * math.log(p_amateur[row][head[row]].sum().item() + outside * math.exp(-1e-3))
+        torch.testing.assert_close(on_head.double(), torch.full_like(on_head.double(), constant), rtol=0, atol=1e-4)
+        assert constant == pytest.approx((1 - alpha) * math.log(600), abs=0.2)
+
+
+def test_the_forms_differ_where_the_penalty_meets_a_repeated_token():
+    """Token 0 leads token 1 by 0.1 in F and has been said before. Under the spec form its score is near 0 and the
+    penalty costs it little: it stays first. Under the authors' form every head score is about 2.7 higher, the
+    penalty takes a sixth of that, and token 1 overtakes it."""
+    expert = torch.tensor([[3.0, 2.9, 0.0, -1.0] + [-5.0] * 96])
+    amateur = torch.tensor([[1.5, 1.5, 0.0, 0.0] + [-5.0] * 96])
+    seen = torch.zeros(1, 100, dtype=torch.bool)
+    seen[0, 0] = True
+    for form, first in (("spec", 0), ("authors", 1)):
+        scores = CdParams(0.4, 0.1, form).scores(expert, amateur)
+        assert scores.argmax().item() == 0
+        assert apply_repetition_penalty(scores, seen, 1.2).argmax().item() == first, form
+
+
 def test_repetition_penalty():
     scores = torch.tensor([[-2.0, 3.0, INF, 1.0, -1.0]])
     seen = torch.tensor([[True, True, True, False, False]])
@@ -154,7 +226,8 @@ def pair():
 PROMPTS = [[(7 * i + 5 * j) % (VOCAB - 3) + 3 for j in range(n)] for i, n in enumerate((3, 12, 5, 8, 4, 10))]
 
 
-def _run(expert, amateur, batch_size, params, eos=EOS, seeds=None, prompts=PROMPTS, **kw):
+def _run(expert, amateur, batch_size, params, eos=EOS, seeds=None, prompts=PROMPTS, cd=CD, **kw):
+    contrastive = amateur is not None or kw.get("shared", False)
     return decode(
         expert,
         prompts,
@@ -164,6 +237,7 @@ def _run(expert, amateur, batch_size, params, eos=EOS, seeds=None, prompts=PROMP
         amateur=amateur,
         batch_size=batch_size,
         seeds=seeds,
+        cd=cd if contrastive else None,
         **kw,
     )
 
@@ -291,7 +365,7 @@ def test_decoding_through_growths_of_the_cache_room(pair, monkeypatch):
     monkeypatch.setattr("cong.decoding.generate.KV_RESERVE", 1)
     expert, amateur = pair
     params = DecodeParams(max_new_tokens=10, greedy=True)
-    reference = [reference_decode(expert, amateur, p, params, [NO_EOS], i) for i, p in enumerate(PROMPTS)]
+    reference = [reference_decode(expert, amateur, p, params, [NO_EOS], i, CD) for i, p in enumerate(PROMPTS)]
     rooms = []
 
     def room(module, args, kwargs):
@@ -312,7 +386,11 @@ def test_empty_inputs(pair):
     assert _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=0), prompts=[[3], [4, 5]]) == [[], []]
     assert _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), prompts=[]) == []
     with pytest.raises(ValueError, match="alpha"):
-        _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), alpha=2.0)
+        CdParams(2.0, 0.1, "spec")
+    with pytest.raises(ValueError, match="score_form"):
+        CdParams(0.4, 0.1, "paper")
+    with pytest.raises(ValueError, match="needs CdParams"):
+        _run(pair[0], pair[1], 4, DecodeParams(max_new_tokens=4), cd=None)
     with pytest.raises(ValueError, match="seeds"):
         _run(pair[0], None, 4, DecodeParams(max_new_tokens=4), seeds=[1])
 
@@ -378,7 +456,7 @@ def test_shared_lora_decodes_as_two_models(pair, adapted):
     two = _run(merged, base, 1, greedy, eos=NO_EOS)
     eos = two[0][2]
     two = _run(merged, base, 1, greedy, eos=eos)
-    assert two == [reference_decode(merged, base, p, greedy, [eos], 0) for p in PROMPTS]
+    assert two == [reference_decode(merged, base, p, greedy, [eos], 0, CD) for p in PROMPTS]
     assert two != _run(base, base, 1, greedy, eos=eos), "the adapter changes the expert"
     for batch_size in (1, 4):
         assert _run(shared, None, batch_size, greedy, eos=eos, shared=True) == two, batch_size

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cong.config import DownstreamTask, EvaluateSettings, SamplingSettings, WsdSettings
+from cong.config import DecodingSettings, DownstreamTask, EvaluateSettings, SamplingSettings, WsdSettings
 from cong.data import read_jsonl, write_jsonl
 from cong.downstream import matches, normalise
 
@@ -46,7 +46,7 @@ def test_evaluate_reports_each_models_downstream_accuracy(micro_testbed, micro_c
     weak = str(micro_testbed / "weak")
     # The WSD row has responses but no model: it answers the tasks by decoding them itself.
     wsd_rows = tmp_path / "wsd.jsonl"
-    write_jsonl(wsd_rows, ({**r, "response": "x"} for r in testbed_rows))
+    write_jsonl(wsd_rows, ({**r, "response": "x", "greedy_response": "y"} for r in testbed_rows))
     strong, wsd_settings = models["base"], WsdSettings(draft_max_new_tokens=8, max_total_tokens=16)
     results = evaluate(
         models,
@@ -60,7 +60,9 @@ def test_evaluate_reports_each_models_downstream_accuracy(micro_testbed, micro_c
         wsd_decoder=(strong, wsd_settings),
     )
     decoded = tmp_path / "wsd-answers.jsonl"
-    wsd(weak, strong, str(micro_testbed / "eval.jsonl"), decoded, wsd_settings)
+    # Greedily within the task's budget, as every model answers (not by the WSD labels' own budget).
+    greedy = {"response": (DecodingSettings(greedy=True), 16)}
+    wsd(weak, strong, str(micro_testbed / "eval.jsonl"), decoded, wsd_settings, greedy)
     by_wsd = [
         matches(r["response"], a["answer"], "whole_word")
         for r, a in zip(read_jsonl(str(decoded), ("id", "response")), testbed_rows, strict=True)

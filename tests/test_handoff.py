@@ -4,11 +4,11 @@ pipelines.handoff.
 There is no KFP backend or cluster here. The compiled IR (both YAML documents) is checked for what the backend
 reads: the workspace in the platform spec's pipelineConfig (the Argo compiler turns it into the run's PVC),
 the `{{$.workspace_path}}` parameter by which the driver decides which pods mount it, and the claim mounts.
-Pointers and publishing run against a real SeaweedFS on 127.0.0.1, and a local run goes through kfp.local,
-whose workspace_root stands in for the run's workspace PVC (resolved for the placeholder, deleted at the end).
+Pointers and publishing run against a real SeaweedFS on 127.0.0.1. A local run through kfp.local, whose
+workspace_root stands in for the run's workspace PVC (resolved for the placeholder, deleted at the end), is the
+supplied-model run of tests/test_pipeline_local.py.
 """
 
-import json
 import re
 from pathlib import Path
 
@@ -18,13 +18,11 @@ import yaml
 from cong import handoff
 from cong.config import load_config
 from cong.errors import CongError
-from cong.objectstore import EmbeddedObjectStore
 from cong.s3 import ensure_bucket
 from cong.storage import fetch_dir, find_manifest
 from pipelines.compile import compile_pipeline
 from pipelines.handoff import MODEL_READERS, MODEL_WRITERS
 from tests.conftest import MICRO
-from tests.test_pipeline_local import assert_published, run_config
 
 MODEL_STAGES = set(MODEL_WRITERS + MODEL_READERS)
 
@@ -173,40 +171,3 @@ def test_local_run_refuses_a_claim():
     cfg = load_config(MICRO, overrides={"artifacts": {"store": "pvc", "pvc_name": "models"}})
     with pytest.raises(CongError, match="only a cluster has"):
         preflight(cfg)
-
-
-def test_local_run_through_the_workspace(tmp_path, micro_testbed):
-    """`artifacts.store: workspace` through kfp.local: ConG-S is trained into the workspace, evaluate reads it
-    through the pointer, the workspace is gone after the run and the model it held is in the store."""
-    raw = yaml.safe_load(MICRO.read_text())
-    raw.update(name="workspace", methods=["base", "cong_s"], artifacts={"store": "workspace", "workspace_size": "1Gi"})
-    # A supplied aligned weak model and fewer prompts keep the run short: sft writes, evaluate reads.
-    raw["models"] = {
-        "weak_base": "testbed:weak",
-        "strong_base": "testbed:strong",
-        "weak_aligned": str(micro_testbed / "weak"),
-    }
-    raw["data"] = {"max_train_prompts": 8, "max_eval_prompts": 4}
-    raw["stages"]["alpha_sweep"] = {"alphas": []}
-    out, _ = run_config(raw, tmp_path)
-    assert not (out / "workspace").exists(), "kfp.local deletes the workspace with the run"
-
-    (run,) = (out / "kfp").glob("cong-*")
-    (sft,) = run.glob("sft*")
-    assert [p.name for p in (sft / "model").iterdir()] == [handoff.POINTER_FILE]
-    executor = json.loads((sft / "executor_output.json").read_text())
-    metadata = executor["artifacts"]["model"]["artifacts"][0]["metadata"]
-    assert metadata["model_store"] == "workspace" and metadata["method"] == "cong_s"
-    assert Path(metadata["location"]).is_relative_to(out / "workspace")
-    assert metadata["published"] == f"s3://cong/runs/{metadata['run_id']}/models/cong_s"
-
-    results = json.loads((out / "results.json").read_text())
-    assert list(results["methods"]) == ["base", "cong_s"]
-    assert results["sources"]["cong_s"] == metadata["location"], "evaluate sampled the weights the pointer names"
-    assert results["artifacts"]["methods"]["cong_s"] == metadata["published"]
-    lineage = json.loads((out / "lineage.json").read_text())
-    assert lineage["run"]["methods"]["cong_s"] == f"{sft.name}/model"
-    with EmbeddedObjectStore(out / "objectstore") as server:
-        assert_published(results, server.settings())
-        copy = fetch_dir(metadata["published"], settings=server.settings())
-        assert {"config.json", "model.safetensors"} <= {p.name for p in copy.iterdir()}

@@ -114,7 +114,8 @@ def test_evaluate_reports_judge_and_length_controlled_win_rates(endpoint, micro_
     sources = {}
     for method, responses in (("base", BAD), ("cong", GOOD)):
         sources[method] = str(tmp_path / f"{method}.jsonl")
-        write_jsonl(sources[method], ({**p, "response": r} for p, r in zip(prompts, responses, strict=True)))
+        rows = ({**p, "response": r, "greedy_response": r} for p, r in zip(prompts, responses, strict=True))
+        write_jsonl(sources[method], rows)
     settings = EvaluateSettings(judge=JudgeSettings(model=NAME))
     weak = str(micro_testbed / "weak")
     results = evaluate(

@@ -12,7 +12,7 @@ import yaml
 
 from cong.config import METHODS, load_config
 from cong.objectstore import EmbeddedObjectStore
-from cong.storage import read_manifest
+from cong.storage import fetch_dir, read_manifest
 from tests.conftest import MICRO, ROOT
 from tests.test_report import assert_report_renders
 
@@ -53,9 +53,11 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == list(METHODS)
+    figures = {"reward_mean", "win_rate_vs_base", "accuracy", "style", "implicit_reward", "length_words"}
     for method, row in results["methods"].items():
-        assert {"reward_mean", "win_rate_vs_base", "accuracy", "style", "implicit_reward", "length_words"} <= set(row)
-        for metric in ("reward_mean", "win_rate_vs_base"):
+        # Every row, WSD's included, under the primary (sampled) decoding and greedily.
+        assert figures | {f"greedy_{f}" for f in figures} <= set(row), method
+        for metric in ("reward_mean", "win_rate_vs_base", "greedy_reward_mean", "greedy_win_rate_vs_base"):
             assert row[f"{metric}_ci95_low"] <= row[metric] <= row[f"{metric}_ci95_high"], (method, metric)
         # The alignment tax: every model answers the testbed's held-out rows, and WSD by decoding them.
         assert row["downstream_testbed_n"] == results["methods"]["base"]["downstream_testbed_n"], method
@@ -93,8 +95,19 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
                     sft_methods.add(metadata["method"])
     assert sft_methods == {"cong_s", "weak_sft", "icl_refine", "wsd_sft"}
     assert len(run_ids) == 1 and "{{" not in run_ids.pop(), "every output names the run, resolved by KFP"
+    cfg = load_config(MICRO, overrides={"stages": {"alpha_sweep": {"alphas": [0.0, 0.5, 1.0]}}})
+    assert results["settings"] == cfg.stages.model_dump(mode="json")
+    assert results["settings"]["cd_sample"]["sampling"]["repetition_penalty"] == 1.2
+    assert results["decodings"]["primary"]["greedy"] is False and results["decodings"]["greedy"]["greedy"] is True
+    assert results["testbed"]["sha256"] == json.loads((micro_testbed / "card.json").read_text())["world_sha256"]
+    assert f"testbed world sha256 {results['testbed']['sha256']}" in proc.stdout
     lineage = json.loads((out / "lineage.json").read_text())
     assert set(lineage["run"]["methods"]) == set(results["methods"]) - {"base"}
+    assert_wiring(lineage)
+    for key, node in lineage["artifacts"].items():
+        metadata = node["metadata"]
+        settings = cfg.stage_settings(metadata["stage"], metadata.get("method"))
+        assert metadata.get("settings", {}) == settings, f"{key} records its stage's resolved settings"
     tree = cong_lineage(str(out), env)
     assert "cong: dpo/aligned" in tree and "pairs: pair/pairs" in tree and "(testbed:strong)" in tree
     assert "wsd: wsd" in tree and "stage=wsd" in tree
@@ -120,6 +133,40 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
         assert secret not in proc.stdout + proc.stderr
         leaks = [p for p in written if secret.encode() in p.read_bytes()]
         assert not leaks, f"a credential in {leaks}"
+
+
+def assert_wiring(lineage: dict) -> None:
+    """Each method's row comes from the model its method makes, made from the inputs the method prescribes: read
+    from the lineage, i.e. from what each stage recorded it read. ConG: DPO of the ConG-S model (its own frozen copy
+    the reference) on pairs with the CD response chosen and ConG-S's own sample rejected."""
+    artifacts, rows = lineage["artifacts"], lineage["run"]["methods"]
+
+    def made(key: str, stage: str, method: str | None = None) -> dict:
+        node = artifacts[key]
+        assert node["metadata"]["stage"] == stage, (key, stage)
+        assert method is None or node["metadata"]["method"] == method, (key, method)
+        return node["inputs"]
+
+    weak_aligned = rows["weak_aligned"]
+    made(weak_aligned, "weak_align")
+    cong = made(rows["cong"], "dpo")
+    assert cong["model"] == rows["cong_s"] and artifacts[rows["cong"]]["metadata"]["reference"] == "input model, frozen"
+    pairs = made(cong["pairs"], "pair")
+    cd = pairs["chosen"]
+    assert made(cd, "cd_sample")["weak_aligned"] == weak_aligned
+    assert made(pairs["rejected"], "strong_sample")["model"] == rows["cong_s"]
+    assert made(rows["cong_s"], "sft", "cong_s")["data"] == cd
+    weak_labels = made(rows["weak_sft"], "sft", "weak_sft")["data"]
+    assert made(weak_labels, "weak_sample")["weak_aligned"] == weak_aligned
+    assert made(rows["auxconf"], "auxconf")["data"] == weak_labels
+    wspo = made(rows["wspo"], "wspo")
+    assert wspo["weak_aligned"] == weak_aligned and made(wspo["data"], "weak_align") == {}
+    assert made(made(rows["icl_refine"], "sft", "icl_refine")["data"], "icl_refine")["data"] == weak_labels
+    wsd_labels = made(rows["wsd_sft"], "sft", "wsd_sft")["data"]
+    assert made(wsd_labels, "wsd")["weak_aligned"] == weak_aligned
+    assert artifacts[wsd_labels]["metadata"]["split"] == "train"
+    assert made(rows["wsd"], "wsd")["weak_aligned"] == weak_aligned
+    assert artifacts[rows["wsd"]]["metadata"]["split"] == "eval"
 
 
 def assert_published(results, settings):
@@ -157,7 +204,9 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     """`models.weak_aligned` given: no weak_align task; the stages read the supplied model.
 
     Also the branches left off: ConG-S without ConG (one CD pass, no DPO), and WSPO on weak samples, since
-    without weak alignment there are no preference pairs.
+    without weak alignment there are no preference pairs. And `artifacts.store: workspace` through kfp.local:
+    ConG-S is trained into the workspace, evaluate and promote read it through its pointer, the workspace is gone
+    after the run and the model it held is in the store.
     """
     raw = yaml.safe_load(MICRO.read_text())
     raw.update(name="supplied", methods=["base", "weak_aligned", "wspo", "cong_s"])
@@ -168,8 +217,10 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     }
     raw["stages"]["alpha_sweep"] = {"alphas": []}
     raw["promotion"] = {"enabled": True, "method": "cong_s"}
+    raw["artifacts"] = {"store": "workspace", "workspace_size": "1Gi"}
     out, printed = run_config(raw, tmp_path)
     (run,) = (out / "kfp").glob("cong-*")
+    assert_through_the_workspace(out, run)
     executed = {d.name for d in run.iterdir()}
     stages = {re.sub(r"-\d+$", "", d) for d in executed}
     assert not stages & {"weak-align", "dpo", "strong-sample", "pair", "alpha-sweep"}
@@ -200,6 +251,29 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
         assert_published(results, server.settings())
         champion = read_manifest(promotion["champion_uri"], server.settings())
     assert champion.digest == promotion["published"]["digest"] and promotion["champion_uri"].endswith("/supplied")
+
+
+def assert_through_the_workspace(out: Path, run: Path) -> None:
+    """The sft task wrote a pointer into its artifact and the weights into the workspace, which kfp.local deleted
+    with the run; evaluate sampled the weights the pointer named; the model was published to the store."""
+    from cong import handoff
+
+    assert not (out / "workspace").exists(), "kfp.local deletes the workspace with the run"
+    (sft,) = run.glob("sft*")
+    assert [p.name for p in (sft / "model").iterdir()] == [handoff.POINTER_FILE]
+    executor = json.loads((sft / "executor_output.json").read_text())
+    metadata = executor["artifacts"]["model"]["artifacts"][0]["metadata"]
+    assert metadata["model_store"] == "workspace" and metadata["method"] == "cong_s"
+    assert Path(metadata["location"]).is_relative_to(out / "workspace")
+    assert metadata["published"] == f"s3://cong/runs/{metadata['run_id']}/models/cong_s"
+    results = json.loads((out / "results.json").read_text())
+    assert results["sources"]["cong_s"] == metadata["location"], "evaluate sampled the weights the pointer names"
+    assert results["artifacts"]["methods"]["cong_s"] == metadata["published"]
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["run"]["methods"]["cong_s"] == f"{sft.name}/model"
+    with EmbeddedObjectStore(out / "objectstore") as server:
+        copy = fetch_dir(metadata["published"], settings=server.settings())
+        assert {"config.json", "model.safetensors"} <= {p.name for p in copy.iterdir()}
 
 
 @pytest.mark.extended

@@ -63,7 +63,8 @@ def test_the_evaluate_stage_reports_reward_model_scores(reward_model, micro_test
     sources = {}
     for method, responses in (("base", RESPONSES), ("cong", RESPONSES[::-1])):
         sources[method] = str(tmp_path / f"{method}.jsonl")
-        write_jsonl(sources[method], ({**p, "response": r} for p, r in zip(prompts, responses, strict=True)))
+        rows = ({**p, "response": r, "greedy_response": r} for p, r in zip(prompts, responses, strict=True))
+        write_jsonl(sources[method], rows)
     settings = EvaluateSettings(reward_backend="reward_model", reward_model=reward_model)
     weak = str(micro_testbed / "weak")
     prompts_path = str(tmp_path / "prompts.jsonl")

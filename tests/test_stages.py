@@ -6,6 +6,7 @@ import pytest
 
 from cong import steps
 from cong.data import PAIR_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
+from cong.decoding.contrastive import CdParams
 from cong.errors import CongError
 from cong.refs import resolve
 from cong.stages.cd_sample import cd_sample
@@ -166,24 +167,34 @@ def test_contrastive_sampler_refuses_a_different_tokenizer(world, tmp_path):
         Sampler(str(out / "weak_aligned"), amateur_ref=str(other))
 
 
-def test_alpha_sweep_and_evaluate_of_response_files(world, tmp_path):
+def test_alpha_sweep_and_evaluate_of_response_files(world, tmp_path, monkeypatch):
     """A responses file is a method row like a model; the sweep's points land in results.json and the report."""
     from cong.config import AlphaSweepSettings
     from cong.stages.alpha_sweep import alpha_sweep
 
     cfg, out, refs, metrics = world
     sweep = AlphaSweepSettings(alphas=[0.0, 1.0], prompts=3)
+    scored = []
+    real = CdParams.scores
+    monkeypatch.setattr(CdParams, "scores", lambda cd, *a: scored.append((cd.alpha, cd.score_form)) or real(cd, *a))
     points = alpha_sweep(
         refs["weak_base"],
         str(out / "weak_aligned"),
         refs["eval_prompts"],
         tmp_path / "sweep.json",
-        cfg.stages.cd_sample,
+        cfg.stages.cd_sample.model_copy(update={"score_form": "authors"}),
         sweep,
         cfg.stages.evaluate,
     )
+    assert set(scored) == {(0.0, "authors"), (1.0, "authors")}, "each point decodes by cd_sample's score form"
     assert set(points) == {f"alpha_{a}.{k}" for a in ("0", "1") for k in ("reward_mean", "implicit_reward")}
-    strong_sample(refs["strong_base"], refs["eval_prompts"], tmp_path / "wsd.jsonl", cfg.stages.strong_sample.sampling)
+    sampling = cfg.stages.strong_sample.sampling
+    strong_sample(refs["strong_base"], refs["eval_prompts"], tmp_path / "sampled.jsonl", sampling)
+    greedy = sampling.model_copy(update={"greedy": True})
+    strong_sample(refs["strong_base"], refs["eval_prompts"], tmp_path / "greedy.jsonl", greedy)
+    sampled_rows, greedy_rows = (read_jsonl(tmp_path / f"{d}.jsonl", RESPONSE_FIELDS) for d in ("sampled", "greedy"))
+    both = [{**r, "greedy_response": g["response"]} for r, g in zip(sampled_rows, greedy_rows, strict=True)]
+    write_jsonl(tmp_path / "wsd.jsonl", both)
     results = evaluate(
         {"base": refs["strong_base"]},
         refs["weak_base"],
@@ -196,6 +207,13 @@ def test_alpha_sweep_and_evaluate_of_response_files(world, tmp_path):
         alpha_sweep_path=str(tmp_path / "sweep.json"),
     )
     assert list(results["methods"]) == ["base", "wsd"]
+    # A decode-time row's figures come from its file's field of each decoding.
+    wsd_row = results["methods"]["wsd"]
+    lengths = {
+        d: [len(r["response"].split()) for r in rows[:3]] for d, rows in (("", sampled_rows), ("greedy_", greedy_rows))
+    }
+    for prefix, words in lengths.items():
+        assert wsd_row[f"{prefix}length_words"] == pytest.approx(sum(words) / 3)
     assert [p["alpha"] for p in results["alpha_sweep"]] == [0.0, 1.0]
     assert all(p["prompts"] == 3 and "accuracy" in p for p in results["alpha_sweep"])
     assert 'id="alpha-sweep"' in (tmp_path / "eval" / "report.html").read_text()
@@ -203,7 +221,7 @@ def test_alpha_sweep_and_evaluate_of_response_files(world, tmp_path):
 
 def test_evaluate_names_a_responses_file_missing_eval_prompts(world, tmp_path):
     cfg, out, refs, metrics = world
-    write_jsonl(tmp_path / "short.jsonl", [{"id": "nope", "prompt": "p", "response": "x"}])
+    write_jsonl(tmp_path / "short.jsonl", [{"id": "nope", "prompt": "p", "response": "x", "greedy_response": "x"}])
     with pytest.raises(CongError, match="the wsd responses .* lack 2 eval prompts"):
         evaluate(
             {},

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import cong.stages.wsd as wsd_stage
-from cong.config import WsdSettings
+from cong.config import DecodingSettings, WsdSettings
 from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl
+from cong.decoding.generate import DecodeParams
 from cong.decoding.wsd import (
     cut_at_markers,
     draft_token_probs,
@@ -138,7 +139,7 @@ def test_weak_to_strong_keeps_the_cut_and_continues(strong, threshold, kept):
         drafts,
         window=6,
         threshold=threshold,
-        max_total_tokens=24,
+        params=DecodeParams(max_new_tokens=24, greedy=True),
         eos_token_ids=[tokenizer.eos_token_id],
         add_special_tokens=False,
     )
@@ -190,6 +191,25 @@ def test_wsd_stage(micro_testbed, tmp_path, monkeypatch, template):
     assert metrics["mean_kept_draft_tokens"] <= metrics["mean_draft_tokens"]
     assert 0 <= metrics["mean_cut_fraction"] <= 1 and metrics["mean_response_tokens"] <= 32
     assert math.isclose(metrics["decode_seconds"], metrics["draft_seconds"] + metrics["strong_seconds"])
+
+
+def test_wsd_eval_rows_are_decoded_as_every_row(micro_testbed, tmp_path):
+    """The eval split writes one field per decoding of the table: a sampled `response` (seeded by row, so a rerun
+    draws the same) and a `greedy_response` that is exactly the greedy labels' decoding at the same budget."""
+    settings = WsdSettings(threshold=0.3, draft_max_new_tokens=16, max_total_tokens=32, batch_size=4)
+    sampled = DecodingSettings(temperature=0.8, top_p=0.95, seed=7)
+    decodings = {"response": (sampled, 32), "greedy_response": (DecodingSettings(greedy=True), 32)}
+    refs = (str(micro_testbed / "weak"), str(micro_testbed / "strong"), str(micro_testbed / "eval.jsonl"))
+    outs = [tmp_path / f"{name}.jsonl" for name in ("eval", "again", "labels")]
+    metrics = wsd_stage.wsd(*refs, outs[0], settings, decodings, max_prompts=6)
+    wsd_stage.wsd(*refs, outs[1], settings, decodings, max_prompts=6)
+    wsd_stage.wsd(*refs, outs[2], settings, max_prompts=6)
+    rows, again, labels = (read_jsonl(o, ("id", "prompt", "response")) for o in outs)
+    assert all(set(r) == {"id", "prompt", "response", "greedy_response"} for r in rows)
+    assert rows == again
+    assert [r["greedy_response"] for r in rows] == [r["response"] for r in labels]
+    assert [r["response"] for r in rows] != [r["greedy_response"] for r in rows]
+    assert METRICS <= set(metrics) and {"greedy_mean_cut_fraction", "greedy_strong_seconds"} <= set(metrics)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cong.decoding.contrastive import cd_scores, check_cd_args
+from cong.decoding.contrastive import CdParams
 from cong.decoding.kv_cache import ReservedCache
 
 # Positions a batch's KV caches reserve ahead: the whole response when it is shorter, else they grow by as many
@@ -171,8 +171,7 @@ def _decode_batch(
     eos: torch.Tensor,
     pad: int,
     uniforms: torch.Tensor | None,
-    alpha: float,
-    relative_top: float,
+    cd: CdParams | None,
 ) -> list[list[int]]:
     """One left-padded batch: prefill, then one token per live row per step until every row has emitted eos."""
     ids, mask = left_pad(prompts, pad, eos.device)
@@ -187,7 +186,7 @@ def _decode_batch(
         if amateur_logits is None:
             scores = torch.log_softmax(expert_logits, dim=-1)
         else:
-            scores = cd_scores(expert_logits, amateur_logits, alpha, relative_top)
+            scores = cd.scores(expert_logits, amateur_logits)
         scores = apply_repetition_penalty(scores, seen, params.repetition_penalty)
         token = _pick(scores, params, None if uniforms is None else uniforms[:, step]).masked_fill(finished, pad)
         out[rows, step] = token
@@ -237,15 +236,14 @@ def decode(
     seeds: list[int] | None = None,
     amateur=None,
     shared: bool = False,
-    alpha: float = 0.4,
-    relative_top: float = 0.1,
+    cd: CdParams | None = None,
     batch_size: int = 32,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """Generated ids for each prompt, in input order, without the prompt and without the eos token.
 
     With `amateur=None` this decodes from `expert` alone (scores = its log-probabilities); otherwise it
-    decodes contrastively with `cd_scores` (expert = pi_r, amateur = pi_ref; they must share a vocabulary).
+    decodes contrastively with `cd`'s scores (expert = pi_r, amateur = pi_ref; they must share a vocabulary).
     `shared=True` decodes contrastively from one shared-weight model (`cong.decoding.shared_lora`) as `expert`.
     `seeds[i]` (default i) seeds prompt i's draws. `on_batch(done, total)` is called after each batch.
     """
@@ -260,8 +258,8 @@ def decode(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if shared and amateur is not None:
         raise ValueError("a shared-weight model is both expert and amateur: pass no amateur")
-    if amateur is not None or shared:
-        check_cd_args(alpha, relative_top)  # fail before the prefill, not at the first step
+    if (amateur is not None or shared) != (cd is not None):
+        raise ValueError("contrastive decoding (an amateur, or a shared-weight model) needs CdParams, and only it")
     if params.max_new_tokens == 0:
         return [[] for _ in prompts]
     device = expert.device
@@ -278,8 +276,7 @@ def decode(
             eos,
             pad_token_id,
             uniforms,
-            alpha,
-            relative_top,
+            cd,
         )
         for i, output in zip(batch, outputs, strict=True):
             results[i] = output

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from cong.decoding.contrastive import cd_scores
+from cong.decoding.contrastive import CdParams
 from cong.decoding.generate import DecodeParams, _pick, apply_repetition_penalty, draws
 
 
@@ -23,8 +23,7 @@ def reference_decode(
     params: DecodeParams,
     eos_token_ids: list[int],
     seed: int,
-    alpha: float = 0.4,
-    relative_top: float = 0.1,
+    cd: CdParams,
 ) -> list[int]:
     """The generated ids of one prompt, without the prompt and the eos token."""
     device = expert.device
@@ -36,7 +35,7 @@ def reference_decode(
     seen[0, prompt] = True
     out: list[int] = []
     for step in range(params.max_new_tokens):
-        scores = cd_scores(expert_out.logits[:, -1].float(), amateur_out.logits[:, -1].float(), alpha, relative_top)
+        scores = cd.scores(expert_out.logits[:, -1].float(), amateur_out.logits[:, -1].float())
         scores = apply_repetition_penalty(scores, seen, params.repetition_penalty)
         token = _pick(scores, params, None if uniforms is None else uniforms[:, step])
         if token.item() in eos_token_ids:
@@ -56,8 +55,7 @@ def naive_decode(
     prompt: list[int],
     max_new_tokens: int,
     pad_token_id: int,
-    alpha: float = 0.4,
-    relative_top: float = 0.1,
+    cd: CdParams,
 ) -> list[int]:
     """Greedy CD of one prompt through `expert.generate`; exactly `max_new_tokens` tokens (eos suppressed)."""
     from transformers import LogitsProcessor, LogitsProcessorList
@@ -65,7 +63,7 @@ def naive_decode(
     class AmateurOverThePrefix(LogitsProcessor):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
             amateur_logits = amateur(input_ids=input_ids).logits[:, -1].float()
-            return cd_scores(scores.float(), amateur_logits, alpha, relative_top)
+            return cd.scores(scores.float(), amateur_logits)
 
     ids = torch.tensor([prompt], device=expert.device)
     out = expert.generate(

@@ -3,7 +3,8 @@
 Given a prompt and a draft answer written by a small aligned model, the strong model is teacher-forced over
 prompt + draft; `p_i` is its probability of draft token i. The switch score `s_i` is the geometric mean of
 the last `window` probabilities, and the cut `k` is the first token where `s_i >= threshold` (else the last
-draft token). Draft tokens 0..k are kept and the strong model continues greedily from prompt + kept draft.
+draft token). Draft tokens 0..k are kept and the strong model continues from prompt + kept draft (the paper
+decodes both draft and continuation greedily; a caller may sample them instead).
 
 Prompt and draft arrive as text: the drafter's vocabulary may differ from the strong model's, so both are
 re-tokenised here with the strong tokenizer and every token count is in strong-tokenizer tokens.
@@ -11,6 +12,7 @@ re-tokenised here with the strong tokenizer and every token count is in strong-t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,18 +115,22 @@ def weak_to_strong(
     *,
     window: int,
     threshold: float,
-    max_total_tokens: int,
+    params: DecodeParams,
     eos_token_ids: list[int],
     add_special_tokens: bool,
+    seeds: list[int] | None = None,
     stop_markers: Sequence[str] = (),
     batch_size: int = 32,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[WsdResult]:
-    """WSD of rendered strong-model `prompts` given weak `drafts` (text); greedy, in input order.
+    """WSD of rendered strong-model `prompts` given weak `drafts` (text), in input order.
 
-    The response (kept draft + continuation) is at most `max_total_tokens` tokens, decoded without special
-    tokens, cut at the first of `stop_markers` and stripped. `on_batch` reports the continuation batches.
+    The continuation is decoded by `params` (greedy as in the paper, or sampled, prompt i drawn from `seeds[i]`),
+    whose `max_new_tokens` is the whole response's budget: kept draft + continuation. The response is decoded
+    without special tokens, cut at the first of `stop_markers` and stripped. `on_batch` reports the continuation
+    batches.
     """
+    max_total_tokens = params.max_new_tokens
     if not prompts:
         return []
     pairs = [split_draft(tokenizer, p, d, add_special_tokens) for p, d in zip(prompts, drafts, strict=True)]
@@ -140,15 +146,15 @@ def weak_to_strong(
         cut = switch_point(p, window, threshold) + 1 if p else 0
         # A draft can hold more strong tokens than the whole budget when the vocabularies differ.
         kept.append(draft_ids[: min(cut, max_total_tokens)])
-    # One greedy run with the largest budget any row has; each row is then truncated to its own budget,
-    # which for greedy decoding is exactly what stopping there would have produced.
+    # One run with the largest budget any row has; each row is then truncated to its own budget, which is exactly
+    # what stopping there would have produced (a row's tokens depend on its own history and its own draws only).
     continuations = decode(
         model,
         [p + k for (p, _), k in zip(pairs, kept, strict=True)],
-        DecodeParams(max_new_tokens=max_total_tokens - min(len(k) for k in kept), greedy=True),
+        dataclasses.replace(params, max_new_tokens=max_total_tokens - min(len(k) for k in kept)),
         eos_token_ids=eos_token_ids,
         pad_token_id=tokenizer.pad_token_id,
-        seeds=[0] * len(prompts),  # greedy: the generators are never drawn from
+        seeds=seeds,
         batch_size=batch_size,
         on_batch=on_batch,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cong.config import AlphaSweepSettings, CdSampleSettings, EvaluateSettings
 from cong.data import PROMPT_FIELDS, read_jsonl
+from cong.decoding.contrastive import CdParams
 from cong.models import Sampler
 from cong.progress import log
 from cong.rewards import ImplicitReward, reward_backend
@@ -37,7 +38,7 @@ def alpha_sweep(
     points = []
     for alpha in sweep.alphas:
         log(STAGE, f"alpha {alpha}")
-        responses = sampler(rows, cd.sampling, STAGE, alpha=alpha, relative_top=cd.relative_top)
+        responses = sampler(rows, cd.sampling, STAGE, CdParams(alpha, cd.relative_top, cd.score_form))
         point = {"alpha": alpha, "prompts": len(rows)}
         point |= bootstrap_mean(backend.score(prompts, responses)).fields("reward_mean")
         point |= bootstrap_mean(implicit.score(prompts, responses)).fields("implicit_reward")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cong.config import CdSampleSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
+from cong.decoding.contrastive import CdParams
 from cong.models import Sampler
 from cong.progress import log
 from cong.shards import Shard, response_stats, sample_shard
@@ -29,7 +30,8 @@ def cd_sample(
     sampler = Sampler(weak_aligned, amateur_ref=weak_base, shared_weights=settings.shared_weights)
     if sampler.shared:
         log(STAGE, f"shared weights: one copy of {weak_base}, the adapter of {weak_aligned} on the expert's rows")
-    out = sample_shard(sampler, rows, settings.sampling, STAGE, shard, settings.alpha, settings.relative_top)
+    cd = CdParams(settings.alpha, settings.relative_top, settings.score_form)
+    out = sample_shard(sampler, rows, settings.sampling, STAGE, shard, cd)
     write_responses(out_path, out.rows, out.responses)
     return {
         **response_stats(out.responses),

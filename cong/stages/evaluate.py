@@ -1,14 +1,17 @@
 """evaluate: one row per method on the held-out prompts -> results.json and report.html.
 
-A method row comes from a model (sampled here with the evaluation's seed and settings) or from responses
-a decode-time method already wrote for these prompts (WSD). Metrics per method: reward_mean (reward
+Every row is decoded the same two ways: by `stages.evaluate.sampling` (the primary figures, `<metric>`: the
+paper's sampled setting) and greedily (`greedy_<metric>`). A method row comes from a model (decoded here) or from
+responses a decode-time method already wrote for these prompts under both decodings (WSD: `response` and
+`greedy_response`). Metrics per method and decoding: reward_mean (reward
 backend), win_rate_vs_base (share of prompts where the method's response out-scores the base strong
 model's; ties count one half), the reward backend's parts (testbed: accuracy and style), implicit_reward
 (length-normalised, under the weak pair: (log pi_r(y|x) - log pi_ref(y|x)) / |y|), and length in words;
-with a judge configured, the judge's win rate and the length-controlled one (cong.judge); with downstream
-tasks, each model's exact-match accuracy on them and its change from the base's (cong.downstream). Each comes
-with a 95% bootstrap interval and its number of prompts (cong.stats.Estimate.fields); `paired_tests` compares
-ConG's rewards with every other row's, prompt by prompt.
+with a judge configured, the judge's win rate and the length-controlled one on the primary responses
+(cong.judge); with downstream tasks, each model's exact-match accuracy on them, answered greedily, and its change
+from the base's (cong.downstream). Each comes with a 95% bootstrap interval and its number of prompts
+(cong.stats.Estimate.fields); `paired_tests` compares ConG's primary rewards with every other row's, prompt by
+prompt.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 from pathlib import Path
 
 from cong.config import METHODS, DownstreamTask, EvaluateSettings, WsdSettings
-from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
+from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.downstream import correct, lm_eval_scores, task_rows, wsd_correct
 from cong.errors import CongError
 from cong.judge import PairwiseJudge
@@ -29,14 +32,32 @@ from cong.stats import bootstrap_mean, length_controlled_win_rate, paired_test, 
 STAGE = "evaluate"
 
 
-def _joined_responses(path: str, rows: list[dict], method: str) -> list[str]:
-    by_id = {r["id"]: r["response"] for r in read_jsonl(path, RESPONSE_FIELDS)}
+def _joined_responses(path: str, rows: list[dict], method: str, field: str) -> list[str]:
+    """A decode-time method's responses to the eval rows, from `field` of its responses file (`response` under the
+    primary decoding, `greedy_response` under greedy decoding)."""
+    by_id = {r["id"]: r[field] for r in read_jsonl(path, ("id", "prompt", field))}
     missing = [r["id"] for r in rows if r["id"] not in by_id]
     if missing:
         raise CongError(
             f"evaluate: the {method} responses in {path} lack {len(missing)} eval prompts, e.g. {missing[0]!r}."
         )
     return [by_id[r["id"]] for r in rows]
+
+
+def _scored(prompts: list[str], responses: dict[str, list[str]], rewards: dict, backend, implicit) -> dict[str, dict]:
+    """Each method's figures under one decoding: reward, win rate against the base's responses under the same
+    decoding, the backend's parts, implicit reward and length, each with its interval."""
+    base = rewards.get("base")
+    table = {}
+    for method, ys in responses.items():
+        row = bootstrap_mean(rewards[method]).fields("reward_mean")
+        if base is not None:
+            row |= win_rate(rewards[method], base).fields("win_rate_vs_base")
+        for name, values in backend.parts(prompts, ys).items():
+            row |= bootstrap_mean(values).fields(name)
+        row |= bootstrap_mean(implicit.score(prompts, ys)).fields("implicit_reward")
+        table[method] = row | bootstrap_mean([len(y.split()) for y in ys]).fields("length_words")
+    return table
 
 
 def _judged(judge: PairwiseJudge, prompts: list[str], method: str, responses: dict, words: dict) -> dict:
@@ -79,12 +100,14 @@ def evaluate(
     alpha_sweep_path: str | None = None,
     downstream: list[tuple[DownstreamTask, str]] | None = None,
     wsd_decoder: tuple[str, WsdSettings] | None = None,
+    run_settings: dict | None = None,
 ) -> dict:
     """Score every method (a model to sample, or a responses file in `responses_of`), compare with `base`.
 
     `downstream` pairs each task of `settings.downstream` with its resolved data; models answer them (and
     `settings.lm_eval_tasks`), and the WSD row, which has responses but no model, answers them by WSD itself
-    when `wsd_decoder` (the strong base and the WSD settings) is given."""
+    when `wsd_decoder` (the strong base and the WSD settings) is given. `run_settings` (every stage's resolved
+    settings) goes into results.json as `settings`."""
     from cong.report import CURVES_FILE, build_report
 
     out_dir = Path(out_dir)
@@ -98,53 +121,55 @@ def evaluate(
         judge = PairwiseJudge.from_env(j.model, j.endpoint_env, j.api_key_env, j.max_tokens)
     backend = reward_backend(settings, (weak_base, weak_aligned))
     tasks = [(task, task_rows(task, path)) for task, path in downstream or []]
-    responses, rewards, solved, lm_eval = {}, {}, {}, {}
+    decodings = settings.decodings()
+    # responses[prefix][method]: each row under each decoding ("" the primary, "greedy_").
+    responses: dict[str, dict[str, list[str]]] = {prefix: {} for prefix in decodings}
+    solved, lm_eval = {}, {}
     for method in methods:
         if method in models:
             log(STAGE, f"sampling {method} ({models[method]})")
             sampler = Sampler(models[method])
-            responses[method] = sampler(rows, settings.sampling, STAGE)
+            for prefix, sampling in decodings.items():
+                responses[prefix][method] = sampler(rows, sampling, STAGE)
             solved[method] = {task.name: correct(sampler, task, data) for task, data in tasks}
             if settings.lm_eval_tasks:
                 lm_eval[method] = lm_eval_scores(models[method], settings.lm_eval_tasks, settings.lm_eval_limit)
         else:
-            responses[method] = _joined_responses(sources[method], rows, method)
+            for prefix in decodings:
+                responses[prefix][method] = _joined_responses(sources[method], rows, method, f"{prefix}response")
             if method == "wsd" and wsd_decoder is not None:
                 strong, wsd_settings = wsd_decoder
                 solved[method] = {
                     task.name: wsd_correct(weak_aligned, strong, wsd_settings, task, path)
                     for task, path in downstream or []
                 }
-        rewards[method] = backend.score(prompts, responses[method])
-    base = rewards.get("base")
     implicit = backend if backend.name == "implicit" else ImplicitReward.load(weak_base, weak_aligned)
-    words = {m: [len(y.split()) for y in responses[m]] for m in methods}
-    table = {}
-    for method in methods:
-        row = bootstrap_mean(rewards[method]).fields("reward_mean")
-        if base is not None:
-            row |= win_rate(rewards[method], base).fields("win_rate_vs_base")
-        for name, values in backend.parts(prompts, responses[method]).items():
-            row |= bootstrap_mean(values).fields(name)
-        row |= bootstrap_mean(implicit.score(prompts, responses[method])).fields("implicit_reward")
-        row |= bootstrap_mean(words[method]).fields("length_words")
-        if judge is not None and "base" in responses:
-            row |= _judged(judge, prompts, method, responses, words)
+    rewards = {prefix: {m: backend.score(prompts, ys[m]) for m in methods} for prefix, ys in responses.items()}
+    table = {m: {} for m in methods}
+    for prefix, of in responses.items():
+        for method, row in _scored(prompts, of, rewards[prefix], backend, implicit).items():
+            table[method] |= {f"{prefix}{k}": v for k, v in row.items()}
+    primary = responses[""]
+    words = {m: [len(y.split()) for y in primary[m]] for m in methods}
+    for method, row in table.items():
+        if judge is not None and "base" in primary:
+            row |= _judged(judge, prompts, method, primary, words)
         if method in solved and tasks:
             row |= _downstream(solved[method], solved.get("base"))
-        table[method] = row
     results = {
         "methods": table,
         "eval_prompts": len(rows),
+        "decodings": {prefix or "primary": d.model_dump(mode="json") for prefix, d in decodings.items()},
         "reward_backend": backend.name,
         "sources": sources,
         "weak_pair": {"base": weak_base, "aligned": weak_aligned},
+        "settings": run_settings or {},
     }
-    if "cong" in rewards:
+    if "cong" in methods:
         results["paired_tests"] = {
             "method": "cong",
             "metric": "reward",
-            "against": {m: _paired(rewards["cong"], rewards[m]) for m in methods if m != "cong"},
+            "against": {m: _paired(rewards[""]["cong"], rewards[""][m]) for m in methods if m != "cong"},
         }
     if lm_eval:
         skipped = {v for v in lm_eval.values() if isinstance(v, str)}
@@ -155,7 +180,15 @@ def evaluate(
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_jsonl(
         out_dir / "responses.jsonl",
-        ({"id": r["id"], "prompt": r["prompt"], **{m: responses[m][i] for m in methods}} for i, r in enumerate(rows)),
+        (
+            {
+                "id": r["id"],
+                "prompt": r["prompt"],
+                **{m: primary[m][i] for m in methods},
+                "greedy": {m: responses["greedy_"][m][i] for m in methods},
+            }
+            for i, r in enumerate(rows)
+        ),
     )
     curves = {
         m: json.loads((Path(ref) / TRAINING_LOG).read_text())

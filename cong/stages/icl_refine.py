@@ -1,7 +1,8 @@
 """icl_refine: weak labels refined in context by the strong base model (Somerstep et al., method.md 4.2).
 
 The weak labels are split into consecutive batches of B. In the `refine` variant each prompt is answered
-greedily by the strong base model after the other B-1 (question, weak answer) pairs of its batch
+by the strong base model (greedily, as the paper; `decoding` says how) after the other B-1 (question, weak
+answer) pairs of its batch
 (leave-one-out), so the strong model imitates the weak labels' style while its own knowledge supplies the
 content. In the `infer_and_respond` variant the strong model first states the batch's style in one
 sentence and then answers each question of the batch with that sentence in front of it.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cong.config import IclRefineSettings
+from cong.config import DecodingSettings, IclRefineSettings
 from cong.data import RESPONSE_FIELDS, read_jsonl, write_responses
 from cong.errors import CongError
 from cong.models import eos_ids, load_plain_tokenizer
@@ -103,25 +104,30 @@ def cut_style(text: str) -> str:
     return lines[0] if lines else ""
 
 
-class _Greedy:
-    """The strong base model and its tokenizer, answering plain-text prompts greedily."""
+class _Decoder:
+    """The strong base model and its tokenizer, answering plain-text prompts by the stage's decoding."""
 
-    def __init__(self, ref: str, decode_batch_size: int):
+    def __init__(self, ref: str, decode_batch_size: int, decoding: DecodingSettings):
         from cong.models import load_model
 
         self.tokenizer = load_plain_tokenizer(ref)
         self.model = load_model(ref)
         self.eos = eos_ids(self.model, self.tokenizer)
         self.decode_batch_size = decode_batch_size
+        self.decoding = decoding
 
     def render(self, chat: list[dict[str, str]]) -> str:
         if self.tokenizer.chat_template is None:
             raise CongError("icl_refine format `chat` needs a strong model with a chat template; use `text`.")
         return self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
 
-    def __call__(self, prompts: list[str], max_new_tokens: int, what: str, rendered: bool = False) -> list[str]:
-        """Greedy answers to plain-text prompts, or to chats already `render`ed (`rendered=True`)."""
-        from cong.decoding.generate import DecodeParams, decode
+    def __call__(
+        self, prompts: list[str], keys: list[str], max_new_tokens: int, what: str, rendered: bool = False
+    ) -> list[str]:
+        """Answers to plain-text prompts, or to chats already `render`ed (`rendered=True`); prompt i draws from a
+        generator seeded by the decoding's seed and `keys[i]` (its row's id), whatever batch it lands in."""
+        from cong.decoding.generate import decode
+        from cong.models import decode_params, row_seed
 
         if not prompts:
             return []
@@ -132,10 +138,10 @@ class _Greedy:
         out = decode(
             self.model,
             ids,
-            DecodeParams(max_new_tokens=max_new_tokens, greedy=True),
+            decode_params(self.decoding, max_new_tokens),
             eos_token_ids=self.eos,
             pad_token_id=self.tokenizer.pad_token_id,
-            seeds=[0] * len(prompts),  # greedy: the generators are never drawn from
+            seeds=[row_seed(self.decoding.seed, key) for key in keys],
             batch_size=self.decode_batch_size,
             on_batch=eta.update,
         )
@@ -155,7 +161,7 @@ def icl_refine(
     """
     rows = read_jsonl(weak_labels_path, RESPONSE_FIELDS)
     groups = batches(rows, settings.batch_size)
-    model = _Greedy(strong_base, settings.decode_batch_size)
+    model = _Decoder(strong_base, settings.decode_batch_size, settings.decoding)
     log(stage, f"{len(rows)} weak labels in {len(groups)} batches of up to {settings.batch_size}, {settings.variant}")
     metrics: dict[str, float] = {}
     chat = settings.format == "chat"
@@ -167,14 +173,16 @@ def icl_refine(
         # A single row is alone in its batch only when it is the last one, so its index is len(rows) - 1.
         alone = {len(rows) - 1} if len(groups[-1]) == 1 else set()
         todo = [i for i in range(len(rows)) if i not in alone]
-        answers = model([prompts[i] for i in todo], settings.max_new_tokens, "prompts refined", rendered=chat)
+        keys = [rows[i]["id"] for i in todo]
+        answers = model([prompts[i] for i in todo], keys, settings.max_new_tokens, "prompts refined", rendered=chat)
         refined = {i: cut_answer(a) for i, a in zip(todo, answers, strict=True)}
         metrics["single_rows_kept"] = float(len(alone))
     else:
         asks = [style_prompt(b) for b in groups]
         if chat:
             asks = [model.render([{"role": "user", "content": a.removesuffix("Style:").strip()}]) for a in asks]
-        raw_styles = model(asks, settings.style_max_new_tokens, "batch styles inferred", rendered=chat)
+        batch_keys = [f"batch:{b[0]['id']}" for b in groups]
+        raw_styles = model(asks, batch_keys, settings.style_max_new_tokens, "batch styles inferred", rendered=chat)
         styles = [cut_style(s) for s in raw_styles]
         if chat:
             respond = [
@@ -186,7 +194,7 @@ def icl_refine(
             ]
         else:
             respond = [respond_prompt(s, r["prompt"]) for s, b in zip(styles, groups, strict=True) for r in b]
-        answers = model(respond, settings.max_new_tokens, "prompts answered", rendered=chat)
+        answers = model(respond, [r["id"] for r in rows], settings.max_new_tokens, "prompts answered", rendered=chat)
         refined = {i: cut_answer(a) for i, a in enumerate(answers)}
         metrics["empty_styles"] = float(sum(not s for s in styles))
         metrics["mean_style_words"] = sum(len(s.split()) for s in styles) / len(styles)

@@ -3,7 +3,16 @@
 The result is cached under `<cache>/testbed/<hash of the settings>/`:
     weak/ strong/        Hugging Face model folders (LlamaForCausalLM + tokenizer with a chat template)
     train.jsonl eval.jsonl   prompt sets (`id`, `prompt`, `family`, `answer`)
-    card.json README.md  the testbed card: sizes, settings, held-out accuracy and reward of both models
+    card.json README.md  the testbed card: sizes, settings, held-out accuracy and reward of both models, and the
+                         world's sha256 (`world_sha256`)
+
+The same settings build the same bytes on any x86-64 CPU: the build runs in a process of its own whose numerics
+are pinned (REPRODUCIBLE_ENV): ATen's portable kernels instead of the CPU's widest vector unit, MKL's conditional
+numerical reproducibility mode, one thread. The world's sha256 covers every file but the card, whose build time
+varies.
+
+The pretraining corpus holds neither the train nor the eval prompts (nor, so, an answer to one): a model that had
+seen them would answer them from memory, and the methods would be compared on recall.
 """
 
 from __future__ import annotations
@@ -11,8 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +34,7 @@ import torch
 from cong.cache import cache_root, entry_lock
 from cong.config import TestbedSettings
 from cong.data import write_jsonl
+from cong.errors import CongError
 from cong.testbed import world
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
@@ -31,8 +44,25 @@ CHAT_TEMPLATE = (
     "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-BUILD_VERSION = 3  # bump when the world or the build changes, so old caches are not reused
+BUILD_VERSION = 4  # bump when the world or the build changes, so old caches are not reused
 Progress = Callable[[str], None]
+# Threads of the build, whatever the machine has: how work is split between threads changes the sums.
+BUILD_THREADS = 2
+# The build process's numerics, the same on every x86-64 CPU. Measured on the micro testbed: ATEN_CPU_CAPABILITY
+# default, avx2 and avx512 give three worlds, MKL's own CPU dispatch (MKL_CBWR unset) another, and under MKL_CBWR
+# COMPATIBLE one thread and two give two more. Pinned, they cost the micro build 2x (12.6 s -> 24.9 s).
+REPRODUCIBLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's kernels without CPU-specific vector code
+    "MKL_CBWR": "COMPATIBLE",  # MKL's one code path for every x86-64 CPU
+    "OMP_NUM_THREADS": str(BUILD_THREADS),
+    "MKL_NUM_THREADS": str(BUILD_THREADS),
+    "CUDA_VISIBLE_DEVICES": "",  # a CPU build on a GPU machine too
+}
+# Files of a built world that are not the world: the card records the build's time.
+CARD_FILES = ("card.json", "README.md")
+# The worlds the README's figures came from, by cache key (settings and build version): a build with the same key
+# and another hash is another world, and `cong run` says so.
+REFERENCE_WORLDS: dict[str, str] = {}
 
 
 def testbed_dir(settings: TestbedSettings) -> Path:
@@ -54,6 +84,11 @@ def _prompt_sets(settings: TestbedSettings) -> tuple[list[world.Example], list[w
     rng.shuffle(examples)
     n_eval, n_train = settings.n_eval_prompts, settings.n_train_prompts
     return examples[:n_eval], examples[n_eval : n_eval + n_train], examples[n_eval + n_train :]
+
+
+def pretraining_chats(settings: TestbedSettings) -> list[list[dict[str, str]]]:
+    """The pretraining corpus: chats about the pretraining prompts only (no train or eval prompt)."""
+    return _corpus(settings, _prompt_sets(settings)[2])
 
 
 def _corpus(settings: TestbedSettings, docs: list[world.Example]) -> list[list[dict[str, str]]]:
@@ -152,12 +187,45 @@ def _packed_batch(
     return batch
 
 
+class PortableAdamW(torch.optim.Optimizer):
+    """AdamW (decoupled weight decay) whose arithmetic is the same on every CPU: its square root is taken as
+    `rsqrt(v + eps^2)`, eps inside the root.
+
+    torch.sqrt on a CPU is not correctly rounded (1 ulp from numpy's sqrt here) and its last bit depends on the
+    processor, whatever ATen's and MKL's settings: the same build under QEMU's Intel Haswell and on this AMD EPYC
+    agreed on the tokenizer, the initial weights, the forward and backward passes and the gradient clipping, and
+    parted at torch.optim.AdamW's first step. ATen's rsqrt is 1 / sqrt, exact."""
+
+    def __init__(
+        self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay=0.0
+    ):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                m, v, t = state["m"], state["v"], state["step"]
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                scale = (v / (1 - beta2**t)).add_(group["eps"] ** 2).rsqrt_()
+                p.addcmul_(m, scale, value=-group["lr"] / (1 - beta1**t))
+
+
 def _pretrain(
     model, token_ids: list[list[int]], settings: TestbedSettings, pad_id: int, seed: int, progress: Progress, label: str
 ) -> float:
     """Plain causal-LM pretraining from scratch; returns the final loss (mean of the last 20 steps)."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_learning_rate, weight_decay=0.01)
+    optimizer = PortableAdamW(model.parameters(), lr=settings.pretrain_learning_rate, weight_decay=0.01)
     steps, warmup = settings.pretrain_steps, max(1, settings.pretrain_steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
@@ -202,24 +270,77 @@ def build_testbed(settings: TestbedSettings, progress: Progress = print) -> Path
         return out
     with entry_lock(out):  # another process may be building it: wait, then take its result
         if not (out / "card.json").is_file():
-            _build(settings, out, progress)
+            _build_apart(settings, out, progress)
     return out
 
 
-def _build(settings: TestbedSettings, out: Path, progress: Progress) -> None:
+def _build_apart(settings: TestbedSettings, out: Path, progress: Progress) -> None:
+    """`build_here` in a process of its own with REPRODUCIBLE_ENV (ATen and MKL read it when they load), relaying
+    its progress lines."""
+    env = {**os.environ, **REPRODUCIBLE_ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "cong.testbed", settings.model_dump_json(), str(out)]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        lines = []
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("testbed: "):
+                progress(line)
+            else:
+                lines = (lines + [line])[-30:]
+    if proc.returncode != 0:
+        tail = "\n".join(lines)
+        raise CongError(f"the testbed build failed (exit status {proc.returncode}); its last lines:\n{tail}")
+
+
+def world_summary(settings: TestbedSettings) -> dict:
+    """What results.json records of a built world: its sha256 and build version, both models' held-out figures,
+    and whether it is the reference world of its settings (None when none is recorded)."""
+    folder = testbed_dir(settings)
+    card = json.loads((folder / "card.json").read_text())
+    reference = REFERENCE_WORLDS.get(folder.name)
+    return {
+        "sha256": card["world_sha256"],
+        "build_version": card["build_version"],
+        "key": folder.name,
+        "reference_sha256": reference,
+        "is_reference": None if reference is None else reference == card["world_sha256"],
+        "models": {
+            name: {k: m[k] for k in ("parameters", "held_out_accuracy", "held_out_reward")}
+            for name, m in card["models"].items()
+        },
+    }
+
+
+def world_files(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a built world but the card, by its path in the folder."""
+    from cong.storage import sha256_file
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in CARD_FILES)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+
+
+def world_sha256(files: dict[str, str]) -> str:
+    """One hash of a world: of its files' paths and hashes."""
+    return hashlib.sha256("".join(f"{path}\0{digest}\n" for path, digest in sorted(files.items())).encode()).hexdigest()
+
+
+def build_here(settings: TestbedSettings, out: Path, progress: Progress) -> None:
+    """The build itself, in this process (`python -m cong.testbed` runs it with REPRODUCIBLE_ENV)."""
     from cong.models import quiet_libraries
 
     quiet_libraries()
+    torch.set_num_threads(BUILD_THREADS)
+    torch.use_deterministic_algorithms(True)
     started = time.monotonic()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.manual_seed(settings.seed)
 
-    eval_set, train_set, pretrain_set = _prompt_sets(settings)
+    eval_set, train_set, _ = _prompt_sets(settings)
     _write_prompts(tmp / "train.jsonl", "train", train_set)
     _write_prompts(tmp / "eval.jsonl", "eval", eval_set)
-    chats = _corpus(settings, pretrain_set + train_set)
+    chats = pretraining_chats(settings)
     tokenizer = _train_tokenizer([m["content"] for chat in chats for m in chat], settings.vocab_size)
     texts = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in chats]
     token_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -246,11 +367,14 @@ def _build(settings: TestbedSettings, out: Path, progress: Progress) -> None:
             **_held_out_scores(model, tokenizer, eval_set),
         }
     card["build_seconds"] = round(time.monotonic() - started, 1)
+    card["files"] = world_files(tmp)
+    card["world_sha256"] = world_sha256(card["files"])
+    card["numerics"] = {"torch": torch.__version__, **{k: os.environ.get(k) for k in REPRODUCIBLE_ENV}}
     (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (tmp / "README.md").write_text(_card_markdown(card))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    progress(f"testbed: built in {card['build_seconds']}s at {out}")
+    progress(f"testbed: built in {card['build_seconds']}s at {out}, world sha256 {card['world_sha256']}")
 
 
 def _held_out_scores(model, tokenizer, eval_set: list[world.Example]) -> dict[str, float]:
@@ -295,5 +419,6 @@ def _card_markdown(card: dict) -> str:
             f"| {name} | {m['parameters']} | {m['hidden_size']} | {m['layers']} | {m['final_pretrain_loss']} "
             f"| {m['held_out_accuracy']} | {m['held_out_reward']} |"
         )
+    lines += ["", f"World sha256 (every file but this card): `{card['world_sha256']}`."]
     lines += ["", "Settings:", "", "```json", json.dumps(card["settings"], indent=2), "```", ""]
     return "\n".join(lines)
