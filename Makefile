@@ -12,7 +12,7 @@ export CONG_CACHE_DIR ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-extended bench lint compile clean chromium
+.PHONY: setup run test test-extended bench lint compile clean chromium qemu
 
 setup: $(STAMP)
 
@@ -40,8 +40,14 @@ chromium:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 # The runs that take several minutes each (e.g. the cross-family pipeline); CI runs them after `make test`.
-test-extended: $(STAMP)
+test-extended: $(STAMP) qemu
 	$(BIN)/python -m pytest -q -m extended $(PYTEST_ARGS)
+
+# Debian's QEMU user-mode emulator, under which tests/test_testbed.py builds a world on another CPU; installed once.
+qemu:
+	@command -v qemu-x86_64 >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-user; }
 
 # Contrastive-decoding throughput on the testbed's models (cong bench cd --help for the options).
 bench: $(STAMP)

@@ -103,12 +103,12 @@ def _world_note(world: dict) -> str:
     """Which testbed world the table comes from, and whether it is the one the README's figures came from."""
     note = f"testbed world sha256 {world['sha256']}"
     if world["is_reference"] is None:
-        return f"{note} (no reference world is recorded for these testbed settings)."
+        return f"{note} (no reference world is shipped for these testbed settings)."
     if world["is_reference"]:
-        return f"{note}: the reference world of these settings, the one the README's figures came from."
+        return f"{note}: the reference world of these settings, shipped with cong (the README's figures are its)."
     return (
-        f"{note} differs from the reference world of these settings ({world['reference_sha256']}), the one the "
-        "README's figures came from: this machine built another world, so expect other figures."
+        f"{note} differs from the reference world shipped for these settings ({world['reference_sha256']}), whose "
+        "figures the README gives: this cache holds another world, so expect other figures."
     )
 
 

@@ -68,6 +68,9 @@ def _run_folder(folder: Path) -> Path:
             "lc_win_rate_vs_base": 0.5 + 0.02 * i,
             "downstream_accuracy": 0.6 - 0.05 * i,
             "length_words": 10.0 - i,
+            "greedy_reward_mean": reward + 0.1,
+            "greedy_reward_mean_ci95_low": reward + 0.05,
+            "greedy_reward_mean_ci95_high": reward + 0.15,
         }
     against = {
         m: {
@@ -86,6 +89,10 @@ def _run_folder(folder: Path) -> Path:
         "methods": rows,
         "eval_prompts": 20,
         "reward_backend": "testbed",
+        "decodings": {
+            "primary": {"temperature": 0.8, "top_p": 0.95, "seed": 7, "greedy": False, "max_new_tokens": 48},
+            "greedy": {"temperature": 0.8, "top_p": 0.95, "seed": 7, "greedy": True, "max_new_tokens": 48},
+        },
         "paired_tests": {"method": "cong", "metric": "reward", "against": against},
         "alpha_sweep": sweep,
     }
@@ -109,6 +116,7 @@ def test_cong_report_rebuilds_every_section(tmp_path, capsys):
     assert f"wrote {folder / 'report.html'}" in capsys.readouterr().out
     for section in (
         'id="results"',
+        'id="greedy"',
         'id="paired-tests"',
         'id="alpha-sweep"',
         'id="samples"',
@@ -118,6 +126,8 @@ def test_cong_report_rebuilds_every_section(tmp_path, capsys):
         assert section in page, section
     assert page.count("<img") == 4  # every metric, the sweep, the training loss, the lengths
     assert "0.300 [0.260, 0.330]" in page, "the reward with its interval"
+    assert "0.400 [0.350, 0.450]" in page, "the greedy reward with its interval, in its own table"
+    assert "sampled at temperature 0.8, top-p 0.95, seed 7" in page, "the report says which decoding is primary"
     assert_report_renders(folder / "report.html", tmp_path)
 
 

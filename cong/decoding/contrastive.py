@@ -34,6 +34,15 @@ def check_cd_args(alpha: float, relative_top: float) -> None:
         raise ValueError(f"relative_top must be in (0, 1], got {relative_top}")
 
 
+def _check_pair(expert_logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float, relative_top: float) -> None:
+    check_cd_args(alpha, relative_top)
+    if expert_logits.shape != amateur_logits.shape:
+        raise ValueError(
+            f"expert and amateur logits differ in shape: {tuple(expert_logits.shape)} vs "
+            f"{tuple(amateur_logits.shape)}; the weak pair must share a vocabulary"
+        )
+
+
 def cd_scores(
     expert_logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float, relative_top: float = 0.1
 ) -> torch.Tensor:
@@ -41,12 +50,7 @@ def cd_scores(
 
     These are the scores before any repetition penalty, temperature or top-p.
     """
-    check_cd_args(alpha, relative_top)
-    if expert_logits.shape != amateur_logits.shape:
-        raise ValueError(
-            f"expert and amateur logits differ in shape: {tuple(expert_logits.shape)} vs "
-            f"{tuple(amateur_logits.shape)}; the weak pair must share a vocabulary"
-        )
+    _check_pair(expert_logits, amateur_logits, alpha, relative_top)
     logp_expert = torch.log_softmax(expert_logits.float(), dim=-1)
     scores = logp_expert
     if alpha < 1.0:  # skipped at alpha = 1 so that a -inf amateur logit cannot turn 0 * -inf into nan
@@ -65,12 +69,7 @@ def authors_cd_scores(
     expert = log_softmax(expert logits), -inf outside V_head; amateur = log_softmax(amateur logits), set to
     -1e-3 outside V_head, then log_softmax again; score = expert - (1 - alpha) * amateur.
     """
-    check_cd_args(alpha, relative_top)
-    if expert_logits.shape != amateur_logits.shape:
-        raise ValueError(
-            f"expert and amateur logits differ in shape: {tuple(expert_logits.shape)} vs "
-            f"{tuple(amateur_logits.shape)}; the weak pair must share a vocabulary"
-        )
+    _check_pair(expert_logits, amateur_logits, alpha, relative_top)
     logp_expert = torch.log_softmax(expert_logits.float(), dim=-1)
     outside = logp_expert < logp_expert.amax(dim=-1, keepdim=True) + math.log(relative_top)
     amateur = torch.log_softmax(amateur_logits.float(), dim=-1).masked_fill_(outside, AUTHORS_AMATEUR_OUTSIDE)

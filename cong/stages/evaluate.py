@@ -159,7 +159,7 @@ def evaluate(
     results = {
         "methods": table,
         "eval_prompts": len(rows),
-        "decodings": {prefix or "primary": d.model_dump(mode="json") for prefix, d in decodings.items()},
+        "decodings": {prefix.rstrip("_") or "primary": d.model_dump(mode="json") for prefix, d in decodings.items()},
         "reward_backend": backend.name,
         "sources": sources,
         "weak_pair": {"base": weak_base, "aligned": weak_aligned},

@@ -120,7 +120,7 @@ def wsd(
         )
         for row, result in zip(out, results, strict=True):
             row[field] = result.response
-        prefix = "" if field == "response" else f"{field.removesuffix('response')}"
+        prefix = field.removesuffix("response")
         metrics |= {f"{prefix}{k}": v for k, v in _cut_metrics(results, tokenizer).items()}
         metrics[f"{prefix}strong_seconds"] = time.monotonic() - start
     write_jsonl(out_path, out)

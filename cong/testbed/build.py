@@ -50,7 +50,9 @@ Progress = Callable[[str], None]
 BUILD_THREADS = 2
 # The build process's numerics, the same on every x86-64 CPU. Measured on the micro testbed: ATEN_CPU_CAPABILITY
 # default, avx2 and avx512 give three worlds, MKL's own CPU dispatch (MKL_CBWR unset) another, and under MKL_CBWR
-# COMPATIBLE one thread and two give two more. Pinned, they cost the micro build 2x (12.6 s -> 24.9 s).
+# COMPATIBLE one thread and two give two more. MKL's other branches (SSE4_2, AVX, AVX2) gave one world on an AMD
+# EPYC and others under an emulated Intel Haswell: only COMPATIBLE is the same across vendors. Pinned, these cost
+# the micro build 2x (12.6 s -> 24.9 s), mostly MKL's portable matrix products.
 REPRODUCIBLE_ENV = {
     "ATEN_CPU_CAPABILITY": "default",  # ATen's kernels without CPU-specific vector code
     "MKL_CBWR": "COMPATIBLE",  # MKL's one code path for every x86-64 CPU
@@ -60,9 +62,9 @@ REPRODUCIBLE_ENV = {
 }
 # Files of a built world that are not the world: the card records the build's time.
 CARD_FILES = ("card.json", "README.md")
-# The worlds the README's figures came from, by cache key (settings and build version): a build with the same key
-# and another hash is another world, and `cong run` says so.
-REFERENCE_WORLDS: dict[str, str] = {}
+# Reference worlds shipped with the package, one folder per cache key (settings and build version): the tiny
+# preset's, whose build takes minutes (MKL's portable code path is 2 to 3 times slower than its native one).
+SHIPPED_WORLDS = Path(__file__).parent / "worlds"
 
 
 def testbed_dir(settings: TestbedSettings) -> Path:
@@ -192,9 +194,10 @@ class PortableAdamW(torch.optim.Optimizer):
     `rsqrt(v + eps^2)`, eps inside the root.
 
     torch.sqrt on a CPU is not correctly rounded (1 ulp from numpy's sqrt here) and its last bit depends on the
-    processor, whatever ATen's and MKL's settings: the same build under QEMU's Intel Haswell and on this AMD EPYC
+    processor, whatever ATen's and MKL's settings: the same build under QEMU's Intel Haswell and on an AMD EPYC
     agreed on the tokenizer, the initial weights, the forward and backward passes and the gradient clipping, and
-    parted at torch.optim.AdamW's first step. ATen's rsqrt is 1 / sqrt, exact."""
+    parted at torch.optim.AdamW's first step. ATen's rsqrt is 1 / sqrt, exact: with it, the two builds (and one
+    under QEMU's Nehalem, without AVX) gave the same bytes."""
 
     def __init__(
         self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay=0.0
@@ -264,14 +267,30 @@ def _write_prompts(path: Path, split: str, examples: list[world.Example]) -> Non
 
 
 def build_testbed(settings: TestbedSettings, progress: Progress = print) -> Path:
-    """Build (or reuse from cache) the testbed for these settings; returns its folder."""
+    """Build (or reuse from cache) the testbed for these settings; returns its folder. A world shipped for these
+    settings is copied into the cache (and checked against its card) instead of being built."""
     out = testbed_dir(settings)
     if (out / "card.json").is_file():
         return out
     with entry_lock(out):  # another process may be building it: wait, then take its result
         if not (out / "card.json").is_file():
-            _build_apart(settings, out, progress)
+            shipped = SHIPPED_WORLDS / out.name
+            if (shipped / "card.json").is_file():
+                _copy_shipped(shipped, out, progress)
+            else:
+                _build_apart(settings, out, progress)
     return out
+
+
+def _copy_shipped(shipped: Path, out: Path, progress: Progress) -> None:
+    card = json.loads((shipped / "card.json").read_text())
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(shipped, tmp)
+    if world_files(tmp) != card["files"]:
+        raise CongError(f"the testbed world shipped in {shipped} does not match its card: reinstall cong.")
+    tmp.rename(out)
+    progress(f"testbed: the reference world of these settings, shipped with cong (world sha256 {card['world_sha256']})")
 
 
 def _build_apart(settings: TestbedSettings, out: Path, progress: Progress) -> None:
@@ -293,11 +312,12 @@ def _build_apart(settings: TestbedSettings, out: Path, progress: Progress) -> No
 
 
 def world_summary(settings: TestbedSettings) -> dict:
-    """What results.json records of a built world: its sha256 and build version, both models' held-out figures,
-    and whether it is the reference world of its settings (None when none is recorded)."""
+    """What results.json records of a world: its sha256 and build version, both models' held-out figures, and
+    whether it is the reference world shipped for its settings (None when none is shipped)."""
     folder = testbed_dir(settings)
     card = json.loads((folder / "card.json").read_text())
-    reference = REFERENCE_WORLDS.get(folder.name)
+    shipped = SHIPPED_WORLDS / folder.name / "card.json"
+    reference = json.loads(shipped.read_text())["world_sha256"] if shipped.is_file() else None
     return {
         "sha256": card["world_sha256"],
         "build_version": card["build_version"],
