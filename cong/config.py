@@ -751,14 +751,13 @@ def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     merged = _merge(defaults(), data)
     pods = merged.get("resources")
     if isinstance(pods, dict):
-        resolved = {}
-        for stage in sorted(pods, key=lambda s: s == "promote"):  # promote inherits evaluate's, resolved first
-            own = pods[stage]
-            if isinstance(own, dict):
-                base = resolved.get("evaluate", default_resources("evaluate")) if stage == "promote" else None
-                own = _merge(base or default_resources(stage), own)
-            resolved[stage] = own
-        merged["resources"] = {stage: resolved[stage] for stage in pods}
+        pods = {
+            stage: _merge(default_resources(stage), own) if isinstance(own, dict) else own
+            for stage, own in pods.items()
+        }
+        if isinstance(pods.get("promote"), dict) and isinstance(pods.get("evaluate"), dict):
+            pods["promote"] = _merge(pods["evaluate"], data["resources"]["promote"])
+        merged["resources"] = pods
     return merged
 
 

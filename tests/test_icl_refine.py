@@ -2,7 +2,7 @@
 
 import pytest
 
-from cong.config import IclRefineSettings
+from cong.config import DecodingSettings, IclRefineSettings
 from cong.data import RESPONSE_FIELDS, read_jsonl, write_jsonl
 from cong.stages.icl_refine import (
     batches,
@@ -116,3 +116,22 @@ def test_icl_refine_stage(micro_testbed, weak_labels, tmp_path, variant, fmt):
         assert rows[-1]["response"] == weak[-1]["response"]
     else:
         assert "empty_styles" in metrics and metrics["mean_style_words"] >= 0
+
+
+def test_icl_refine_labels_follow_the_stages_decoding(micro_testbed, weak_labels, tmp_path):
+    """`decoding` is how the labels are written: sampled, each row draws from its own seeded generator (a rerun is
+    the same, another seed is not), and the labels differ from the greedy default's."""
+    path, _ = weak_labels
+    base = IclRefineSettings(batch_size=3, format="chat", max_new_tokens=12, decode_batch_size=4)
+    labels = {}
+    for name, decoding in (
+        ("greedy", base.decoding),
+        ("sampled", DecodingSettings(temperature=1.5, top_p=1.0, seed=3)),
+        ("again", DecodingSettings(temperature=1.5, top_p=1.0, seed=3)),
+        ("other seed", DecodingSettings(temperature=1.5, top_p=1.0, seed=4)),
+    ):
+        out = tmp_path / f"{name}.jsonl"
+        icl_refine(str(micro_testbed / "strong"), str(path), out, base.model_copy(update={"decoding": decoding}))
+        labels[name] = [r["response"] for r in read_jsonl(out, RESPONSE_FIELDS)]
+    assert base.decoding.greedy and labels["sampled"] == labels["again"]
+    assert labels["sampled"] != labels["greedy"] and labels["sampled"] != labels["other seed"]

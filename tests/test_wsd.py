@@ -200,14 +200,17 @@ def test_wsd_eval_rows_are_decoded_as_every_row(micro_testbed, tmp_path):
     sampled = DecodingSettings(temperature=0.8, top_p=0.95, seed=7)
     decodings = {"response": (sampled, 32), "greedy_response": (DecodingSettings(greedy=True), 32)}
     refs = (str(micro_testbed / "weak"), str(micro_testbed / "strong"), str(micro_testbed / "eval.jsonl"))
-    outs = [tmp_path / f"{name}.jsonl" for name in ("eval", "again", "labels")]
+    outs = [tmp_path / f"{name}.jsonl" for name in ("eval", "again", "labels", "sampled labels")]
     metrics = wsd_stage.wsd(*refs, outs[0], settings, decodings, max_prompts=6)
     wsd_stage.wsd(*refs, outs[1], settings, decodings, max_prompts=6)
     wsd_stage.wsd(*refs, outs[2], settings, max_prompts=6)
-    rows, again, labels = (read_jsonl(o, ("id", "prompt", "response")) for o in outs)
+    wsd_stage.wsd(*refs, outs[3], settings.model_copy(update={"decoding": sampled}), max_prompts=6)
+    rows, again, labels, sampled_labels = (read_jsonl(o, ("id", "prompt", "response")) for o in outs)
     assert all(set(r) == {"id", "prompt", "response", "greedy_response"} for r in rows)
     assert rows == again
+    # The training labels follow `stages.wsd.decoding` and `max_total_tokens`: greedy by default, else as set.
     assert [r["greedy_response"] for r in rows] == [r["response"] for r in labels]
+    assert [r["response"] for r in rows] == [r["response"] for r in sampled_labels]
     assert [r["response"] for r in rows] != [r["greedy_response"] for r in rows]
     assert METRICS <= set(metrics) and {"greedy_mean_cut_fraction", "greedy_strong_seconds"} <= set(metrics)
 

@@ -129,8 +129,11 @@ def evaluate(
         if method in models:
             log(STAGE, f"sampling {method} ({models[method]})")
             sampler = Sampler(models[method])
+            decoded: dict = {}  # a primary decoding that is greedy already is decoded once
             for prefix, sampling in decodings.items():
-                responses[prefix][method] = sampler(rows, sampling, STAGE)
+                if sampling not in decoded:
+                    decoded[sampling] = sampler(rows, sampling, STAGE)
+                responses[prefix][method] = decoded[sampling]
             solved[method] = {task.name: correct(sampler, task, data) for task, data in tasks}
             if settings.lm_eval_tasks:
                 lm_eval[method] = lm_eval_scores(models[method], settings.lm_eval_tasks, settings.lm_eval_limit)

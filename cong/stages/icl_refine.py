@@ -2,10 +2,9 @@
 
 The weak labels are split into consecutive batches of B. In the `refine` variant each prompt is answered
 by the strong base model (greedily, as the paper; `decoding` says how) after the other B-1 (question, weak
-answer) pairs of its batch
-(leave-one-out), so the strong model imitates the weak labels' style while its own knowledge supplies the
-content. In the `infer_and_respond` variant the strong model first states the batch's style in one
-sentence and then answers each question of the batch with that sentence in front of it.
+answer) pairs of its batch (leave-one-out), so the strong model imitates the weak labels' style while its own
+knowledge supplies the content. In the `infer_and_respond` variant the strong model first states the batch's
+style in one sentence and then answers each question of the batch with that sentence in front of it.
 
 The paper works with base models, so by default (`format: text`) every prompt is plain text (no chat
 template), tokenised with the strong model's tokenizer as it tokenises any text. A base model does not stop

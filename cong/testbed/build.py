@@ -8,8 +8,8 @@ The result is cached under `<cache>/testbed/<hash of the settings>/`:
 
 The same settings build the same bytes on any x86-64 CPU: the build runs in a process of its own whose numerics
 are pinned (REPRODUCIBLE_ENV): ATen's portable kernels instead of the CPU's widest vector unit, MKL's conditional
-numerical reproducibility mode, one thread. The world's sha256 covers every file but the card, whose build time
-varies.
+numerical reproducibility mode, two threads, and an AdamW whose square root is exact. The world's sha256 covers
+every file but the card, whose build time varies. The tiny preset's world ships with the package (SHIPPED_WORLDS).
 
 The pretraining corpus holds neither the train nor the eval prompts (nor, so, an answer to one): a model that had
 seen them would answer them from memory, and the methods would be compared on recall.
