@@ -12,7 +12,7 @@ export CONG_CACHE_DIR ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-extended bench lint compile clean chromium qemu
+.PHONY: setup run study test test-extended bench lint compile clean chromium qemu
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(BIN)/cong run --local $(RUN_ARGS)
+
+# The paper's questions over several worlds and training seeds (cong/studies/tiny.yaml); a killed study resumes.
+study: $(STAMP)
+	$(BIN)/cong study $(STUDY_ARGS)
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -m "not extended" $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ import copy
 import functools
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import annotated_types
 import yaml
@@ -77,6 +77,9 @@ class TrainSettings(Strict):
     )
     lora: LoraSettings | None = None
     seed: int = Field(0, ge=0, description="trainer seed (data order, dropout, LoRA init)")
+
+
+TrainSettingsT = TypeVar("TrainSettingsT", bound=TrainSettings)
 
 
 class DpoSettings(TrainSettings):
@@ -361,6 +364,9 @@ class TestbedSettings(Strict):
     n_train_prompts: int = Field(256, ge=8, le=100000)
     n_eval_prompts: int = Field(128, ge=8, le=100000)
     n_pretrain_docs: int = Field(6000, ge=100, le=1000000)
+    strong_only_share: float = Field(
+        0.3, ge=0, lt=1, description="share of prompts from the families only the strong model learns (sort, reverse)"
+    )
     aligned_fraction: float = Field(0.15, gt=0, lt=1, description="share of the aligned style in pretraining")
     multi_turn_fraction: float = Field(
         0.3, ge=0, le=1, description="share of pretraining chats with 2 to max_turns turns in one style"
@@ -368,13 +374,18 @@ class TestbedSettings(Strict):
     max_turns: int = Field(4, ge=2, le=16)
     vocab_size: int = Field(600, ge=300, le=8192)
     weak_hidden: int = Field(48, ge=8, le=4096)
-    weak_layers: int = Field(2, ge=1, le=64)
+    weak_layers: int = Field(1, ge=1, le=64)
     strong_hidden: int = Field(128, ge=8, le=4096)
     strong_layers: int = Field(4, ge=1, le=64)
     pretrain_steps: int = Field(1500, ge=1, le=100000)
     pretrain_batch_size: int = Field(16, ge=1, le=4096, description="packed rows per pretraining step")
     pretrain_context: int = Field(128, ge=16, le=8192, description="tokens per packed row (whole chats)")
     pretrain_learning_rate: float = Field(3e-3, gt=0, le=1)
+    instruct_steps: int = Field(
+        300, ge=0, le=100000, description="chat SFT of the weak model after pretraining (its Instruct version)"
+    )
+    instruct_aligned_fraction: float = Field(0.4, ge=0, le=1, description="share of the aligned style in its chats")
+    instruct_learning_rate: float = Field(1e-3, gt=0, le=1)
 
 
 class StorageSettings(Strict):
@@ -611,6 +622,16 @@ class Config(Strict):
     distributed: DistributedSettings = DistributedSettings()
     pipeline_root: str | None = Field(None, description="KFP pipeline root (local folder or s3:// URI)")
     promotion: PromotionSettings = PromotionSettings()
+    learning_rate_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        description="the one learning-rate rule: every training stage trains at its stated learning rate (the "
+        "paper's, by default) times this factor, so that models far smaller than the paper's keep its ratios",
+    )
+    allow_failed_gates: bool = Field(
+        False, description="run on a world or weak pair that fails a gate (cong.gates); every output says so"
+    )
 
     @model_validator(mode="after")
     def _check_nodes(self) -> Config:
@@ -676,17 +697,31 @@ class Config(Strict):
         """The resolved settings a stage runs with, as its outputs' lineage records them (empty for a stage with
         none): sft's are the trainer settings of its method, merge_shards' those of the stage it merges, and
         alpha_sweep decodes with cd_sample's."""
+        stages = self.training_stages()
         if stage == "sft":
-            chosen: Any = {"train": self.stages.sft_train(method or "cong_s")}
+            chosen: Any = {"train": stages.sft_train(method or "cong_s")}
         elif stage == "alpha_sweep":
-            chosen = {**dict(self.stages.alpha_sweep), "cd_sample": self.stages.cd_sample}
+            chosen = {**dict(stages.alpha_sweep), "cd_sample": stages.cd_sample}
         elif stage == "promote":
             chosen = self.promotion
         elif stage in StageSettings.model_fields:
-            chosen = getattr(self.stages, stage)
+            chosen = getattr(stages, stage)
         else:
             return {}
         return _json(chosen)
+
+    def trained(self, train: TrainSettingsT) -> TrainSettingsT:
+        """`train` as a trainer uses it: its learning rate times learning_rate_scale."""
+        return train.model_copy(update={"learning_rate": train.learning_rate * self.learning_rate_scale})
+
+    def training_stages(self) -> StageSettings:
+        """The stage settings with every `train` as trainers use it (`trained`)."""
+        update = {}
+        for name in StageSettings.model_fields:
+            stage = getattr(self.stages, name)
+            if isinstance(getattr(stage, "train", None), TrainSettings):
+                update[name] = stage.model_copy(update={"train": self.trained(stage.train)})
+        return self.stages.model_copy(update=update)
 
     def as_parameter(self) -> dict[str, Any]:
         """The config as a pipeline parameter value (protobuf structs have no null, so unset keys go)."""

@@ -206,7 +206,7 @@ def run_stage(
             f"missing: {', '.join(sorted(missing)) or 'none'}, unknown: {', '.join(sorted(unknown)) or 'none'}."
         )
     ref = {name: resolve(value, cfg) for name, value in inputs.items()}
-    stages = cfg.stages
+    stages = cfg.training_stages()
     if stage == "weak_align":
         from cong.stages.dpo import dpo
 

@@ -79,6 +79,31 @@ def decoding_note(results: dict) -> str:
     )
 
 
+def gates_note(results: dict) -> str:
+    """The warning of a run let past failed gates (cong.gates); empty when none failed."""
+    failed = results.get("failed_gates") or []
+    if not failed:
+        return ""
+    return (
+        f"this run went on past failed gates ({', '.join(failed)}; --allow-failed-gates): its world or weak pair "
+        "cannot show whether weak supervision transfers, so its table does not compare the methods on that question."
+    )
+
+
+def _gates_section(results: dict) -> str:
+    gates = results.get("testbed", {}).get("gates") or []
+    if not gates:
+        return ""
+    rows = [[g["name"], f"{g['value']:.4g}", str(g["threshold"]), "passed" if g["passed"] else "FAILED"] for g in gates]
+    table = _table("gates", ["gate", "value", "threshold", "result"], rows)
+    return f"<h2>Gates (cong/gates.py), fixed before any method ran</h2>{_warning(results)}{table}"
+
+
+def _warning(results: dict) -> str:
+    note = gates_note(results)
+    return f'<p class="warning"><strong>Warning:</strong> {html.escape(note)}</p>' if note else ""
+
+
 def format_sweep(points: list[dict]) -> str:
     """The alpha sweep as fixed-width text."""
     columns = [c for c in SWEEP_COLUMNS if all(c in p for p in points)]
@@ -237,12 +262,14 @@ def build_report(folder: Path, samples: int = 8) -> Path:
         [[html.escape(m)] + [cell(row, c) for c in greedy_columns] for m, row in methods.items()],
     )
     sections = [
+        _warning(results),
         f"<p>{results['eval_prompts']} held-out prompts, reward backend <code>{html.escape(results['reward_backend'])}"
         f"</code>. Intervals are 95% bootstrap intervals. {html.escape(decoding_note(results))}{judge}</p>",
         f"<h2>Comparison</h2>{table}",
         f"<h2>Under greedy decoding</h2>{greedy_table}" if greedy_columns else "",
         _paired_section(results["paired_tests"]) if results.get("paired_tests") else "",
         f"<h2>Every metric</h2>{_img('a bar chart per metric', _metrics_png(methods))}",
+        _gates_section(results),
     ]
     if results.get("alpha_sweep"):
         points = results["alpha_sweep"]
@@ -253,16 +280,71 @@ def build_report(folder: Path, samples: int = 8) -> Path:
         sections.append(f"<h2>Training</h2>{_img('training loss per stage', _curves_png(curves))}")
     sections.append(f"<h2>Response lengths</h2>{_img('response lengths per method', _lengths_png(lengths))}")
     sections.append(f"<h2>Sample responses</h2>{side_by_side}")
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ConG run report</title>
+    path = folder / "report.html"
+    path.write_text(_page("ConG run report", sections))
+    return path
+
+
+def _page(title: str, sections: list[str]) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:90em}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
 td{{font-variant-numeric:tabular-nums}} img{{max-width:100%;display:block;margin:1em 0}}</style>
 </head><body>
-<h1>ConG run report</h1>
+<h1>{html.escape(title)}</h1>
 {"".join(sections)}
 </body></html>
 """
-    path = folder / "report.html"
-    path.write_text(page)
+
+
+def _forest_png(hypotheses: list[dict]) -> str:
+    """Each hypothesis's effect with its 95% interval, against zero."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(hypotheses) + 1.2))
+    for y, h in enumerate(reversed(hypotheses)):
+        # A percentile interval need not hold its estimate (few worlds, skewed draws): drawn apart.
+        ax.hlines(y, h["ci95_low"], h["ci95_high"])
+        ax.plot(h["effect"], y, "o")
+    ax.axvline(0, color="grey", linestyle="--")
+    ax.set_yticks(range(len(hypotheses)), [f"{h['id']} ({h['verdict']})" for h in reversed(hypotheses)])
+    ax.set_xlabel("effect on the explicit reward (95% interval, nested by world)")
+    return _png(fig)
+
+
+def write_study_html(summary: dict, path: Path) -> Path:
+    """study.html: the verdicts, a forest plot of the effects, and every run's rows."""
+    hypotheses = summary["hypotheses"]
+    verdicts = _table(
+        "hypotheses",
+        ["id", "statement", "effect", "95% interval", "p (Holm)", "verdict"],
+        [
+            [
+                h["id"],
+                html.escape(h["statement"]),
+                f"{h['effect']:+.4f}",
+                f"[{h['ci95_low']:+.4f}, {h['ci95_high']:+.4f}]",
+                f"{h['p_holm']:.4g}",
+                h["verdict"],
+            ]
+            for h in hypotheses
+        ],
+    )
+    methods = sorted({m for run in summary["runs"] for m in run["methods"]})
+    runs = _table(
+        "runs",
+        ["world seed", "training seed", "world sha256", *methods],
+        [
+            [str(r["world_seed"]), str(r["training_seed"]), r["world_sha256"][:16]]
+            + [f"{r['methods'][m]['reward_mean']:.3f}" if m in r["methods"] else "" for m in methods]
+            for r in summary["runs"]
+        ],
+    )
+    sections = [
+        f"<p>Metric: {html.escape(summary['metric'])}; significance {summary['significance']} after Holm's "
+        "correction. Hypotheses were written in the study config before its first run.</p>",
+        f"<h2>Verdicts</h2>{verdicts}{_img('forest plot of the effects', _forest_png(hypotheses))}",
+        f"<h2>Runs (reward_mean, primary decoding)</h2>{runs}",
+    ]
+    path.write_text(_page(f"ConG study {summary['study']}", sections))
     return path

@@ -132,33 +132,63 @@ class ImplicitReward:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch
 
+        scores: list[float] = []
+        for ids, mask, scored in self._batches(prompts, responses):
+            total = torch.zeros(len(ids))
+            with torch.inference_mode():
+                for logp, sign in zip(self._log_probs(ids, mask), (1.0, -1.0), strict=True):
+                    token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+                    total += sign * (token_logp * scored).sum(dim=-1)
+            if not self.summed:
+                total /= scored.sum(dim=-1)
+            scores += total.tolist()
+        return scores
+
+    def mean_token_kl(self, prompts: list[str], responses: list[str]) -> float:
+        """KL(pi_r || pi_ref) of the next-token distributions, in nats, averaged over every token of the responses
+        (eos included): how far alignment moved the weak model, measured where it goes."""
+        import torch
+
+        total, tokens = 0.0, 0
+        for ids, mask, scored in self._batches(prompts, responses):
+            with torch.inference_mode():
+                aligned, reference = self._log_probs(ids, mask)
+                kl = (aligned.exp() * (aligned - reference)).sum(dim=-1)
+            total += float((kl * scored).sum())
+            tokens += int(scored.sum())
+        return total / tokens
+
+    def _batches(self, prompts: list[str], responses: list[str]):
+        """Batches of (ids, attention mask, response positions) of prompt + response + eos, right-padded so that
+        positions count from 0 in every row; position t of the mask marks the prediction of token t + 1."""
+        import torch
+
         from cong.models import prompt_ids
 
         contexts = prompt_ids(self.tokenizer, prompts)
         eos = self.tokenizer.eos_token_id
         answers = [self.tokenizer(r, add_special_tokens=False)["input_ids"] + [eos] for r in responses]
-        scores: list[float] = []
         for start in range(0, len(answers), self.batch_size):
             batch = list(
                 zip(contexts[start : start + self.batch_size], answers[start : start + self.batch_size], strict=True)
             )
             width = max(len(c) + len(a) for c, a in batch)
-            # Right padding: positions count from 0 in every row, and padding sits after each answer.
             ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
-            scored = torch.zeros((len(batch), width - 1), dtype=torch.bool)  # position t predicts token t+1
+            scored = torch.zeros((len(batch), width - 1), dtype=torch.bool)
             for i, (context, answer) in enumerate(batch):
                 ids[i, : len(context) + len(answer)] = torch.tensor(context + answer)
                 mask[i, : len(context) + len(answer)] = 1
                 scored[i, len(context) - 1 : len(context) + len(answer) - 1] = True
-            total = torch.zeros(len(batch))
-            with torch.inference_mode():
-                for model, sign in ((self.expert, 1.0), (self.amateur, -1.0)):
-                    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-                    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
-                    token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
-                    total += sign * (token_logp * scored).sum(dim=-1)
-            if not self.summed:
-                total /= torch.tensor([float(len(a)) for _, a in batch])
-            scores += total.tolist()
-        return scores
+            yield ids, mask, scored
+
+    def _log_probs(self, ids, mask) -> tuple:
+        """Next-token log-probabilities of the aligned model and of the base, on the CPU."""
+        import torch
+
+        return tuple(
+            torch.log_softmax(
+                model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1].float(), -1
+            ).cpu()
+            for model in (self.expert, self.amateur)
+        )

@@ -1,4 +1,5 @@
-"""Statistics of the comparison table: bootstrap intervals, a paired test, and a length-controlled win rate.
+"""Statistics of the comparison table: bootstrap intervals, a paired test, and a length-controlled win rate;
+and of a study over several worlds: a nested bootstrap and Holm's correction for many comparisons.
 
 Every figure is an `Estimate`: the value, a 95% percentile-bootstrap interval and the number of prompts
 behind it. Resampling is seeded, so a run's table is reproducible to the last digit.
@@ -72,6 +73,72 @@ def paired_test(a: list[float], b: list[float], resamples: int = 10000, seed: in
     # A relative tolerance, so that a flip equal to the observation up to rounding counts as extreme.
     extreme = int((flipped >= abs(d.mean()) * (1 - 1e-12)).sum())
     return PairedTest(bootstrap_mean(d.tolist(), seed=seed), (1 + extreme) / (1 + resamples))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order: a study tests many pairs of methods at
+    once, and rejecting where the adjusted p is below alpha keeps the chance of any false finding at most alpha,
+    with more power than Bonferroni's. The i-th smallest of m p-values (from 0) becomes the running maximum of
+    (m - i) * p, capped at 1. NaN entries (no test) stay NaN and do not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.size, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = order.size
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class NestedEstimate:
+    value: float  # mean over worlds of the mean over the world's runs of the mean over its prompts
+    low: float  # 95% interval
+    high: float
+    p_value: float  # two-sided bootstrap test of value = 0
+    worlds: int
+    runs: int  # over all worlds
+    prompts: int  # over all worlds, each world's prompts counted once however many runs scored them
+
+
+def nested_bootstrap(
+    differences: list[list[list[float]]], resamples: int = RESAMPLES, seed: int = SEED
+) -> NestedEstimate:
+    """The mean paired difference a - b of two methods over a study, `differences[world][run][prompt]`, with
+    an interval that counts every source of spread: worlds (testbed builds) and runs (training seeds) differ
+    more than prompts do, and a bootstrap of the pooled prompts, which treats every score as independent, gives
+    an interval far too narrow. Each draw resamples the worlds, then within each drawn world its runs and its
+    prompts, all with replacement; a world's runs were scored on the same prompts, so one draw of prompt
+    indices serves all its runs, keeping the pairing by prompt across seeds. Worlds count equally whatever
+    their prompt counts. p = 2 (1 + draws on the far side of 0) / (1 + resamples), at most 1; 1 at no effect."""
+    if not differences:
+        raise ValueError("nested_bootstrap: no worlds")
+    worlds = []
+    for index, runs in enumerate(differences):
+        if not runs or not runs[0]:
+            raise ValueError(f"nested_bootstrap: world {index} has no runs or no prompts")
+        if len({len(run) for run in runs}) > 1:
+            raise ValueError(f"nested_bootstrap: the runs of world {index} have different numbers of prompts")
+        worlds.append(np.asarray(runs, dtype=float))
+    value = float(np.mean([world.mean() for world in worlds]))
+    rng = np.random.default_rng(seed)
+    # Resampling with replacement is weighting by multinomial counts. `picks[d, w]`: how often draw d drew world
+    # w; each time, its runs and prompts are redrawn, so world w is resampled picks[:, w].sum() times.
+    picks = rng.multinomial(len(worlds), np.full(len(worlds), 1 / len(worlds)), size=resamples)
+    totals = np.zeros(resamples)
+    for world, times in zip(worlds, picks.T, strict=True):
+        run_count, prompt_count = world.shape
+        n = int(times.sum())
+        run_weights = rng.multinomial(run_count, np.full(run_count, 1 / run_count), size=n) / run_count
+        # Per prompt, the mean over the drawn runs; then one draw of prompts, the same for all of them.
+        prompts = rng.integers(0, prompt_count, (n, prompt_count))
+        means = np.take_along_axis(run_weights @ world, prompts, axis=1).mean(axis=1)
+        totals += np.bincount(np.repeat(np.arange(resamples), times), weights=means, minlength=resamples)
+    draws = totals / len(worlds)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    far = int((draws <= 0).sum()) if value > 0 else int((draws >= 0).sum())
+    p_value = 1.0 if value == 0 else min(1.0, 2 * (1 + far) / (1 + resamples))
+    runs, prompts = np.sum([world.shape for world in worlds], axis=0).tolist()
+    return NestedEstimate(value, float(low), float(high), p_value, len(worlds), runs, prompts)
 
 
 def length_controlled_win_rate(preferences: list[float], lengths: list[int], base_lengths: list[int]) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import cong
+from cong import gates
 from cong.checkpoints import checkpoint_uri
 from cong.config import Config, config_from_dict
 from cong.distributed import train
@@ -68,7 +69,7 @@ def plan(config: dict) -> dict[str, Any]:
 
 @stage_step
 def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
-    from cong.stages.weak_align import sample_pairs, with_train_metrics
+    from cong.stages.weak_align import sample_pairs, weak_pair_gates, with_train_metrics
 
     cfg = config_from_dict(config)
     s = _rewards(cfg.stages.weak_align, cfg)
@@ -82,13 +83,28 @@ def weak_align(config: dict, pairs: str, weak_aligned: str, model_store: str = "
     )
     checkpoints = checkpoint_uri(cfg.storage, run_id, "weak_align")
     metrics = with_train_metrics(metrics, train(cfg, "weak_align", {"pairs": pairs}, target, checkpoints=checkpoints))
+    pair_gates = weak_pair_gates(
+        resolve(cfg.models.weak_base, cfg),
+        str(target),
+        resolve(cfg.data.train_prompts, cfg),
+        s,
+        cfg.data.max_train_prompts,
+    )
+    gates.check(pair_gates, "The weak pair", cfg.allow_failed_gates)
+    metrics |= {f"gate_{g['name']}": g["value"] for g in pair_gates}
     source = {"base_model": cfg.models.weak_base, "prompts": cfg.data.train_prompts}
     return {
         "metrics": metrics,
         "metadata": {
             "pairs": _lineage(cfg, "weak_align", rows=metrics["pairs"], sample_seeds=s.sample_seeds, **source),
             "weak_aligned": _lineage(
-                cfg, "weak_align", beta=s.train.beta, learning_rate=s.train.learning_rate, seed=s.train.seed, **source
+                cfg,
+                "weak_align",
+                beta=s.train.beta,
+                learning_rate=cfg.trained(s.train).learning_rate,
+                seed=s.train.seed,
+                gates=pair_gates,
+                **source,
             )
             | hand_over(cfg, weak_aligned, target, "weak_aligned", run_id),
         },
@@ -176,7 +192,7 @@ def sft(
 ) -> StepResult:
     """SFT of the strong base model for one method: ConG-S on CD responses, WeakSFT on weak samples, ..."""
     cfg = config_from_dict(config)
-    s = cfg.stages.sft_train(method)
+    s = cfg.training_stages().sft_train(method)
     target = model_dir(model, model_store)
     metrics = train(cfg, "sft", {"data": data}, target, method, checkpoint_uri(cfg.storage, run_id, f"sft-{method}"))
     return {
@@ -255,7 +271,7 @@ def pair(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
 @stage_step
 def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
     cfg = config_from_dict(config)
-    s = cfg.stages.dpo.train
+    s = cfg.training_stages().dpo.train
     target = model_dir(aligned, model_store)
     inputs = {"model": follow(model, model_store), "pairs": pairs}
     metrics = train(cfg, "dpo", inputs, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "dpo"))
@@ -279,7 +295,7 @@ def dpo(config: dict, model: str, pairs: str, aligned: str, model_store: str = "
 @stage_step
 def auxconf(config: dict, data: str, model: str, model_store: str = "", run_id: str = "") -> StepResult:
     cfg = config_from_dict(config)
-    s = cfg.stages.auxconf
+    s = cfg.training_stages().auxconf
     target = model_dir(model, model_store)
     metrics = train(cfg, "auxconf", {"data": data}, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "auxconf"))
     return {
@@ -304,7 +320,7 @@ def wspo(
     config: dict, data: str, weak_aligned: str | None, model: str, model_store: str = "", run_id: str = ""
 ) -> StepResult:
     cfg = config_from_dict(config)
-    s = cfg.stages.wspo
+    s = cfg.training_stages().wspo
     target = model_dir(model, model_store)
     inputs = {"data": data, "weak_aligned": _aligned(cfg, weak_aligned, model_store)}
     metrics = train(cfg, "wspo", inputs, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "wspo"))
@@ -434,7 +450,7 @@ def evaluate(
         alpha_sweep_path=alpha_sweep_points if cfg.stages.alpha_sweep.alphas else None,
         downstream=[(task, resolve(task.data, cfg)) for task in cfg.stages.evaluate.downstream],
         wsd_decoder=(resolve(cfg.models.strong_base, cfg), cfg.stages.wsd),
-        run_settings=cfg.stages.model_dump(mode="json"),
+        run_settings=cfg.training_stages().model_dump(mode="json"),
     )
     shutil.copyfile(Path(results) / "report.html", report)
     metrics = {f"{m}.{k}": v for m, row in out["methods"].items() for k, v in row.items()}
@@ -450,10 +466,10 @@ def evaluate(
 def _trained_with(cfg: Config, stage: str, method: str) -> dict[str, Any]:
     """The training settings a stage's lineage records (as sft and dpo record them when training in the pod)."""
     if stage == "sft":
-        s = cfg.stages.sft_train(method)
+        s = cfg.training_stages().sft_train(method)
         extra = {"method": method, "base_model": cfg.models.strong_base, "epochs": s.epochs}
     else:
-        s = cfg.stages.dpo.train
+        s = cfg.training_stages().dpo.train
         extra = {"beta": s.beta, "reference": DPO_REFERENCE}
     return {**extra, "learning_rate": s.learning_rate, "seed": s.seed}
 

@@ -29,6 +29,11 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
         metavar="ALPHAS",
         help="CD alphas to sweep, e.g. `0,0.25,0.5` or `0,0.1,...,1` (overrides stages.alpha_sweep.alphas)",
     )
+    parser.add_argument(
+        "--allow-failed-gates",
+        action="store_true",
+        help="run even where the world or the weak pair fails a gate (cong/gates.py); every output says so",
+    )
 
 
 def _cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -70,11 +75,13 @@ def _load(args: argparse.Namespace):
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if getattr(args, "alpha_sweep", None):
         overrides["stages"] = {"alpha_sweep": {"alphas": parse_alphas(args.alpha_sweep)}}
+    if getattr(args, "allow_failed_gates", False):
+        overrides["allow_failed_gates"] = True
     return load_config(args.config, args.preset, overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cong.report import decoding_note, format_sweep, format_table
+    from cong.report import decoding_note, format_sweep, format_table, gates_note
     from pipelines.local import run_local
 
     if not args.local:
@@ -93,6 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"promotion of {results['promotion']['method']}: {results['promotion']['reason']}")
     if "testbed" in results:
         print(_world_note(results["testbed"]))
+    if results.get("failed_gates"):
+        print(f"WARNING: {gates_note(results)}")
     print(f"{results['eval_prompts']} held-out prompts; run took {results['run']['seconds']:.0f}s.")
     print(f"wrote {out / 'results.json'}, {out / 'report.html'} and the full log {out / 'pipeline.log'}")
     print(f"published to {results['artifacts']['run']}")
@@ -110,6 +119,23 @@ def _world_note(world: dict) -> str:
         f"{note} differs from the reference world shipped for these settings ({world['reference_sha256']}), whose "
         "figures the README gives: this cache holds another world, so expect other figures."
     )
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from cong.study import load_study, run_study
+    from pipelines.local import run_local
+
+    study = load_study(args.study)
+    out = args.out or Path("runs") / f"study-{study.name}"
+    summary = run_study(study, out, run_local)
+    print(f"\nstudy {study.name}: {len(summary['runs'])} runs on {len(summary['worlds'])} worlds")
+    for h in summary["hypotheses"]:
+        print(
+            f"{h['id']} {h['statement']}: effect {h['effect']:+.4f} [{h['ci95_low']:+.4f}, {h['ci95_high']:+.4f}], "
+            f"p (Holm) {h['p_holm']:.4g}: {h['verdict']}"
+        )
+    print(f"wrote {out / 'study.json'} and {out / 'study.html'}")
+    return 0
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -374,6 +400,16 @@ def make_parser() -> argparse.ArgumentParser:
         "of starting the embedded one",
     )
     run.set_defaults(func=cmd_run)
+
+    study = sub.add_parser(
+        "study",
+        help="answer the paper's questions over several worlds and seeds",
+        description="Run every (world seed, training seed) of a study config that has not finished yet (a killed "
+        "study resumes), then test its hypotheses: study.json and study.html.",
+    )
+    study.add_argument("--study", type=Path, help="a study config (default: cong/studies/tiny.yaml)")
+    study.add_argument("--out", type=Path, help="study folder (default: runs/study-<name>)")
+    study.set_defaults(func=cmd_study)
 
     lin = sub.add_parser(
         "lineage",

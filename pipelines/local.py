@@ -85,8 +85,10 @@ def _resolve_artifact_oneof() -> None:
 
 def preflight(cfg: Config) -> None:
     """Fail fast, before any stage starts: every problem of the config's prompt files and models at once
-    (cong.validate), after the testbed is built."""
+    (cong.validate), after the testbed is built; then the testbed world's gates (cong.gates)."""
+    from cong import gates
     from cong.testbed import build_testbed
+    from cong.testbed.build import world_summary
     from cong.validate import check_run
 
     if cfg.artifacts.store == "pvc":
@@ -97,6 +99,9 @@ def preflight(cfg: Config) -> None:
     if cfg.uses_testbed():
         build_testbed(cfg.testbed, progress=lambda m: log("testbed", m.removeprefix("testbed: ")))
     check_run(cfg)
+    if cfg.uses_testbed():
+        world = world_summary(cfg.testbed)
+        gates.check(world["gates"], f"The testbed world {world['sha256'][:16]}", cfg.allow_failed_gates)
 
 
 @contextlib.contextmanager
@@ -134,8 +139,10 @@ def object_store(root: Path, endpoint: str | None):
 def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: str | None = None) -> dict:
     """Run the whole pipeline locally, its inputs and outputs through S3-compatible storage (embedded by
     default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
+    from cong.diagnostics import run_diagnostics
     from cong.lineage import LINEAGE_FILE, collect
     from cong.publish import import_inputs, publish_results, publish_run
+    from cong.report import build_report
     from cong.testbed.build import world_summary
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
@@ -158,8 +165,11 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: st
             results["promotion"] = json.loads(decision.read_text())
         artifacts = publish_run(run_root, run_cfg, settings, results["sources"])
         results["artifacts"] = {**artifacts, "inputs": inputs}
+        results["diagnostics"] = run_diagnostics(out_dir, cfg)
+        run_gates = _gates(cfg, run_root)
         if cfg.uses_testbed():
-            results["testbed"] = world_summary(cfg.testbed)
+            results["testbed"] = {**world_summary(cfg.testbed), "gates": run_gates}
+        results["failed_gates"] = [g["name"] for g in run_gates if not g["passed"]]
         results["run"] = {
             "id": run_root.name,
             "pipeline_root": str(run_root),
@@ -167,12 +177,23 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: st
             "config": cfg.name,
         }
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        build_report(out_dir)  # again, now with the world and its gates
         run = {"id": run_root.name, "config": cfg.name, "published": artifacts["run"]}
         lineage = collect(run_root, artifacts["outputs"], inputs, run, results["sources"])
         (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
         publish_results(out_dir, (*RESULT_FILES, LINEAGE_FILE), artifacts, settings)
     log("storage", f"published to {artifacts['run']}")
     return results
+
+
+def _gates(cfg: Config, run_root: Path) -> list[dict]:
+    """The run's gates (cong.gates): the testbed world's, then the weak pair's as weak_align measured them."""
+    from cong.lineage import run_outputs
+    from cong.testbed.build import world_summary
+
+    world = world_summary(cfg.testbed)["gates"] if cfg.uses_testbed() else []
+    pair = [m.get("gates", []) for key, (_, m) in run_outputs(run_root).items() if key.endswith("/weak_aligned")]
+    return world + [g for found in pair for g in found]
 
 
 def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool) -> Path:

@@ -96,11 +96,34 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
     assert sft_methods == {"cong_s", "weak_sft", "icl_refine", "wsd_sft"}
     assert len(run_ids) == 1 and "{{" not in run_ids.pop(), "every output names the run, resolved by KFP"
     cfg = load_config(MICRO, overrides={"stages": {"alpha_sweep": {"alphas": [0.0, 0.5, 1.0]}}})
-    assert results["settings"] == cfg.stages.model_dump(mode="json")
+    assert results["settings"] == cfg.training_stages().model_dump(mode="json")
+    assert results["settings"]["dpo"]["train"]["learning_rate"] == pytest.approx(100 * 6e-7)  # paper rate x 100
     assert results["settings"]["cd_sample"]["sampling"]["repetition_penalty"] == 1.2
     assert results["decodings"]["primary"]["greedy"] is False and results["decodings"]["greedy"]["greedy"] is True
     assert results["testbed"]["sha256"] == json.loads((micro_testbed / "card.json").read_text())["world_sha256"]
     assert f"testbed world sha256 {results['testbed']['sha256']}" in proc.stdout
+    # The gates: the world's from its card, the weak pair's as weak_align measured them; the micro world fails
+    # some, and the run (allowed past them) says so in results.json, on the terminal and in the report.
+    gate_names = [g["name"] for g in results["testbed"]["gates"]]
+    assert gate_names == [
+        "capability",
+        "latent_capability",
+        "no_shortcut",
+        "weak_signal",
+        "implicit_reward",
+        "mild_shift",
+    ]
+    assert results["failed_gates"] == [g["name"] for g in results["testbed"]["gates"] if not g["passed"]] != []
+    assert "WARNING: this run went on past failed gates" in proc.stdout
+    assert 'id="gates"' in report and "went on past failed gates" in report
+    # Per-prompt rewards, for analyses across runs (cong study): they average to each row's reward.
+    for method, row in results["methods"].items():
+        mean = sum(r["reward"][method] for r in responses) / len(responses)
+        assert mean == pytest.approx(row["reward_mean"]), method
+    assert set(results["alpha_sweep_rewards"]["by_alpha"]) == {"0", "0.5", "1"}
+    diagnostics = results["diagnostics"]
+    assert 0 <= diagnostics["dpo_pairs_chosen_below_rejected"] <= 1
+    assert -1 <= diagnostics["cd_implicit_explicit_spearman"] <= 1
     lineage = json.loads((out / "lineage.json").read_text())
     assert set(lineage["run"]["methods"]) == set(results["methods"]) - {"base"}
     assert_wiring(lineage)

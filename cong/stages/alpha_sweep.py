@@ -2,7 +2,8 @@
 
 alpha mixes the implicit reward and the aligned model (method.md section 1): 0 decodes by the implicit
 reward alone, 1 samples pi_r inside V_head. Each point reports the explicit reward (the reward backend)
-and the length-normalised implicit reward of the CD responses; the decoding settings are cd_sample's.
+and the length-normalised implicit reward of the CD responses; the decoding settings are cd_sample's. The explicit
+reward of every prompt at every alpha is kept too (`rewards`), for analyses across runs (cong study).
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ def alpha_sweep(
     sampler = Sampler(weak_aligned, amateur_ref=weak_base)
     implicit = ImplicitReward(sampler.tokenizer, sampler.expert, sampler.amateur)
     backend = reward_backend(evaluation, (weak_base, weak_aligned))
-    points = []
+    points, per_prompt = [], {}
     for alpha in sweep.alphas:
         log(STAGE, f"alpha {alpha}")
         responses = sampler(rows, cd.sampling, STAGE, CdParams(alpha, cd.relative_top, cd.score_form))
         point = {"alpha": alpha, "prompts": len(rows)}
-        point |= bootstrap_mean(backend.score(prompts, responses)).fields("reward_mean")
+        per_prompt[f"{alpha:g}"] = backend.score(prompts, responses)
+        point |= bootstrap_mean(per_prompt[f"{alpha:g}"]).fields("reward_mean")
         point |= bootstrap_mean(implicit.score(prompts, responses)).fields("implicit_reward")
         point["length_words"] = sum(len(y.split()) for y in responses) / len(responses)
         point.update({name: bootstrap_mean(values).value for name, values in backend.parts(prompts, responses).items()})
         points.append(point)
-    Path(out_path).write_text(json.dumps({"points": points}, indent=2) + "\n")
+    rewards = {"ids": [r["id"] for r in rows], "by_alpha": per_prompt}
+    Path(out_path).write_text(json.dumps({"points": points, "rewards": rewards}, indent=2) + "\n")
     return {f"alpha_{p['alpha']:g}.{k}": p[k] for p in points for k in ("reward_mean", "implicit_reward")}

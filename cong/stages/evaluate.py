@@ -178,7 +178,9 @@ def evaluate(
         skipped = {v for v in lm_eval.values() if isinstance(v, str)}
         results["lm_eval"] = {"skipped": skipped.pop()} if skipped else lm_eval
     if alpha_sweep_path:
-        results["alpha_sweep"] = json.loads(Path(alpha_sweep_path).read_text())["points"]
+        sweep = json.loads(Path(alpha_sweep_path).read_text())
+        results["alpha_sweep"] = sweep["points"]
+        results["alpha_sweep_rewards"] = sweep["rewards"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_jsonl(
@@ -189,6 +191,7 @@ def evaluate(
                 "prompt": r["prompt"],
                 **{m: primary[m][i] for m in methods},
                 "greedy": {m: responses["greedy_"][m][i] for m in methods},
+                "reward": {m: rewards[""][m][i] for m in methods},
             }
             for i, r in enumerate(rows)
         ),

@@ -3,18 +3,22 @@
 SimPO recipe (method.md section 2.1-2.2): several samples per prompt from pi_ref, scored by the reward
 backend; chosen = best, rejected = worst. Prompts whose samples are all identical are dropped, and so are
 prompts whose samples all score the same: best and worst would then be an arbitrary, often identical, pair.
+
+After DPO, the weak pair's gates (cong.gates) are measured on fresh samples of both models on the same prompts,
+before any method uses the pair.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from cong import gates
 from cong.config import WeakAlignSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.errors import CongError
 from cong.models import Sampler
 from cong.progress import log
-from cong.rewards import reward_backend
+from cong.rewards import ImplicitReward, reward_backend
 
 STAGE = "weak_align"
 
@@ -75,3 +79,27 @@ def sample_pairs(
 
 def with_train_metrics(metrics: dict[str, float], train_metrics: dict[str, float]) -> dict[str, float]:
     return {**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}}
+
+
+def weak_pair_gates(
+    weak_base: str, weak_aligned: str, prompts_path: str, settings: WeakAlignSettings, max_prompts: int | None = None
+) -> list[dict]:
+    """The weak pair's gates: one sample per prompt from each model (the first sample seed), scored by the explicit
+    reward and the pair's implicit reward; the KL on the aligned model's samples."""
+    rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
+    prompts = [row["prompt"] for row in rows]
+    sampling = settings.sampling.model_copy(update={"seed": settings.sample_seeds[0]})
+    log(STAGE, "gates: one sample per prompt from the weak base and the aligned weak model")
+    base, aligned = (Sampler(model)(rows, sampling, STAGE) for model in (weak_base, weak_aligned))
+    backend = reward_backend(settings)
+    base_rewards, aligned_rewards = backend.score(prompts, base), backend.score(prompts, aligned)
+    pair = ImplicitReward.load(weak_base, weak_aligned, batch_size=settings.sampling.batch_size)
+    implicit = pair.score(prompts + prompts, base + aligned)
+    measured = [
+        gates.weak_signal(aligned_rewards, base_rewards),
+        gates.implicit_reward(implicit, base_rewards + aligned_rewards),
+        gates.mild_shift(pair.mean_token_kl(prompts, aligned)),
+    ]
+    for g in measured:
+        log(STAGE, f"gate {g.name}: {g.value:.4g} (threshold {g.threshold}) {'passed' if g.passed else 'FAILED'}")
+    return [g.as_dict() for g in measured]

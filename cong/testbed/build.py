@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from cong import gates
 from cong.cache import cache_root, entry_lock
 from cong.config import TestbedSettings
 from cong.data import write_jsonl
@@ -44,7 +45,7 @@ CHAT_TEMPLATE = (
     "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-BUILD_VERSION = 4  # bump when the world or the build changes, so old caches are not reused
+BUILD_VERSION = 5  # bump when the world or the build changes, so old caches are not reused
 Progress = Callable[[str], None]
 # Threads of the build, whatever the machine has: how work is split between threads changes the sums.
 BUILD_THREADS = 2
@@ -73,19 +74,36 @@ def testbed_dir(settings: TestbedSettings) -> Path:
 
 
 def _prompt_sets(settings: TestbedSettings) -> tuple[list[world.Example], list[world.Example], list[world.Example]]:
-    """Disjoint held-out eval prompts, train prompts, and pretraining prompts (no eval prompt leaks)."""
+    """Disjoint held-out eval prompts, train prompts, and pretraining prompts (no eval prompt leaks); in each, the
+    strong-only families make `strong_only_share` of the prompts."""
     rng = random.Random(settings.seed)
     seen: set[str] = set()
     examples: list[world.Example] = []
     wanted = settings.n_eval_prompts + settings.n_train_prompts + settings.n_pretrain_docs
-    while len(examples) < wanted:
-        example = world.make_example(rng, world.FAMILIES[len(examples) % len(world.FAMILIES)])
+    for _ in range(20 * wanted):
+        if len(examples) == wanted:
+            break
+        example = world.make_example(rng, _family(len(examples), settings.strong_only_share))
         if example.prompt not in seen:
             seen.add(example.prompt)
             examples.append(example)
-    rng.shuffle(examples)
+    else:
+        raise CongError(f"testbed: the world's families hold fewer than the {wanted} distinct prompts asked for.")
     n_eval, n_train = settings.n_eval_prompts, settings.n_train_prompts
-    return examples[:n_eval], examples[n_eval : n_eval + n_train], examples[n_eval + n_train :]
+    sets = examples[:n_eval], examples[n_eval : n_eval + n_train], examples[n_eval + n_train :]
+    for part in sets:
+        rng.shuffle(part)
+    return sets
+
+
+def _family(index: int, strong_only_share: float) -> str:
+    """The family of the index-th prompt: strong-only ones at exactly their share of every prefix (up to one),
+    each kind's families in turn."""
+    strong_before = math.floor(index * strong_only_share)
+    if math.floor((index + 1) * strong_only_share) > strong_before:
+        return world.STRONG_ONLY_FAMILIES[strong_before % len(world.STRONG_ONLY_FAMILIES)]
+    weak_before = index - strong_before
+    return world.WEAK_FAMILIES[weak_before % len(world.WEAK_FAMILIES)]
 
 
 def pretraining_chats(settings: TestbedSettings) -> list[list[dict[str, str]]]:
@@ -256,6 +274,58 @@ def _pretrain(
     return sum(tail) / len(tail)
 
 
+def instruct_chats(settings: TestbedSettings) -> list[list[dict[str, str]]]:
+    """The weak model's chat SFT data (its Instruct version): one-turn chats about the pretraining prompts, the
+    aligned style at `instruct_aligned_fraction`, the others sharing the rest."""
+    rng = random.Random(settings.seed + 2)
+    others = [s for s in world.STYLES if s != world.ALIGNED_STYLE]
+    chats = []
+    for example in _prompt_sets(settings)[2]:
+        style = world.ALIGNED_STYLE if rng.random() < settings.instruct_aligned_fraction else rng.choice(others)
+        response = world.respond(rng, style, example.answer)
+        chats.append([{"role": "user", "content": example.prompt}, {"role": "assistant", "content": response}])
+    return chats
+
+
+def _instruct(model, tokenizer, settings: TestbedSettings, progress: Progress) -> float:
+    """Chat SFT of the pretrained weak model, loss on the response only; returns the final loss (last 20 steps)."""
+    examples = []
+    for chat in instruct_chats(settings):
+        prompt = tokenizer.apply_chat_template(chat[:1], add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(chat, tokenize=False)
+        context = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        examples.append((ids, len(context)))
+    generator = torch.Generator().manual_seed(settings.seed + 30)
+    optimizer = PortableAdamW(model.parameters(), lr=settings.instruct_learning_rate, weight_decay=0.01)
+    steps = settings.instruct_steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    model.train()
+    losses: list[float] = []
+    for step in range(steps):
+        picked = torch.randint(len(examples), (settings.pretrain_batch_size,), generator=generator).tolist()
+        width = max(len(examples[i][0]) for i in picked)
+        batch = torch.full((len(picked), width), tokenizer.pad_token_id)
+        labels = torch.full((len(picked), width), -100)
+        for row, i in enumerate(picked):
+            ids, context = examples[i]
+            batch[row, : len(ids)] = torch.tensor(ids)
+            labels[row, context : len(ids)] = torch.tensor(ids[context:])
+        mask = (batch != tokenizer.pad_token_id).long()
+        loss = model(input_ids=batch, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            progress(f"testbed: instruct weak step {step + 1}/{steps} loss {loss.item():.3f}")
+    model.eval()
+    tail = losses[-20:]
+    return sum(tail) / len(tail) if tail else float("nan")
+
+
 def _write_prompts(path: Path, split: str, examples: list[world.Example]) -> None:
     write_jsonl(
         path,
@@ -312,8 +382,8 @@ def _build_apart(settings: TestbedSettings, out: Path, progress: Progress) -> No
 
 
 def world_summary(settings: TestbedSettings) -> dict:
-    """What results.json records of a world: its sha256 and build version, both models' held-out figures, and
-    whether it is the reference world shipped for its settings (None when none is shipped)."""
+    """What results.json records of a world: its sha256 and build version, both models' held-out figures, its
+    gates, and whether it is the reference world shipped for its settings (None when none is shipped)."""
     folder = testbed_dir(settings)
     card = json.loads((folder / "card.json").read_text())
     shipped = SHIPPED_WORLDS / folder.name / "card.json"
@@ -324,6 +394,7 @@ def world_summary(settings: TestbedSettings) -> dict:
         "key": folder.name,
         "reference_sha256": reference,
         "is_reference": None if reference is None else reference == card["world_sha256"],
+        "gates": card["gates"],
         "models": {
             name: {k: m[k] for k in ("parameters", "held_out_accuracy", "held_out_reward")}
             for name, m in card["models"].items()
@@ -371,21 +442,30 @@ def build_here(settings: TestbedSettings, out: Path, progress: Progress) -> None
         "weak": (settings.weak_hidden, settings.weak_layers),
         "strong": (settings.strong_hidden, settings.strong_layers),
     }
+    answers: dict[str, list[str]] = {}
     for offset, (name, (hidden, layers)) in enumerate(sizes.items()):
         model = _new_model(tokenizer, hidden, layers, settings.seed + 10 + offset)
         loss = _pretrain(
             model, token_ids, settings, tokenizer.pad_token_id, settings.seed + 20 + offset, progress, name
         )
+        trained = {"final_pretrain_loss": round(loss, 4)}
+        if name == "weak" and settings.instruct_steps:
+            trained["final_instruct_loss"] = round(_instruct(model, tokenizer, settings, progress), 4)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(tmp / name)
         tokenizer.save_pretrained(tmp / name)
+        answers[name] = _greedy_answers(model, tokenizer, eval_set)
+        if name == "strong":
+            answers["strong_opened"] = _greedy_answers(model, tokenizer, eval_set, opened=True)
         card["models"][name] = {
             "parameters": sum(p.numel() for p in model.parameters()),
             "hidden_size": hidden,
             "layers": layers,
-            "final_pretrain_loss": round(loss, 4),
-            **_held_out_scores(model, tokenizer, eval_set),
+            **trained,
+            **_held_out_scores(eval_set, answers[name]),
         }
+    card["gates"] = [g.as_dict() for g in world_gates(_prompt_sets(settings), answers)]
+    card["families"] = _family_accuracy(eval_set, answers)
     card["build_seconds"] = round(time.monotonic() - started, 1)
     card["files"] = world_files(tmp)
     card["world_sha256"] = world_sha256(card["files"])
@@ -397,15 +477,20 @@ def build_here(settings: TestbedSettings, out: Path, progress: Progress) -> None
     progress(f"testbed: built in {card['build_seconds']}s at {out}, world sha256 {card['world_sha256']}")
 
 
-def _held_out_scores(model, tokenizer, eval_set: list[world.Example]) -> dict[str, float]:
-    """Greedy answers on the held-out prompts: answer accuracy and mean reward."""
+def _greedy_answers(model, tokenizer, eval_set: list[world.Example], opened: bool = False) -> list[str]:
+    """Greedy answers to the held-out prompts; `opened`: each response starts with one of the aligned style's
+    openings (in turn), as a model made to open in the aligned style, and the answer is the whole response."""
     from cong.decoding.generate import DecodeParams, decode
 
+    openings = [
+        world.ALIGNED_OPENINGS[i % len(world.ALIGNED_OPENINGS)] + " " if opened else "" for i in range(len(eval_set))
+    ]
     prompts = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": ex.prompt}], add_generation_prompt=True, tokenize=False
         )
-        for ex in eval_set
+        + opening
+        for ex, opening in zip(eval_set, openings, strict=True)
     ]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out = decode(
@@ -416,12 +501,48 @@ def _held_out_scores(model, tokenizer, eval_set: list[world.Example]) -> dict[st
         pad_token_id=tokenizer.pad_token_id,
         batch_size=64,
     )
-    responses = [tokenizer.decode(o, skip_special_tokens=True) for o in out]
+    return [opening + tokenizer.decode(o, skip_special_tokens=True) for opening, o in zip(openings, out, strict=True)]
+
+
+def _held_out_scores(eval_set: list[world.Example], responses: list[str]) -> dict[str, float]:
+    """Answer accuracy and mean reward of greedy responses to the held-out prompts."""
     pairs = [(ex.prompt, r) for ex, r in zip(eval_set, responses, strict=True)]
     return {
         "held_out_accuracy": round(sum(world.is_correct(p, r) for p, r in pairs) / len(pairs), 4),
         "held_out_reward": round(sum(world.reward(p, r) for p, r in pairs) / len(pairs), 4),
     }
+
+
+def _family_accuracy(eval_set: list[world.Example], answers: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Greedy held-out accuracy per family, of each model (and of the strong model opened in the aligned style)."""
+    table: dict[str, dict[str, float]] = {}
+    for family in world.FAMILIES:
+        rows = [i for i, ex in enumerate(eval_set) if ex.family == family]
+        if rows:
+            table[family] = {
+                name: round(sum(world.is_correct(eval_set[i].prompt, said[i]) for i in rows) / len(rows), 4)
+                for name, said in answers.items()
+            }
+    return table
+
+
+def world_gates(prompt_sets: tuple[list[world.Example], ...], answers: dict[str, list[str]]) -> list[gates.Gate]:
+    """The world's gates (cong.gates): capability and latent capability on the held-out strong-only prompts, from
+    the base models' greedy answers; no shortcut on every prompt the world has (eval, train and pretraining: a
+    constant answer that the pretraining prompts favour is one a model can learn)."""
+    eval_set = prompt_sets[0]
+    strong_only = [i for i, ex in enumerate(eval_set) if ex.family in world.STRONG_ONLY_FAMILIES]
+
+    def correct(name: str) -> list[bool]:
+        return [world.is_correct(eval_set[i].prompt, answers[name][i]) for i in strong_only]
+
+    weak, strong, opened = correct("weak"), correct("strong"), correct("strong_opened")
+    examples = [(ex.family, ex.prompt, ex.answer) for part in prompt_sets for ex in part]
+    return [
+        gates.capability(weak, strong),
+        gates.latent_capability(weak, strong, opened),
+        gates.no_shortcut(examples, world.ANSWER_COUNTS, world.is_correct),
+    ]
 
 
 def _card_markdown(card: dict) -> str:
@@ -439,6 +560,18 @@ def _card_markdown(card: dict) -> str:
             f"| {name} | {m['parameters']} | {m['hidden_size']} | {m['layers']} | {m['final_pretrain_loss']} "
             f"| {m['held_out_accuracy']} | {m['held_out_reward']} |"
         )
+    lines += [
+        "",
+        "Gates (cong/gates.py), measured at build:",
+        "",
+        "| gate | value | threshold | passed |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {g['name']} | {g['value']} | {g['threshold']} | {g['passed']} |" for g in card["gates"]]
+    models = list(next(iter(card["families"].values())))
+    lines += ["", "Held-out accuracy (greedy) per family:", "", f"| family | {' | '.join(models)} |"]
+    lines += ["|---" * (len(models) + 1) + "|"]
+    lines += [f"| {f} | {' | '.join(str(row[m]) for m in models)} |" for f, row in card["families"].items()]
     lines += ["", f"World sha256 (every file but this card): `{card['world_sha256']}`."]
     lines += ["", "Settings:", "", "```json", json.dumps(card["settings"], indent=2), "```", ""]
     return "\n".join(lines)

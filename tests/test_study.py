@@ -1,0 +1,153 @@
+"""cong study: the hypotheses' verdicts on constructed runs whose answers are known, and the resume of a study killed
+with SIGKILL. The runs here are written by a stand-in for `cong run --local` (the study's bookkeeping and analysis
+are under test; tests/test_pipeline_local.py runs the pipeline itself)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cong.study import RUN_DONE, StudySettings, analyse, load_run, load_study, run_folder
+
+METHODS = ("base", "weak_sft", "auxconf", "wspo", "cong_s", "cong")
+ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+HYPOTHESES = [
+    {"id": "H1", "statement": "ConG-S beats WeakSFT", "method": "cong_s", "against": ["weak_sft"]},
+    {"id": "H2", "statement": "ConG beats ConG-S", "method": "cong", "against": ["cong_s"]},
+    {"id": "H3", "statement": "ConG beats the rest", "method": "cong", "against": ["weak_sft", "auxconf", "wspo"]},
+    {"id": "H4", "statement": "The best alpha is inside", "kind": "interior_alpha"},
+]
+
+
+def fake_run(folder: Path, world: int, seed: int, prompts: int = 60) -> None:
+    """A finished run's files: ConG-S 0.2 above WeakSFT, ConG level with ConG-S up to noise, AuxConf 0.3 above
+    ConG, and a sweep whose alpha 0.4 is 0.2 above the rest."""
+    rng = random.Random(world * 100 + seed)
+    ids = [f"eval-{i:05d}" for i in range(prompts)]
+    rows = []
+    for i in ids:
+        base = rng.random() * 0.5
+        reward = {"base": base, "weak_sft": base + 0.1, "wspo": base + 0.05, "cong_s": base + 0.3}
+        reward["cong"] = reward["cong_s"] + rng.choice([-0.05, 0.05])
+        reward["auxconf"] = reward["cong"] + 0.3
+        rows.append({"id": i, "prompt": i, "reward": reward})
+    sweep = {f"{a:g}": [0.5 + (0.2 if a == 0.4 else 0.0) + rng.gauss(0, 0.05) for _ in ids] for a in ALPHAS}
+    results = {
+        "methods": {m: {"reward_mean": sum(r["reward"][m] for r in rows) / prompts} for m in METHODS},
+        "testbed": {
+            "sha256": f"{world:064x}",
+            "gates": [{"name": "capability", "value": 0.4, "threshold": 0.25, "passed": True}],
+        },
+        "failed_gates": [],
+        "alpha_sweep_rewards": {"ids": ids, "by_alpha": sweep},
+        "run": {"seconds": 1.0},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def study(**changes) -> StudySettings:
+    fields = {"name": "t", "world_seeds": [0, 1, 2], "training_seeds": [0, 1], "hypotheses": HYPOTHESES}
+    return StudySettings.model_validate(fields | changes)
+
+
+def test_the_verdicts_on_runs_whose_answers_are_known(tmp_path):
+    settings = study()
+    cells = [(w, t) for w in settings.world_seeds for t in settings.training_seeds]
+    for w, t in cells:
+        fake_run(run_folder(tmp_path, w, t), w, t)
+    summary = analyse(settings, {cell: load_run(run_folder(tmp_path, *cell)) for cell in cells})
+    verdicts = {h["id"]: h for h in summary["hypotheses"]}
+
+    assert verdicts["H1"]["verdict"] == "supported" and verdicts["H1"]["effect"] == pytest.approx(0.2)
+    assert verdicts["H1"]["ci95_low"] == pytest.approx(0.2) and verdicts["H1"]["ci95_high"] == pytest.approx(0.2)
+    assert verdicts["H2"]["verdict"] == "inconclusive" and abs(verdicts["H2"]["effect"]) < 0.03
+    # H3: beats WeakSFT and WSPO, loses to AuxConf by 0.3: the weakest comparison decides.
+    assert verdicts["H3"]["verdict"] == "contradicted" and verdicts["H3"]["effect"] == pytest.approx(-0.3)
+    assert [c["against"] for c in verdicts["H3"]["comparisons"]] == ["weak_sft", "auxconf", "wspo"]
+    assert verdicts["H4"]["verdict"] == "supported" and verdicts["H4"]["best_inside"] == 0.4
+    assert verdicts["H4"]["effect"] == pytest.approx(0.2, abs=0.02)
+    assert verdicts["H4"]["selection_prompts"] == verdicts["H4"]["test_prompts"] == 30
+    for h in summary["hypotheses"]:
+        assert h["p_holm"] >= h["p_value"] and set(h) >= {"id", "statement", "effect", "ci95_low", "ci95_high"}
+    assert len(summary["runs"]) == 6 and set(summary["worlds"]) == {"0", "1", "2"}
+
+
+def test_the_shipped_study_states_the_four_hypotheses():
+    shipped = load_study()
+    assert [h.id for h in shipped.hypotheses] == ["H1", "H2", "H3", "H4"]
+    assert len(shipped.world_seeds) == len(shipped.training_seeds) == 3 and shipped.min_eval_prompts >= 1000
+    assert shipped.hypotheses[2].against == ["weak_sft", "auxconf", "wspo"]
+
+
+RUNNER = """
+import sys, time
+from pathlib import Path
+from cong.study import StudySettings, run_study
+from tests.test_study import HYPOTHESES, fake_run
+
+out, hang = Path(sys.argv[1]), int(sys.argv[2])
+ran = []
+
+def runner(cfg, folder):
+    w, t = int(cfg.testbed.seed), int(cfg.stages.sft.train.seed)
+    ran.append((w, t))
+    fake_run(folder, w, t)
+    print("ran", w, t, flush=True)
+    if len(ran) == hang:
+        time.sleep(600)  # killed here, its folder written but not marked finished
+    return {"run": {"seconds": 1.0}}
+
+settings = StudySettings.model_validate(
+    {"name": "t", "config": "tests/configs/micro.yaml", "min_eval_prompts": 12, "world_seeds": [0, 1],
+     "training_seeds": [0, 1], "hypotheses": HYPOTHESES}
+)
+run_study(settings, out, progress=lambda m: print(m, flush=True), runner=runner)
+print("done", flush=True)
+"""
+
+
+def test_a_study_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    out = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), "3"], stdout=subprocess.PIPE, text=True, env=env, cwd=env["PYTHONPATH"]
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("ran 1 0"):  # the third run: now hanging
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert (run_folder(out, 0, 1) / RUN_DONE).is_file() and not (run_folder(out, 1, 0) / RUN_DONE).exists()
+    assert not (out / "study.json").exists()
+    finished = (run_folder(out, 0, 0) / RUN_DONE).stat().st_mtime_ns
+
+    time.sleep(0.01)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(out), "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=env["PYTHONPATH"],
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert [line for line in resumed.stdout.splitlines() if line.startswith("ran")] == ["ran 1 0", "ran 1 1"]
+    assert "run 1/4 (world seed 0, training seed 0) finished before" in resumed.stdout
+    assert (run_folder(out, 0, 0) / RUN_DONE).stat().st_mtime_ns == finished
+    summary = json.loads((out / "study.json").read_text())
+    assert len(summary["runs"]) == 4 and len(summary["hypotheses"]) == 4
+    assert (out / "study.html").read_text().count("<tr>") >= 5
