@@ -333,9 +333,10 @@ def write_study_html(summary: dict, path: Path) -> Path:
     methods = sorted({m for run in summary["runs"] for m in run["methods"]})
     runs = _table(
         "runs",
-        ["world seed", "training seed", "world sha256", *methods],
+        ["world seed", "training seed", "world sha256", "failed gates", *methods],
         [
             [str(r["world_seed"]), str(r["training_seed"]), r["world_sha256"][:16]]
+            + [", ".join(g["name"] for g in r["failed_gates"]) or "none"]
             + [f"{r['methods'][m]['reward_mean']:.3f}" if m in r["methods"] else "" for m in methods]
             for r in summary["runs"]
         ],
@@ -344,7 +345,8 @@ def write_study_html(summary: dict, path: Path) -> Path:
         f"<p>Metric: {html.escape(summary['metric'])}; significance {summary['significance']} after Holm's "
         "correction. Hypotheses were written in the study config before its first run.</p>",
         f"<h2>Verdicts</h2>{verdicts}{_img('forest plot of the effects', _forest_png(hypotheses))}",
-        f"<h2>Runs (reward_mean, primary decoding)</h2>{runs}",
+        f"<h2>Runs (reward_mean, primary decoding)</h2>{runs}<p>A run that failed a gate is left out of every "
+        "test.</p>",
     ]
     path.write_text(_page(f"ConG study {summary['study']}", sections))
     return path

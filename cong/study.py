@@ -13,6 +13,10 @@ again, so a killed study continues where it stopped. Then, for each hypothesis:
     verdict     supported (p_holm < significance, effect > 0), contradicted (p_holm < significance, effect < 0),
                 inconclusive otherwise
 
+A run whose world or weak pair fails a gate (cong/gates.py) still runs, so that the study finishes and says so, but
+it is left out of every hypothesis's test: a world that cannot test a method does not vote. study.json lists the
+runs left out and their failed gates; the rule is the gates', fixed before any method's score is seen.
+
 "Beats several methods" is an intersection-union test: its p is the largest of the comparisons' p, and its effect and
 interval those of the comparison with the smallest effect. "The best alpha lies strictly inside (0, 1)" picks the best
 interior alpha and the better end on the even-numbered sweep prompts (pooled over every run) and tests their
@@ -89,6 +93,7 @@ def run_config(study: StudySettings, world_seed: int, training_seed: int) -> Con
     }
     overrides = {
         "name": f"{study.name}-w{world_seed}-t{training_seed}",
+        "allow_failed_gates": True,
         "testbed": {"seed": world_seed},
         "data": {"max_eval_prompts": base.testbed.n_eval_prompts},
         "methods": ["all"],
@@ -168,6 +173,10 @@ def load_run(folder: Path) -> dict:
 
 def analyse(study: StudySettings, runs: dict[tuple[int, int], dict]) -> dict:
     """study.json from the finished runs, keyed by (world seed, training seed)."""
+    everything = runs
+    runs = {cell: run for cell, run in runs.items() if not run["failed_gates"]}
+    if not runs:
+        raise CongError(f"study {study.name}: every run failed a gate, so no world here can test a method.")
     worlds = sorted({w for w, _ in runs})
     tested = [_test(h, runs, worlds, study) for h in study.hypotheses]
     adjusted = holm([t["p_value"] for t in tested])
@@ -191,10 +200,19 @@ def analyse(study: StudySettings, runs: dict[tuple[int, int], dict]) -> dict:
                 "methods": run["methods"],
                 "diagnostics": run["diagnostics"],
             }
-            for (w, t), run in sorted(runs.items())
+            for (w, t), run in sorted(everything.items())
+        ],
+        "left_out": [
+            {"world_seed": w, "training_seed": t, "failed_gates": run["failed_gates"]}
+            for (w, t), run in sorted(everything.items())
+            if run["failed_gates"]
         ],
         "worlds": {
-            str(w): {"sha256": runs[_first(runs, w)]["world"], "gates": runs[_first(runs, w)]["gates"]} for w in worlds
+            str(w): {
+                "sha256": everything[_first(everything, w)]["world"],
+                "gates": everything[_first(everything, w)]["gates"],
+            }
+            for w in sorted({w for w, _ in everything})
         },
         "hypotheses": hypotheses,
         "metric": "reward (explicit, primary decoding), paired by prompt",

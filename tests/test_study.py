@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cong.errors import CongError
 from cong.study import RUN_DONE, StudySettings, analyse, load_run, load_study, run_folder
 
 METHODS = ("base", "weak_sft", "auxconf", "wspo", "cong_s", "cong")
@@ -80,6 +81,29 @@ def test_the_verdicts_on_runs_whose_answers_are_known(tmp_path):
     for h in summary["hypotheses"]:
         assert h["p_holm"] >= h["p_value"] and set(h) >= {"id", "statement", "effect", "ci95_low", "ci95_high"}
     assert len(summary["runs"]) == 6 and set(summary["worlds"]) == {"0", "1", "2"}
+
+
+def test_a_run_that_failed_a_gate_is_left_out_of_every_test(tmp_path):
+    """A world whose gates failed does not vote: here its runs would turn H1 around, and they are left out."""
+    settings = study(world_seeds=[0, 1])
+    cells = [(w, t) for w in settings.world_seeds for t in settings.training_seeds]
+    runs = {}
+    for w, t in cells:
+        fake_run(run_folder(tmp_path, w, t), w, t)
+        runs[(w, t)] = load_run(run_folder(tmp_path, w, t))
+    failed = {"name": "capability", "value": 0.1, "threshold": 0.25, "passed": False}
+    for t in settings.training_seeds:
+        runs[(1, t)]["failed_gates"] = [failed]
+        runs[(1, t)]["rewards"]["cong_s"] = {i: -5.0 for i in runs[(1, t)]["rewards"]["cong_s"]}
+    summary = analyse(settings, runs)
+    h1 = next(h for h in summary["hypotheses"] if h["id"] == "H1")
+    assert h1["verdict"] == "supported" and h1["effect"] == pytest.approx(0.2)
+    assert summary["left_out"] == [{"world_seed": 1, "training_seed": t, "failed_gates": [failed]} for t in (0, 1)]
+    assert len(summary["runs"]) == 4
+    for t in settings.training_seeds:
+        runs[(0, t)]["failed_gates"] = [failed]
+    with pytest.raises(CongError, match="every run failed a gate"):
+        analyse(settings, runs)
 
 
 def test_the_shipped_study_states_the_four_hypotheses():
