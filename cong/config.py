@@ -46,7 +46,7 @@ MethodName = Literal[(*METHODS, "all")]
 MODEL_METHODS = ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "cong_s", "cong")
 # Methods whose loss compares weak and strong log-probabilities token by token.
 SHARED_VOCAB_METHODS = ("wspo",)
-# Stages that can train on more than one node (as a Kubeflow TrainJob, cong.trainjob).
+# Stages that can train on more than one node (as a Kubeflow TrainJob, cong.cluster.trainjob).
 MULTI_NODE_STAGES = ("sft", "dpo")
 
 
@@ -105,7 +105,7 @@ class SamplingSettings(DecodingSettings):
 
 
 # Sampling stages split their prompts over this many pods (dsl.ParallelFor), each a share of whole batches
-# (cong.shards), then merge them; 1 keeps one pod.
+# (cong.stages.shards), then merge them; 1 keeps one pod.
 ShardCount = Annotated[int, Field(ge=1, le=1024, description="pods that sample the stage's prompts in parallel")]
 
 
@@ -113,7 +113,7 @@ RewardBackendName = Literal["testbed", "reward_model", "implicit", "implicit_sum
 
 
 class RewardChoice(Strict):
-    """Which reward scores responses (cong.rewards): the testbed's programmatic reward, a Hugging Face
+    """Which reward scores responses (cong.evaluation.rewards): the testbed's programmatic reward, a Hugging Face
     sequence-classification reward model, or the implicit reward under the weak pair (per token or summed)."""
 
     reward_backend: RewardBackendName = "testbed"
@@ -258,8 +258,8 @@ class AlphaSweepSettings(Strict):
 
 
 class JudgeSettings(Strict):
-    """A pairwise LLM judge behind an OpenAI-compatible endpoint (cong.judge); the endpoint's base URL and API
-    key come from the environment variables named here (on a cluster, from a Secret)."""
+    """A pairwise LLM judge behind an OpenAI-compatible endpoint (cong.evaluation.judge); the endpoint's base URL
+    and API key come from the environment variables named here (on a cluster, from a Secret)."""
 
     model: str = Field(description="the model name the endpoint serves")
     endpoint_env: str = "CONG_JUDGE_ENDPOINT"
@@ -273,7 +273,7 @@ class JudgeSettings(Strict):
 
 
 class DownstreamTask(Strict):
-    """A held-out task set for the alignment tax (cong.downstream): JSONL rows `{"id", "prompt", "answer"}`
+    """A held-out task set for the alignment tax (cong.evaluation.downstream): JSONL rows `{"id", "prompt", "answer"}`
     (or `testbed:eval`, whose rows carry answers), answered greedily and scored by `match`."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -417,8 +417,8 @@ LabelValue = Annotated[str, Field(pattern=rf"^({_LABEL_NAME})?$")]
 # An optional DNS-subdomain prefix, then a name (Kubernetes label keys).
 LabelKey = Annotated[str, Field(pattern=rf"^([a-z0-9]([a-z0-9.\-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")]
 TRAINING_STAGES = ("weak_align", "sft", "dpo", "auxconf", "wspo")
-# Stages whose pods are retried by default: training resumes from its last checkpoint (cong.checkpoints), a
-# sampling shard from its finished batches (cong.shards).
+# Stages whose pods are retried by default: training resumes from its last checkpoint (cong.training.checkpoints), a
+# sampling shard from its finished batches (cong.stages.shards).
 RESUMABLE_STAGES = (*TRAINING_STAGES, "weak_sample", "cd_sample", "strong_sample")
 
 
@@ -469,7 +469,7 @@ KFP_WORKSPACE_MOUNT = "/kfp-workspace"
 
 
 class ArtifactSettings(Strict):
-    """How models pass between stages on a cluster (cong.handoff).
+    """How models pass between stages on a cluster (cong.storage.handoff).
 
     `artifacts` (the default): each model is its stage's KFP output artifact, uploaded to the pipeline root's
     store and downloaded by each stage that reads it; fine for models that fit. `workspace`: the weights stay in
@@ -572,7 +572,7 @@ class Resources(Strict):
 
 
 class TrainJobSettings(Strict):
-    """Training stages with `nodes` > 1 run as a Kubeflow Trainer v2 TrainJob (cong.trainjob)."""
+    """Training stages with `nodes` > 1 run as a Kubeflow Trainer v2 TrainJob (cong.cluster.trainjob)."""
 
     runtime: Literal["torch-distributed", "deepspeed-distributed"] = Field(
         "torch-distributed",
@@ -630,7 +630,7 @@ class Config(Strict):
         "paper's, by default) times this factor, so that models far smaller than the paper's keep its ratios",
     )
     allow_failed_gates: bool = Field(
-        False, description="run on a world or weak pair that fails a gate (cong.gates); every output says so"
+        False, description="run on a world or weak pair that fails a gate (cong.evaluation.gates); every output says so"
     )
 
     @model_validator(mode="after")

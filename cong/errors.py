@@ -46,7 +46,7 @@ def full_filesystem(paths: list[str]) -> str | None:
 def stage_step(step: Step) -> Step:
     """A pipeline step whose running out of disk reaches the user as a message instead of a traceback.
 
-    Outputs are written whole or not at all (cong.data.write_jsonl, cong.training.train_and_save, the sampling
+    Outputs are written whole or not at all (cong.data.write_jsonl, cong.training.trainers.train_and_save, the sampling
     stages' batches), so the failed step leaves no output a later stage could take for a finished one.
     """
 

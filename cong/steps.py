@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import cong
-from cong import gates
-from cong.checkpoints import checkpoint_uri
 from cong.config import Config, config_from_dict
-from cong.distributed import train
 from cong.errors import CongError, stage_step
-from cong.handoff import follow, hand_over, model_dir
+from cong.evaluation import gates
 from cong.refs import resolve
-from cong.shards import Shard, progress_location, shard_progress
+from cong.stages.shards import Shard, progress_location, shard_progress
+from cong.storage.handoff import follow, hand_over, model_dir
+from cong.training.checkpoints import checkpoint_uri
+from cong.training.distributed import train
 
 StepResult = dict[str, Any]
 # What dpo's lineage says its reference model is: trl's frozen copy of the policy it starts from (the input `model`).
@@ -53,12 +53,12 @@ def _aligned(cfg: Config, weak_aligned: str | None, model_store: str = "") -> st
 
 @stage_step
 def plan(config: dict) -> dict[str, Any]:
-    """The prerequisites step: check the run's inputs and its object store (cong.validate), then say which branches
-    of the DAG run. Models kept in the store are checked by the stages that load them, not downloaded here."""
-    from cong.plan import method_plan
-    from cong.s3 import S3Settings
-    from cong.shards import shard_items
-    from cong.validate import check_run
+    """The prerequisites step: check the run's inputs and its object store (cong.stages.validate), then say which
+    branches of the DAG run. Models kept in the store are checked by the stages that load them, not downloaded here."""
+    from cong.stages.plan import method_plan
+    from cong.stages.shards import shard_items
+    from cong.stages.validate import check_run
+    from cong.storage.s3 import S3Settings
 
     cfg = config_from_dict(config)
     stored = [r for r in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned) if r]
@@ -144,7 +144,7 @@ def _shard(cfg: Config, stage: str, shard: int, run_id: str) -> Shard:
 def cd_sample(
     config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
-    """Shard `shard` of the CD responses (cong.shards); `merge_shards` makes the stage's dataset."""
+    """Shard `shard` of the CD responses (cong.stages.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.cd_sample import cd_sample as run
 
     cfg = config_from_dict(config)
@@ -166,7 +166,7 @@ def cd_sample(
 def weak_sample(
     config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
-    """Shard `shard` of the weak labels (cong.shards); `merge_shards` makes the stage's dataset."""
+    """Shard `shard` of the weak labels (cong.stages.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
@@ -217,7 +217,7 @@ def sft(
 def strong_sample(
     config: dict, model: str, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
-    """Shard `shard` of the policy's responses (cong.shards); `merge_shards` makes the stage's dataset."""
+    """Shard `shard` of the policy's responses (cong.stages.shards); `merge_shards` makes the stage's dataset."""
     from cong.stages.strong_sample import strong_sample as run
 
     cfg = config_from_dict(config)
@@ -243,7 +243,7 @@ def merge_shards(
     Its lineage is the stage's, with the artifacts the shards read (`shard_inputs`, from their metadata) as
     its inputs. The shards' finished batches, kept for a restart, are deleted once the dataset is written.
     """
-    from cong.shards import SHARDED_STAGES, FinishedBatches, merge
+    from cong.stages.shards import SHARDED_STAGES, FinishedBatches, merge
 
     cfg = config_from_dict(config)
     if stage not in SHARDED_STAGES:
@@ -487,9 +487,9 @@ def trainjob(
     method: str = "",
     model_store: str = "",
 ) -> StepResult:
-    """sft or dpo on several nodes, as a Kubeflow TrainJob (cong.trainjob); `task_config` is the task's
+    """sft or dpo on several nodes, as a Kubeflow TrainJob (cong.cluster.trainjob); `task_config` is the task's
     dsl.TaskConfig, `output` the name and local folder of the trained model."""
-    from cong.trainjob import TaskSettings, job_name, run_stage
+    from cong.cluster.trainjob import TaskSettings, job_name, run_stage
 
     cfg = config_from_dict(config)
     target = model_dir(output[1], model_store)
@@ -517,7 +517,7 @@ def trainjob(
 
 def delete_trainjobs(run_id: str, keys: list[list[str]]) -> list[str]:
     """The run's exit handler: delete the TrainJobs its training stages may have left (by name)."""
-    from cong.trainjob import delete_jobs
+    from cong.cluster.trainjob import delete_jobs
 
     return delete_jobs(run_id, keys)
 
@@ -577,7 +577,7 @@ def record(
     Each output also records the run's id, the URIs of the input artifacts it was made from (what
     `cong lineage` follows) and, for a single-file output such as a dataset, its sha256.
     """
-    from cong.storage import sha256_file
+    from cong.storage.folders import sha256_file
 
     for key, value in result["metrics"].items():
         metrics.log_metric(key, float(value))

@@ -32,7 +32,7 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-failed-gates",
         action="store_true",
-        help="run even where the world or the weak pair fails a gate (cong/gates.py); every output says so",
+        help="run even where the world or the weak pair fails a gate (cong/evaluation/gates.py); every output says so",
     )
 
 
@@ -81,7 +81,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cong.report import decoding_note, format_sweep, format_table, gates_note
+    from cong.evaluation.report import decoding_note, format_sweep, format_table, gates_note
     from pipelines.local import run_local
 
     if not args.local:
@@ -122,7 +122,7 @@ def _world_note(world: dict) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from cong.study import load_study, run_study
+    from cong.evaluation.study import load_study, run_study
     from pipelines.local import run_local
 
     study = load_study(args.study)
@@ -150,8 +150,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
     from cong.config import load_config
-    from cong.s3 import S3Settings
-    from cong.validate import check_run
+    from cong.stages.validate import check_run
+    from cong.storage.s3 import S3Settings
 
     cfg = load_config(args.config)
     if args.show:
@@ -168,7 +168,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from cong.lineage import load, render
+    from cong.storage.lineage import load, render
 
     if RUN_ID.match(args.target) and not Path(args.target).exists():
         print(_kfp_lineage(args))
@@ -204,7 +204,7 @@ def _kfp_args(parser: argparse.ArgumentParser, experiment: bool = True) -> None:
 
 
 def _client(args: argparse.Namespace):
-    from cong.kfp_api import Connection, KfpClient
+    from cong.cluster.kfp_api import Connection, KfpClient
 
     return KfpClient(Connection.resolve(args.host, args.namespace, args.ui_url))
 
@@ -218,7 +218,7 @@ def _pipeline_root(cfg) -> str | None:
 def _upload(args: argparse.Namespace, cfg):
     """Compile the pipeline for the config, upload it as a version named from its content (none is added when
     that version exists), and find or create the experiment."""
-    from cong.kfp_api import experiment_id, upload
+    from cong.cluster.kfp_api import experiment_id, upload
     from pipelines.compile import compile_pipeline
 
     client = _client(args)
@@ -233,7 +233,7 @@ def _upload(args: argparse.Namespace, cfg):
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from cong.kfp_api import create_run
+    from cong.cluster.kfp_api import create_run
 
     cfg = _load(args)
     client, version, experiment = _upload(args, cfg)
@@ -247,8 +247,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from cong.cron import to_kfp_cron
-    from cong.kfp_api import create_schedule
+    from cong.cluster.cron import to_kfp_cron
+    from cong.cluster.kfp_api import create_schedule
 
     cron = to_kfp_cron(args.cron)
     cfg = _load(args)
@@ -274,8 +274,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cong.kfp_api import experiment_id, get_run, list_runs
-    from cong.kfp_runs import format_run, format_runs
+    from cong.cluster.kfp_api import experiment_id, get_run, list_runs
+    from cong.cluster.kfp_runs import format_run, format_runs
 
     if args.limit < 1:
         raise CongError(f"--limit {args.limit}: give a number of runs, 1 or more.")
@@ -297,9 +297,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _kfp_lineage(args: argparse.Namespace) -> str:
-    from cong.kfp_api import get_run, pipeline_spec
-    from cong.kfp_runs import lineage as run_lineage
-    from cong.lineage import render
+    from cong.cluster.kfp_api import get_run, pipeline_spec
+    from cong.cluster.kfp_runs import lineage as run_lineage
+    from cong.storage.lineage import render
 
     client = _client(args)
     run = get_run(client, args.target)
@@ -311,8 +311,8 @@ def _kfp_lineage(args: argparse.Namespace) -> str:
 
 
 def cmd_bench_cd(args: argparse.Namespace) -> int:
-    from cong.bench_cd import format_bench, random_lora_expert, run_bench, write_json
     from cong.data import PROMPT_FIELDS, read_jsonl
+    from cong.decoding.bench import format_bench, random_lora_expert, run_bench, write_json
     from cong.decoding.contrastive import CdParams
     from cong.refs import resolve
 
@@ -346,8 +346,8 @@ def cmd_bench_cd(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from cong.evaluation.serve import ChatModel, make_server
     from cong.refs import resolve
-    from cong.serve import ChatModel, make_server
 
     cfg = _load(args)
     name = args.name or args.model
@@ -361,7 +361,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cong.report import build_report
+    from cong.evaluation.report import build_report
 
     print(f"wrote {build_report(args.run_dir)}")
     return 0

@@ -1,4 +1,4 @@
-"""The pipeline's side of `artifacts.store` (the stages' side is cong.handoff).
+"""The pipeline's side of `artifacts.store` (the stages' side is cong.storage.handoff).
 
 `workspace`: the pipeline asks KFP for a per-run workspace (`dsl.PipelineConfig(workspace=...)`, KFP >= 2.15)
 and passes `dsl.WORKSPACE_PATH_PLACEHOLDER` as `model_store` to every stage that writes or reads a model; the

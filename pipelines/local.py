@@ -85,11 +85,11 @@ def _resolve_artifact_oneof() -> None:
 
 def preflight(cfg: Config) -> None:
     """Fail fast, before any stage starts: every problem of the config's prompt files and models at once
-    (cong.validate), after the testbed is built; then the testbed world's gates (cong.gates)."""
-    from cong import gates
+    (cong.stages.validate), after the testbed is built; then the testbed world's gates (cong.evaluation.gates)."""
+    from cong.evaluation import gates
+    from cong.stages.validate import check_run
     from cong.testbed import build_testbed
     from cong.testbed.build import world_summary
-    from cong.validate import check_run
 
     if cfg.artifacts.store == "pvc":
         raise CongError(
@@ -123,8 +123,8 @@ def _environ(values: dict[str, str]):
 def object_store(root: Path, endpoint: str | None):
     """The S3-compatible store a local run uses: the user's server at `endpoint` (credentials from the AWS_*
     variables; nothing is started), or an embedded SeaweedFS started for this run under `root` and stopped."""
-    from cong.objectstore import EmbeddedObjectStore
-    from cong.s3 import S3Settings
+    from cong.storage.embedded import EmbeddedObjectStore
+    from cong.storage.s3 import S3Settings
 
     if endpoint:
         with _environ({"AWS_ENDPOINT_URL_S3": endpoint}):
@@ -139,10 +139,10 @@ def object_store(root: Path, endpoint: str | None):
 def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: str | None = None) -> dict:
     """Run the whole pipeline locally, its inputs and outputs through S3-compatible storage (embedded by
     default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
-    from cong.diagnostics import run_diagnostics
-    from cong.lineage import LINEAGE_FILE, collect
-    from cong.publish import import_inputs, publish_results, publish_run
-    from cong.report import build_report
+    from cong.evaluation.diagnostics import run_diagnostics
+    from cong.evaluation.report import build_report
+    from cong.storage.lineage import LINEAGE_FILE, collect
+    from cong.storage.publish import import_inputs, publish_results, publish_run
     from cong.testbed.build import world_summary
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
@@ -187,8 +187,9 @@ def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: st
 
 
 def _gates(cfg: Config, run_root: Path) -> list[dict]:
-    """The run's gates (cong.gates): the testbed world's, then the weak pair's as weak_align measured them."""
-    from cong.lineage import run_outputs
+    """The run's gates (cong.evaluation.gates): the testbed world's, then the weak pair's as weak_align measured
+    them."""
+    from cong.storage.lineage import run_outputs
     from cong.testbed.build import world_summary
 
     world = world_summary(cfg.testbed)["gates"] if cfg.uses_testbed() else []
@@ -205,7 +206,7 @@ def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool) -> Path:
     root = out_dir / "kfp"
     _resolve_artifact_oneof()
     # kfp.local gives WORKSPACE_PATH_PLACEHOLDER this folder and deletes it when the run ends, as KFP does the
-    # run's workspace PVC; the stages publish the models the run evaluates before that (cong.handoff).
+    # run's workspace PVC; the stages publish the models the run evaluates before that (cong.storage.handoff).
     workspace = str(out_dir / "workspace") if cfg.artifacts.store == "workspace" else None
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

@@ -16,7 +16,7 @@ pass and one ConG-S model for both ConG rows.
 Each sampling stage (weak_sample, cd_sample, strong_sample) is a dsl.ParallelFor of `<stage>_shard` tasks,
 one GPU pod per shard, over the shard indices the plan lists from `stages.<stage>.shards` (a run-time value
 like `methods`, so the fan-out always matches the config the shards read), then a light `<stage>` task that
-merges them into the stage's dataset (cong.shards).
+merges them into the stage's dataset (cong.stages.shards).
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's annotations as types.
 
@@ -106,7 +106,7 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
         task.set_display_name(name or stage)
         place(task, cfg, stage)
         task.set_caching_options(stage not in SAMPLING_STAGES)
-        # Stages load s3:// inputs themselves (cong.storage), so every pod gets the store's settings and the
+        # Stages load s3:// inputs themselves (cong.storage.folders), so every pod gets the store's settings and the
         # credentials by reference: the compiled YAML names the Secret and its keys, never a value.
         if cfg.storage.credentials_secret:
             kubernetes.use_secret_as_env(task, cfg.storage.credentials_secret, {k: k for k in CREDENTIAL_KEYS})

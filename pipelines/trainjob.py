@@ -1,5 +1,5 @@
 """Training stages on several nodes (`resources.<stage>.nodes` > 1): their tasks run Kubeflow TrainJobs
-(components/trainjob, cong.trainjob), and the run gets an exit handler that deletes those jobs by name, however
+(components/trainjob, cong.cluster.trainjob), and the run gets an exit handler that deletes those jobs by name, however
 the run ended (a TrainJob outlives the KFP task that created it).
 
 kfp accepts a dsl.ExitHandler only at a pipeline's outermost scope, and the training stages sit inside the
@@ -11,8 +11,8 @@ holds the handler and the cleanup task. A config without multi-node stages compi
 from kfp import dsl
 
 from components.trainjob.component import delete_trainjobs
+from cong.cluster.trainjob import trainjob_keys
 from cong.config import Config
-from cong.trainjob import trainjob_keys
 
 
 def multi_node(cfg: Config, stage: str) -> bool:

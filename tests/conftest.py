@@ -31,7 +31,7 @@ def micro_testbed(micro_config) -> Path:
 def store(tmp_path_factory):
     """A real SeaweedFS server on 127.0.0.1 for the module; stop() sends SIGTERM to its PID and waits (SIGKILL
     after a timeout)."""
-    from cong.objectstore import EmbeddedObjectStore
+    from cong.storage.embedded import EmbeddedObjectStore
 
     server = EmbeddedObjectStore(tmp_path_factory.mktemp("objectstore")).start()
     yield server

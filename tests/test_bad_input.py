@@ -376,7 +376,7 @@ def test_bad_storage_is_refused_before_any_stage(
     env, change, says, store, tmp_path, micro_testbed, capsys, monkeypatch
 ):
     """`cong validate` checks the store a run will use; a refused run writes no object to it."""
-    from cong.s3 import ensure_bucket
+    from cong.storage.s3 import ensure_bucket
 
     ensure_bucket("cong", store.settings())
     before = _objects(store)
@@ -406,7 +406,7 @@ def test_the_pipelines_first_task_checks_the_same(store, tmp_path, micro_testbed
     from cong import steps
     from cong.config import load_config
     from cong.errors import CongError
-    from cong.s3 import ensure_bucket
+    from cong.storage.s3 import ensure_bucket
 
     ensure_bucket("cong", store.settings())
     (tmp_path / "p.jsonl").write_bytes(prompts(GOOD_ROW.strip(), GOOD_ROW.strip()))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cong.bench_cd import format_bench, random_lora_expert, run_bench, write_json
 from cong.data import read_jsonl
+from cong.decoding.bench import format_bench, random_lora_expert, run_bench, write_json
 from cong.decoding.contrastive import CdParams
 from cong.decoding.generate import DecodeParams, decode
 from cong.decoding.reference import naive_decode, reference_decode

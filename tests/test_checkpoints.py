@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-from cong.checkpoints import _published_steps, checkpoint_uri
-from cong.checkpoints import mirror_callback as real_mirror_callback
 from cong.config import StorageSettings, TrainSettings
 from cong.data import read_jsonl, write_jsonl
 from cong.models import TRAINING_LOG
-from cong.s3 import S3Settings, ensure_bucket
 from cong.stages.sft import sft
-from cong.storage import find_manifest
+from cong.storage.folders import find_manifest
+from cong.storage.s3 import S3Settings, ensure_bucket
+from cong.training.checkpoints import _published_steps, checkpoint_uri
+from cong.training.checkpoints import mirror_callback as real_mirror_callback
 
 TRAIN = TrainSettings(
     learning_rate=1e-3,
@@ -61,17 +61,17 @@ def test_a_retried_pod_resumes_from_the_stored_checkpoint(micro_testbed, store, 
     strong = str(micro_testbed / "strong")
 
     # The first attempt dies mid-epoch 2, its epoch-1 checkpoint in storage: the pod's disk is gone.
-    monkeypatch.setattr("cong.checkpoints.mirror_callback", _dying_mirror)
+    monkeypatch.setattr("cong.training.checkpoints.mirror_callback", _dying_mirror)
     with pytest.raises(Killed) as killed:
         sft(strong, str(data), tmp_path / "attempt-1", TRAIN, checkpoints=uri)
     first_step = killed.value.args[0]
     assert _published_steps(uri, S3Settings.from_env()) == [first_step]
     assert find_manifest(f"{uri}/checkpoint-{first_step}") is not None
-    monkeypatch.setattr("cong.checkpoints.mirror_callback", real_mirror_callback)
+    monkeypatch.setattr("cong.training.checkpoints.mirror_callback", real_mirror_callback)
 
     # The retry is a new pod: a fresh model folder, the same run id.
     logs = []
-    monkeypatch.setattr("cong.training.log", lambda stage, message: logs.append(message))
+    monkeypatch.setattr("cong.training.trainers.log", lambda stage, message: logs.append(message))
     metrics = sft(strong, str(data), tmp_path / "attempt-2", TRAIN, checkpoints=uri)
     assert any("resuming from" in m and f"checkpoint-{first_step}" in m for m in logs), logs
     assert metrics["global_step"] == 3 * first_step, "three epochs of 2 steps"

@@ -107,7 +107,7 @@ def test_methods_all_expands_in_table_order_and_names_are_checked(tmp_path):
 
 
 def test_method_plan_switches_shared_stages_once():
-    from cong.plan import method_plan
+    from cong.stages.plan import method_plan
 
     every = method_plan(load_config(preset="tiny"))
     assert every == {
@@ -140,7 +140,7 @@ def test_parse_alphas():
 
 def test_cross_family_wspo_is_refused_before_any_stage(tmp_path, micro_testbed):
     """The check needs no model: the testbed's tokenizer is shared with no outside model."""
-    from cong.plan import check_methods
+    from cong.stages.plan import check_methods
 
     cross = load_config(preset="tiny-cross-smol")
     assert "wspo" not in cross.methods

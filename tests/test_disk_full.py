@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from cong.data import read_jsonl, write_jsonl
-from cong.training import last_checkpoint
+from cong.training.trainers import last_checkpoint
 from tests.conftest import MICRO
 
 STAGE = """

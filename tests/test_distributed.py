@@ -14,10 +14,11 @@ import sys
 import pytest
 import torch
 
-from cong import distributed, steps
+from cong import steps
 from cong.config import load_config
 from cong.data import read_jsonl, write_jsonl
 from cong.errors import CongError
+from cong.training import distributed
 from tests.conftest import MICRO, changed
 
 # 16 rows, 4 per process and step: one epoch is 2 steps with 2 processes (4 with one), at a learning rate that moves
@@ -76,7 +77,7 @@ def test_processes_are_the_stage_gpus_unless_set(monkeypatch):
 
 
 def test_the_entry_parses_the_launch_arguments():
-    from cong.launch import _inputs, make_parser
+    from cong.training.launch import _inputs, make_parser
 
     inputs = {"model": "s3://bucket/runs/1/cong_s", "pairs": "/data/pairs.jsonl"}
     args = make_parser().parse_args(distributed.launch_args("dpo", "c.json", inputs, "out", metrics_file="m.json"))
@@ -87,7 +88,7 @@ def test_the_entry_parses_the_launch_arguments():
 
 
 def test_the_entry_names_missing_inputs(tmp_path, capsys):
-    from cong.launch import main
+    from cong.training.launch import main
 
     config = tmp_path / "config.json"
     config.write_text(json.dumps(_config().as_parameter()))
@@ -134,7 +135,8 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
 
     _write_rows(micro_testbed, tmp_path)
     cfg, data, model_dir = _config(distributed={"processes": 2}), str(tmp_path / "responses.jsonl"), tmp_path / "m"
-    # Rank 0 saves the model beside its folder first (cong.training.train_and_save): a file in that place stops it.
+    # Rank 0 saves the model beside its folder first (cong.training.trainers.train_and_save): a file in that place
+    # stops it.
     blocker = model_dir.with_name(f".{model_dir.name}.partial")
     blocker.write_text("")
     with pytest.raises(CongError, match="2-process DeepSpeed training failed"):
@@ -150,7 +152,15 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
     config_file.write_text(json.dumps(cfg.as_parameter()))
     entry = distributed.launch_args("sft", config_file, {"data": data}, model_dir, metrics_file=metrics_file)
     torchrun = ["--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port"]
-    command = [sys.executable, "-m", "torch.distributed.run", *torchrun, str(_free_port()), "-m", "cong.launch"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *torchrun,
+        str(_free_port()),
+        "-m",
+        "cong.training.launch",
+    ]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
     done = subprocess.run([*command, *entry], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -166,7 +176,7 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
 
 def test_open_mpi_ranks_count_as_distributed():
     """The deepspeed-distributed TrainJob runtime starts the entry with mpirun, which sets only Open MPI's names."""
-    from cong.launch import rank_and_world_size
+    from cong.training.launch import rank_and_world_size
 
     assert rank_and_world_size({"RANK": "3", "WORLD_SIZE": "8", "OMPI_COMM_WORLD_SIZE": "2"}) == (3, 8)
     assert rank_and_world_size({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4"}) == (1, 4)
@@ -176,9 +186,9 @@ def test_open_mpi_ranks_count_as_distributed():
 def test_the_entry_takes_its_config_from_and_gives_its_model_to_storage(micro_testbed, store, tmp_path, monkeypatch):
     """How a TrainJob node runs it: config and data as s3:// URIs, the model published to an s3:// URI (real
     SeaweedFS), manifest last, so the task waiting for the job fetches a whole model."""
-    from cong.launch import main
-    from cong.s3 import ensure_bucket
-    from cong.storage import fetch_dir, publish_path
+    from cong.storage.folders import fetch_dir, publish_path
+    from cong.storage.s3 import ensure_bucket
+    from cong.training.launch import main
 
     for name, value in store.env().items():
         monkeypatch.setenv(name, value)

@@ -8,7 +8,7 @@ import pytest
 
 from cong.config import DecodingSettings, DownstreamTask, EvaluateSettings, SamplingSettings, WsdSettings
 from cong.data import read_jsonl, write_jsonl
-from cong.downstream import matches, normalise
+from cong.evaluation.downstream import matches, normalise
 
 
 def test_matching_rules():
@@ -23,7 +23,7 @@ def test_matching_rules():
 def test_evaluate_reports_each_models_downstream_accuracy(micro_testbed, micro_config, tmp_path, monkeypatch):
     """Two models on the testbed's held-out rows (they carry answers) and a user task file: accuracies equal a
     direct greedy computation, the change from the base is reported, lm-eval is skipped without the package."""
-    from cong.models import Sampler
+    from cong.decoding.sampler import Sampler
     from cong.stages.evaluate import evaluate
     from cong.stages.wsd import wsd
 

@@ -1,5 +1,5 @@
-"""The gates (cong/gates.py): each on a constructed world or weak pair that passes it and one that fails it, the
-testbed world's balance, the stop with a message, and the one learning-rate rule of the tiny presets."""
+"""The gates (cong/evaluation/gates.py): each on a constructed world or weak pair that passes it and one that fails it,
+the testbed world's balance, the stop with a message, and the one learning-rate rule of the tiny presets."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cong import gates
 from cong.config import load_config
 from cong.errors import CongError
+from cong.evaluation import gates
 from cong.testbed import build as testbed_build
 from cong.testbed import world
 
@@ -94,8 +94,8 @@ def test_mild_shift_measures_the_kl_of_a_constructed_weak_pair(micro_testbed, tm
     import torch
     from transformers import AutoModelForCausalLM
 
+    from cong.evaluation.rewards import ImplicitReward
     from cong.models import prompt_ids
-    from cong.rewards import ImplicitReward
 
     weak = str(micro_testbed / "weak")
     shifted = tmp_path / "shifted"

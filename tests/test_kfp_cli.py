@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+from cong.cluster.cron import to_kfp_cron
 from cong.config import load_config
-from cong.cron import to_kfp_cron
 from cong.errors import CongError
 from pipelines.cli import main
 from pipelines.compile import COMMITTED

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from cong.s3 import ensure_bucket
-from cong.storage import MANIFEST_NAME, MiB, TransferOptions, fetch_dir, publish_dir, sha256_file
+from cong.storage.folders import MANIFEST_NAME, MiB, TransferOptions, fetch_dir, publish_dir, sha256_file
+from cong.storage.s3 import ensure_bucket
 from tests.test_pipeline_local import cong_run_local, small_config
 
 # Small parts, so that the larger files go up and down in several concurrent parts.

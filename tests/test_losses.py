@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cong.losses import aux_coef_at, auxconf_loss, token_logps, wspo_loss
+from cong.training.losses import aux_coef_at, auxconf_loss, token_logps, wspo_loss
 
 log = math.log
 

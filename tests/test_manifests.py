@@ -402,7 +402,7 @@ def test_standalone_seaweedfs_arguments_start_an_authenticated_s3_gateway(render
     boto3 = pytest.importorskip("boto3")
     from botocore.config import Config
 
-    from cong.objectstore import GRPC_OFFSET, GRPC_SOCKET, find_weed, pick_ports
+    from cong.storage.embedded import GRPC_OFFSET, GRPC_SOCKET, find_weed, pick_ports
 
     weed = find_weed()
     statefulset, container = seaweedfs(rendered["seaweedfs-standalone"])

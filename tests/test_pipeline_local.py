@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from cong.config import METHODS, load_config
-from cong.objectstore import EmbeddedObjectStore
-from cong.storage import fetch_dir, read_manifest
+from cong.storage.embedded import EmbeddedObjectStore
+from cong.storage.folders import fetch_dir, read_manifest
 from tests.conftest import MICRO, ROOT
 from tests.test_report import assert_report_renders
 
@@ -194,7 +194,7 @@ def assert_wiring(lineage: dict) -> None:
 
 def assert_published(results, settings):
     """Every method's model or responses and the results are in the store, and their manifests verify."""
-    from cong.storage import fetch_dir, localize
+    from cong.storage.folders import fetch_dir, localize
 
     artifacts = results["artifacts"]
     assert artifacts["run"] == f"s3://cong/runs/{results['run']['id']}"
@@ -279,7 +279,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
 def assert_through_the_workspace(out: Path, run: Path) -> None:
     """The sft task wrote a pointer into its artifact and the weights into the workspace, which kfp.local deleted
     with the run; evaluate sampled the weights the pointer named; the model was published to the store."""
-    from cong import handoff
+    from cong.storage import handoff
 
     assert not (out / "workspace").exists(), "kfp.local deletes the workspace with the run"
     (sft,) = run.glob("sft*")

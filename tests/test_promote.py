@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cong import storage
 from cong.config import load_config
 from cong.errors import CongError
 from cong.refs import resolve
-from cong.s3 import ensure_bucket
 from cong.stages.promote import RECORD_FILE, promote
-from cong.storage import MANIFEST_NAME, NotPublished, fetch_dir, find_manifest
+from cong.storage import folders as storage
+from cong.storage.folders import MANIFEST_NAME, NotPublished, fetch_dir, find_manifest
+from cong.storage.s3 import ensure_bucket
 from pipelines.compile import compile_pipeline
 from tests.conftest import MICRO
 

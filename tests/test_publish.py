@@ -1,13 +1,15 @@
-"""A run's inputs and outputs through a real SeaweedFS server on 127.0.0.1 (cong.publish, cong.storage)."""
+"""A run's inputs and outputs through a real SeaweedFS server on 127.0.0.1 (cong.storage.publish,
+cong.storage.folders)."""
 
 import shutil
 
 import pytest
 
-from cong import publish, storage
 from cong.errors import CongError
 from cong.refs import resolve
-from cong.storage import sha256_file
+from cong.storage import folders as storage
+from cong.storage import publish
+from cong.storage.folders import sha256_file
 
 
 def test_inputs_are_imported_once_and_load_back_from_the_store(store, micro_config, micro_testbed, monkeypatch):

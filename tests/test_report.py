@@ -13,7 +13,7 @@ from cong.data import write_jsonl
 from pipelines.cli import main
 
 METHODS = ("base", "weak_sft", "cong_s", "cong")
-BLUE = (76, 114, 176)  # the bars' colour (cong.report.BLUE)
+BLUE = (76, 114, 176)  # the bars' colour (cong.evaluation.report.BLUE)
 BORDER = (204, 204, 204)  # the tables' cell borders
 
 

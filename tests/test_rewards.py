@@ -10,7 +10,7 @@ import pytest
 from cong.config import EvaluateSettings, WeakAlignSettings
 from cong.data import write_jsonl
 from cong.errors import CongError
-from cong.rewards import ImplicitReward, RewardModel, reward_backend
+from cong.evaluation.rewards import ImplicitReward, RewardModel, reward_backend
 
 PROMPTS = ["What is 2 + 3?", "Sort the digits 3 1 2.", "Reverse the letters c a t.", "What is 7 + 1?"]
 RESPONSES = ["Sure! The answer is 5. I hope this helps!", "1 2 3", "Ugh, t a c. Obviously.", "8"]

@@ -1,4 +1,4 @@
-"""Sampling stages split over shards (cong.shards): the split, the merge, the resume after a kill (simulated, and
+"""Sampling stages split over shards (cong.stages.shards): the split, the merge, the resume after a kill (simulated, and
 the CD stage's process killed), the compiled ParallelFor, and a local run with two shards against the unsplit
 stage functions."""
 
@@ -17,14 +17,14 @@ from cong import steps
 from cong.config import load_config
 from cong.data import read_jsonl, write_jsonl
 from cong.decoding.generate import length_batches
+from cong.decoding.sampler import Sampler
 from cong.errors import CongError
-from cong.models import Sampler
-from cong.objectstore import EmbeddedObjectStore
 from cong.refs import resolve
-from cong.s3 import ensure_bucket
-from cong.shards import SHARDED_STAGES, FinishedBatches, Shard, merge, shard_batches, shard_items
 from cong.stages.cd_sample import cd_sample
+from cong.stages.shards import SHARDED_STAGES, FinishedBatches, Shard, merge, shard_batches, shard_items
 from cong.stages.strong_sample import strong_sample
+from cong.storage.embedded import EmbeddedObjectStore
+from cong.storage.s3 import ensure_bucket
 from pipelines.compile import compile_pipeline
 from tests.conftest import MICRO
 from tests.test_compile import _tasks

@@ -28,7 +28,7 @@ def world(micro_config, micro_testbed, tmp_path_factory):
     }
     s = cfg.stages
     m = {
-        # What the weak_align component calls: sampling and pairing here, DPO through cong.distributed.
+        # What the weak_align component calls: sampling and pairing here, DPO through cong.training.distributed.
         "weak_align": steps.weak_align(
             cfg.as_parameter(), pairs=str(out / "wa_pairs.jsonl"), weak_aligned=str(out / "weak_aligned")
         )["metrics"]
@@ -129,8 +129,8 @@ def test_implicit_reward(world):
     """Zero when the weak pair is one model; batching changes nothing; matches a one-sequence computation."""
     import torch
 
+    from cong.evaluation.rewards import ImplicitReward
     from cong.models import prompt_ids
-    from cong.rewards import ImplicitReward
 
     cfg, out, refs, metrics = world
     prompts = ["What is 2 + 3?", "Sort the digits 3 1 2.", "Reverse the letters c a t."]
@@ -155,7 +155,8 @@ def test_implicit_reward(world):
 def test_contrastive_sampler_refuses_a_different_tokenizer(world, tmp_path):
     import shutil
 
-    from cong.models import Sampler, load_tokenizer
+    from cong.decoding.sampler import Sampler
+    from cong.models import load_tokenizer
 
     cfg, out, refs, metrics = world
     other = tmp_path / "other"

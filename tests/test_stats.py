@@ -1,4 +1,4 @@
-"""cong.stats on data whose answers are known."""
+"""cong.evaluation.stats on data whose answers are known."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cong.stats import (
+from cong.evaluation.stats import (
     RESAMPLES,
     bootstrap_mean,
     holm,

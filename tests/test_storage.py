@@ -1,4 +1,5 @@
-"""cong.storage against a real SeaweedFS server on 127.0.0.1 (cong.objectstore), started and stopped here."""
+"""cong.storage.folders against a real SeaweedFS server on 127.0.0.1 (cong.storage.embedded), started and stopped
+here."""
 
 import json
 import logging
@@ -8,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cong import storage
 from cong.errors import CongError
-from cong.objectstore import EmbeddedObjectStore, find_weed
-from cong.s3 import S3Settings, S3Uri, ensure_bucket
-from cong.storage import MANIFEST_NAME, HubId, MiB, TransferOptions
+from cong.storage import folders as storage
+from cong.storage.embedded import EmbeddedObjectStore, find_weed
+from cong.storage.folders import MANIFEST_NAME, HubId, MiB, TransferOptions
+from cong.storage.s3 import S3Settings, S3Uri, ensure_bucket
 
 # Small parts so that a few MB already make multipart uploads; S3's own minimum part size is 5 MiB.
 SMALL_PARTS = TransferOptions(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=4)
@@ -376,8 +377,8 @@ def test_missing_weed_binary_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_throughput_benchmark_runs_on_a_small_folder():
-    """The benchmark (python -m cong.bench_storage, 1 GB by default) still runs end to end, here on 2 MB."""
-    from cong.bench_storage import bench
+    """The benchmark (python -m cong.storage.bench, 1 GB by default) still runs end to end, here on 2 MB."""
+    from cong.storage.bench import bench
 
     rates = bench(files=2, file_mb=1)
     assert list(rates) == ["publish_dir", "fetch_dir", "boto3 upload_file", "boto3 download_file"]
@@ -389,7 +390,7 @@ def test_a_port_taken_meanwhile_by_another_process_starts_on_new_ports(monkeypat
     binds it: the server then starts on fresh ports instead of failing the run."""
     import socket
 
-    from cong import objectstore
+    from cong.storage import embedded as objectstore
 
     taken = socket.socket()
     taken.bind((objectstore.HOST, 0))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cong.errors import CongError
-from cong.study import RUN_DONE, StudySettings, analyse, load_run, load_study, run_folder
+from cong.evaluation.study import RUN_DONE, StudySettings, analyse, load_run, load_study, run_folder
 
 METHODS = ("base", "weak_sft", "auxconf", "wspo", "cong_s", "cong")
 ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -116,7 +116,7 @@ def test_the_shipped_study_states_the_four_hypotheses():
 RUNNER = """
 import sys, time
 from pathlib import Path
-from cong.study import StudySettings, run_study
+from cong.evaluation.study import StudySettings, run_study
 from tests.test_study import HYPOTHESES, fake_run
 
 out, hang = Path(sys.argv[1]), int(sys.argv[2])

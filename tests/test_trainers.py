@@ -60,8 +60,8 @@ def test_wspo_trains_on_the_chosen_responses(refs, tmp_path):
 
 def test_wspo_loss_at_the_start_is_the_weak_log_ratio_squared(refs, tmp_path):
     """Before any step the policy is pi_S_ref, so the loss is mean_rows (1/|y|) sum_t (log pi_r - log pi_ref)^2."""
-    from cong.losses import token_logps
     from cong.stages.wspo import wspo_trainer
+    from cong.training.losses import token_logps
 
     settings = WspoSettings(beta=0.1, train=TRAIN)
     trainer = wspo_trainer(

@@ -1,4 +1,4 @@
-"""Multi-node training through a Kubeflow Trainer v2 TrainJob (cong.trainjob, components/trainjob).
+"""Multi-node training through a Kubeflow Trainer v2 TrainJob (cong.cluster.trainjob, components/trainjob).
 
 There is no Kubernetes cluster here. The tests speak the real protocols instead:
 - the Kubernetes API: a local HTTP server on 127.0.0.1 implements the endpoints the library calls (custom
@@ -23,11 +23,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from cong.config import load_config
-from cong.errors import CongError
-from cong.s3 import ensure_bucket
-from cong.storage import localize, publish_dir
-from cong.trainjob import (
+from cong.cluster.trainjob import (
     API_VERSION,
     NAME_MAX,
     NEEDED,
@@ -42,6 +38,10 @@ from cong.trainjob import (
     trainer_command,
     trainjob_keys,
 )
+from cong.config import load_config
+from cong.errors import CongError
+from cong.storage.folders import localize, publish_dir
+from cong.storage.s3 import ensure_bucket
 from pipelines.compile import COMMITTED, compile_pipeline
 from tests.conftest import role_rules
 
@@ -90,15 +90,15 @@ def assert_trainjob_schema(body):
 
 
 def launch_arguments_of(command):
-    """The `cong.launch` arguments in a trainer command, parsed by cong.launch's own parser."""
-    from cong.launch import _inputs, make_parser
+    """The `cong.training.launch` arguments in a trainer command, parsed by cong.training.launch's own parser."""
+    from cong.training.launch import _inputs, make_parser
 
-    args = make_parser().parse_args(command[command.index("cong.launch") + 1 :])
+    args = make_parser().parse_args(command[command.index("cong.training.launch") + 1 :])
     return args.stage, args.config, _inputs(args.input), args.output, args.method
 
 
 class FakeKubernetes:
-    """The Kubernetes API endpoints cong.trainjob calls, plus the Trainer's part: a created job runs `trainer`
+    """The Kubernetes API endpoints cong.cluster.trainjob calls, plus the Trainer's part: a created job runs `trainer`
     (the test's stand-in for the training nodes), then reports `outcome` after `polls` status reads."""
 
     def __init__(self, trainer=None, outcome=("Complete", "JobsCompleted", "all jobs completed"), polls=2):
@@ -378,7 +378,7 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     assert trainer["image"] == "registry.example.com/cong-train:0.1.0"
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
     assert trainer["resourcesPerNode"] == TASK.resources
-    assert trainer["command"][:3] == ["torchrun", "-m", "cong.launch"]
+    assert trainer["command"][:3] == ["torchrun", "-m", "cong.training.launch"]
     assert {e["name"]: e for e in trainer["env"]}["HF_HOME"] == {"name": "HF_HOME", "value": "/tmp/hf"}
     assert len(trainer["env"]) == 3, "one entry per variable (the API keys the list by name)"
     (patch,) = body["spec"]["runtimePatches"]
@@ -464,7 +464,7 @@ def test_deepspeed_runtime_launches_with_mpirun_and_patches_both_jobs():
     command = trainer_command("deepspeed-distributed", ["dpo", "--config", "s3://b/c.json"], [e["name"] for e in env])
     assert command[:3] == ["mpirun", "--hostfile", "/etc/mpi/hostfile"]
     assert command[3:7] == ["-x", "AWS_ACCESS_KEY_ID", "-x", "AWS_REGION"], "mpirun passes the env to other nodes"
-    assert command[7:10] == ["python", "-m", "cong.launch"]
+    assert command[7:10] == ["python", "-m", "cong.training.launch"]
     body = manifest(
         job_name(RUN_ID, "dpo"),
         namespace=NAMESPACE,
@@ -492,7 +492,7 @@ def test_without_task_settings_the_runtime_defaults_apply():
         namespace=NAMESPACE,
         runtime="torch-distributed",
         image="cong-train:0.1.0",
-        command=["torchrun", "-m", "cong.launch", "sft"],
+        command=["torchrun", "-m", "cong.training.launch", "sft"],
         nodes=2,
         procs_per_node=1,
         task=TaskSettings.of(object()),
@@ -516,7 +516,7 @@ def job_body(cluster, run_id=RUN_ID):
         namespace=cluster.namespace,
         runtime="torch-distributed",
         image="cong-train:0.1.0",
-        command=["torchrun", "-m", "cong.launch", "dpo"],
+        command=["torchrun", "-m", "cong.training.launch", "dpo"],
         nodes=2,
         procs_per_node=8,
         task=TaskSettings(),
@@ -697,7 +697,7 @@ def test_single_node_configs_compile_without_trainjobs():
 def test_the_plan_task_checks_the_clusters_trainjob_prerequisites(monkeypatch):
     """The pipeline's first task, in a pod, asks the API server (discovery, SelfSubjectAccessReviews) whether the
     TrainJob API is there and the service account has every verb the multi-node stages use."""
-    from cong.validate import cluster_problems
+    from cong.stages.validate import cluster_problems
 
     cfg = load_config(preset="tiny", overrides={"resources": {"sft": {"nodes": 2}}})
     assert cluster_problems(load_config(preset="tiny")) == [], "no multi-node stage: nothing asked"

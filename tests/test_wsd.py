@@ -11,6 +11,7 @@ from cong.config import DecodingSettings, WsdSettings
 from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl
 from cong.decoding.generate import DecodeParams
 from cong.decoding.wsd import (
+    PLAIN_STOP_MARKERS,
     cut_at_markers,
     draft_token_probs,
     split_draft,
@@ -186,7 +187,7 @@ def test_wsd_stage(micro_testbed, tmp_path, monkeypatch, template):
         assert row["response"].startswith(result.kept_text.strip())
         assert len(result.kept_ids) <= result.draft_tokens
     if template == "plain":
-        assert not any(m in r["response"] for r in rows for m in wsd_stage.PLAIN_STOP_MARKERS)
+        assert not any(m in r["response"] for r in rows for m in PLAIN_STOP_MARKERS)
     assert set(metrics) == METRICS and metrics["rows"] == 5
     assert metrics["mean_kept_draft_tokens"] <= metrics["mean_draft_tokens"]
     assert 0 <= metrics["mean_cut_fraction"] <= 1 and metrics["mean_response_tokens"] <= 32

@@ -27,7 +27,7 @@ def promote(
         decision: JSON: promoted or not and why, win rate and its interval, the champion before and after.
         metrics: promoted (1 or 0), win rate, its interval, both models' mean reward, threshold, prompts.
         run_id: the KFP run's id, recorded on every output and in the champion's record (the pipeline passes it).
-        model_store: where the run's models are when they do not travel as artifacts (cong.handoff), else empty.
+        model_store: where the run's models are when they do not travel as artifacts (cong.storage.handoff), else empty.
     """
     from cong import steps
 

@@ -3,7 +3,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.image import BASE_IMAGE
 
-# What the task's settings become (cong.trainjob): its resources are each training node's, not this pod's, and
+# What the task's settings become (cong.cluster.trainjob): its resources are each training node's, not this pod's, and
 # so are its node selector, affinity and tolerations (this pod only waits); the environment (the storage
 # Secret and ConfigMap) and volumes (a workspace: ReadWriteMany) serve both.
 PASSTHROUGHS = [

@@ -219,7 +219,7 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices of the prompts, ordered by length (ties keep input order) and cut into batches of `batch_size`.
 
     Left padding changes the floats of a row's logits (by about 1e-6 on CPU): a prompt gives bitwise the same
-    output only inside the same batch. Sharded sampling (cong.shards) hands out these batches whole, so every
+    output only inside the same batch. Sharded sampling (cong.stages.shards) hands out these batches whole, so every
     prompt is decoded in the batch it would have had in one unsplit call.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])

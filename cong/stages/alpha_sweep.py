@@ -14,10 +14,10 @@ from pathlib import Path
 from cong.config import AlphaSweepSettings, CdSampleSettings, EvaluateSettings
 from cong.data import PROMPT_FIELDS, read_jsonl
 from cong.decoding.contrastive import CdParams
-from cong.models import Sampler
+from cong.decoding.sampler import Sampler
+from cong.evaluation.rewards import ImplicitReward, reward_backend
+from cong.evaluation.stats import bootstrap_mean
 from cong.progress import log
-from cong.rewards import ImplicitReward, reward_backend
-from cong.stats import bootstrap_mean
 
 STAGE = "alpha_sweep"
 

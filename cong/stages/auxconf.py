@@ -14,8 +14,8 @@ from trl import SFTTrainer
 
 from cong.config import AuxConfSettings
 from cong.data import training_rows
-from cong.losses import aux_coef_at, auxconf_loss
-from cong.training import sft_trainer_kwargs, train_and_save
+from cong.training.losses import aux_coef_at, auxconf_loss
+from cong.training.trainers import sft_trainer_kwargs, train_and_save
 
 
 class AuxConfTrainer(SFTTrainer):

@@ -7,9 +7,9 @@ from pathlib import Path
 from cong.config import CdSampleSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.decoding.contrastive import CdParams
-from cong.models import Sampler
+from cong.decoding.sampler import Sampler
 from cong.progress import log
-from cong.shards import Shard, response_stats, sample_shard
+from cong.stages.shards import Shard, response_stats, sample_shard
 
 STAGE = "cd_sample"
 
@@ -24,7 +24,7 @@ def cd_sample(
     shard: Shard = Shard(),
 ) -> dict[str, float]:
     """Expert = the aligned weak model pi_r, amateur = the weak base pi_ref; only `shard`'s share of the
-    prompts (all of them by default), see cong.shards. When the aligned model keeps its LoRA adapter and
+    prompts (all of them by default), see cong.stages.shards. When the aligned model keeps its LoRA adapter and
     `settings.shared_weights` is on, one copy of the weak base serves both (cong.decoding.shared_lora)."""
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
     sampler = Sampler(weak_aligned, amateur_ref=weak_base, shared_weights=settings.shared_weights)

@@ -8,7 +8,7 @@ from typing import Any
 from cong.config import DpoSettings
 from cong.data import PAIR_FIELDS, read_jsonl
 from cong.models import load_tokenizer
-from cong.training import dpo_args, peft_config, progress_callback, train_and_save
+from cong.training.trainers import dpo_args, peft_config, progress_callback, train_and_save
 
 
 def dpo(

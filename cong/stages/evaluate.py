@@ -8,10 +8,10 @@ backend), win_rate_vs_base (share of prompts where the method's response out-sco
 model's; ties count one half), the reward backend's parts (testbed: accuracy and style), implicit_reward
 (length-normalised, under the weak pair: (log pi_r(y|x) - log pi_ref(y|x)) / |y|), and length in words;
 with a judge configured, the judge's win rate and the length-controlled one on the primary responses
-(cong.judge); with downstream tasks, each model's exact-match accuracy on them, answered greedily, and its change
-from the base's (cong.downstream). Each comes with a 95% bootstrap interval and its number of prompts
-(cong.stats.Estimate.fields); `paired_tests` compares ConG's primary rewards with every other row's, prompt by
-prompt.
+(cong.evaluation.judge); with downstream tasks, each model's exact-match accuracy on them, answered greedily, and its
+change from the base's (cong.evaluation.downstream). Each comes with a 95% bootstrap interval and its number of
+prompts (cong.evaluation.stats.Estimate.fields); `paired_tests` compares ConG's primary rewards with every other
+row's, prompt by prompt.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from pathlib import Path
 
 from cong.config import METHODS, DownstreamTask, EvaluateSettings, WsdSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
-from cong.downstream import correct, lm_eval_scores, task_rows, wsd_correct
+from cong.decoding.sampler import Sampler
 from cong.errors import CongError
-from cong.judge import PairwiseJudge
-from cong.models import TRAINING_LOG, Sampler
+from cong.evaluation.downstream import correct, lm_eval_scores, task_rows, wsd_correct
+from cong.evaluation.judge import PairwiseJudge
+from cong.evaluation.rewards import ImplicitReward, reward_backend
+from cong.evaluation.stats import bootstrap_mean, length_controlled_win_rate, paired_test, win_rate
+from cong.models import TRAINING_LOG
 from cong.progress import log
-from cong.rewards import ImplicitReward, reward_backend
-from cong.stats import bootstrap_mean, length_controlled_win_rate, paired_test, win_rate
 
 STAGE = "evaluate"
 
@@ -108,7 +109,7 @@ def evaluate(
     `settings.lm_eval_tasks`), and the WSD row, which has responses but no model, answers them by WSD itself
     when `wsd_decoder` (the strong base and the WSD settings) is given. `run_settings` (every stage's resolved
     settings) goes into results.json as `settings`."""
-    from cong.report import CURVES_FILE, build_report
+    from cong.evaluation.report import CURVES_FILE, build_report
 
     out_dir = Path(out_dir)
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)

@@ -126,7 +126,7 @@ class _Decoder:
         """Answers to plain-text prompts, or to chats already `render`ed (`rendered=True`); prompt i draws from a
         generator seeded by the decoding's seed and `keys[i]` (its row's id), whatever batch it lands in."""
         from cong.decoding.generate import decode
-        from cong.models import decode_params, row_seed
+        from cong.decoding.sampler import decode_params, row_seed
 
         if not prompts:
             return []

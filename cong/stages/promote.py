@@ -6,7 +6,7 @@ evaluate stage's reward backend scores both. The challenger replaces the champio
 when its win rate against the champion (ties count one half) reaches `promotion.threshold`; otherwise the
 champion stays and the decision says why, with the numbers.
 
-The champion location is one folder published with `cong.storage.publish_dir`: the model's files and
+The champion location is one folder published with `cong.storage.folders.publish_dir`: the model's files and
 `promotion.json` (how this model became the champion, and the records of the champions before it), with the
 manifest written last. A reader sees the old champion, "not published" while a promotion uploads, or the new
 one, never a mix. A promotion that dies mid-upload leaves files without a manifest: the next run finds no
@@ -23,13 +23,14 @@ from typing import Any
 
 from cong.config import EvaluateSettings, PromotionSettings
 from cong.data import PROMPT_FIELDS, read_jsonl
+from cong.decoding.sampler import Sampler
 from cong.errors import CongError
-from cong.models import Sampler, is_model_dir
+from cong.evaluation.rewards import reward_backend
+from cong.evaluation.stats import bootstrap_mean, win_rate
+from cong.models import is_model_dir
 from cong.progress import log
-from cong.rewards import reward_backend
-from cong.s3 import S3Settings, parse_s3_uri, storage_error
-from cong.stats import bootstrap_mean, win_rate
-from cong.storage import MANIFEST_NAME, Manifest, fetch_dir, find_manifest, publish_dir
+from cong.storage.folders import MANIFEST_NAME, Manifest, fetch_dir, find_manifest, publish_dir
+from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
 
 STAGE = "promote"
 RECORD_FILE = "promotion.json"

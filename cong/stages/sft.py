@@ -7,7 +7,7 @@ from typing import Any
 
 from cong.config import TrainSettings
 from cong.data import training_rows
-from cong.training import sft_trainer_kwargs, train_and_save
+from cong.training.trainers import sft_trainer_kwargs, train_and_save
 
 
 def sft(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from cong.config import SamplingSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
-from cong.models import Sampler
-from cong.shards import Shard, response_stats, sample_shard
+from cong.decoding.sampler import Sampler
+from cong.stages.shards import Shard, response_stats, sample_shard
 
 STAGE = "strong_sample"
 
@@ -21,7 +21,7 @@ def strong_sample(
     stage: str = STAGE,
     shard: Shard = Shard(),
 ) -> dict[str, float]:
-    """Only `shard`'s share of the prompts (all of them by default), see cong.shards."""
+    """Only `shard`'s share of the prompts (all of them by default), see cong.stages.shards."""
     rows = read_jsonl(prompts_path, PROMPT_FIELDS, max_prompts)
     out = sample_shard(Sampler(model_ref), rows, sampling, stage, shard)
     write_responses(out_path, out.rows, out.responses)

@@ -4,21 +4,21 @@ SimPO recipe (method.md section 2.1-2.2): several samples per prompt from pi_ref
 backend; chosen = best, rejected = worst. Prompts whose samples are all identical are dropped, and so are
 prompts whose samples all score the same: best and worst would then be an arbitrary, often identical, pair.
 
-After DPO, the weak pair's gates (cong.gates) are measured on fresh samples of both models on the same prompts,
-before any method uses the pair.
+After DPO, the weak pair's gates (cong.evaluation.gates) are measured on fresh samples of both models on the same
+prompts, before any method uses the pair.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cong import gates
 from cong.config import WeakAlignSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
+from cong.decoding.sampler import Sampler
 from cong.errors import CongError
-from cong.models import Sampler
+from cong.evaluation import gates
+from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.progress import log
-from cong.rewards import ImplicitReward, reward_backend
 
 STAGE = "weak_align"
 

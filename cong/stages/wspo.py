@@ -16,9 +16,9 @@ from trl import SFTTrainer
 from cong.config import WspoSettings
 from cong.data import PROMPT_FIELDS, read_jsonl, training_rows
 from cong.errors import CongError
-from cong.losses import IGNORE_INDEX, token_logps, wspo_loss
 from cong.models import load_model, load_tokenizer
-from cong.training import sft_trainer_kwargs, train_and_save
+from cong.training.losses import IGNORE_INDEX, token_logps, wspo_loss
+from cong.training.trainers import sft_trainer_kwargs, train_and_save
 
 
 class WspoTrainer(SFTTrainer):

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from cong import gates
-from cong.cache import cache_root, entry_lock
 from cong.config import TestbedSettings
 from cong.data import write_jsonl
 from cong.errors import CongError
+from cong.evaluation import gates
+from cong.storage.cache import cache_root, entry_lock
 from cong.testbed import world
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
@@ -404,7 +404,7 @@ def world_summary(settings: TestbedSettings) -> dict:
 
 def world_files(folder: Path) -> dict[str, str]:
     """sha256 of every file of a built world but the card, by its path in the folder."""
-    from cong.storage import sha256_file
+    from cong.storage.folders import sha256_file
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in CARD_FILES)
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
@@ -527,9 +527,9 @@ def _family_accuracy(eval_set: list[world.Example], answers: dict[str, list[str]
 
 
 def world_gates(prompt_sets: tuple[list[world.Example], ...], answers: dict[str, list[str]]) -> list[gates.Gate]:
-    """The world's gates (cong.gates): capability and latent capability on the held-out strong-only prompts, from
-    the base models' greedy answers; no shortcut on every prompt the world has (eval, train and pretraining: a
-    constant answer that the pretraining prompts favour is one a model can learn)."""
+    """The world's gates (cong.evaluation.gates): capability and latent capability on the held-out strong-only
+    prompts, from the base models' greedy answers; no shortcut on every prompt the world has (eval, train and
+    pretraining: a constant answer that the pretraining prompts favour is one a model can learn)."""
     eval_set = prompt_sets[0]
     strong_only = [i for i, ex in enumerate(eval_set) if ex.family in world.STRONG_ONLY_FAMILIES]
 
@@ -562,7 +562,7 @@ def _card_markdown(card: dict) -> str:
         )
     lines += [
         "",
-        "Gates (cong/gates.py), measured at build:",
+        "Gates (cong/evaluation/gates.py), measured at build:",
         "",
         "| gate | value | threshold | passed |",
         "|---|---|---|---|",

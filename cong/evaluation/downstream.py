@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import re
 import string
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from cong.config import DecodingSettings, DownstreamTask, SamplingSettings, WsdSettings
-from cong.data import RESPONSE_FIELDS, read_jsonl
+from cong.data import read_jsonl
 from cong.errors import CongError
 from cong.progress import log
 
@@ -43,7 +41,7 @@ def task_rows(task: DownstreamTask, path: str) -> list[dict]:
 
 
 def correct(sampler: Any, task: DownstreamTask, rows: list[dict]) -> list[float]:
-    """1.0 or 0.0 per row: `sampler` (cong.models.Sampler) answers greedily, scored by the task's rule."""
+    """1.0 or 0.0 per row: `sampler` (cong.decoding.sampler.Sampler) answers greedily, scored by the task's rule."""
     greedy = SamplingSettings(max_new_tokens=task.max_new_tokens, greedy=True)
     responses = sampler(rows, greedy, STAGE)
     return [float(matches(y, r["answer"], task.match)) for y, r in zip(responses, rows, strict=True)]
@@ -54,14 +52,12 @@ def wsd_correct(
 ) -> list[float]:
     """1.0 or 0.0 per row of the task, answered by Weak-to-Strong Decoding, greedily within the task's
     max_new_tokens as every model answers (draft at most `draft_max_new_tokens`): the WSD row has no model to ask."""
-    from cong.stages.wsd import wsd
+    from cong.decoding.wsd import respond
 
-    answers = {r["id"]: r["answer"] for r in task_rows(task, path)}
+    rows = task_rows(task, path)
+    answers = {r["id"]: r["answer"] for r in rows}
     greedy = {"response": (DecodingSettings(greedy=True), task.max_new_tokens)}
-    with tempfile.TemporaryDirectory(prefix="cong-wsd-") as folder:
-        out = Path(folder) / "responses.jsonl"
-        wsd(weak_aligned, strong_base, path, out, settings, greedy, task.max_prompts, STAGE)
-        responses = read_jsonl(str(out), RESPONSE_FIELDS)
+    responses, _ = respond(weak_aligned, strong_base, rows, settings, greedy, STAGE)
     return [float(matches(r["response"], answers[r["id"]], task.match)) for r in responses]
 
 

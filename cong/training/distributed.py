@@ -5,10 +5,11 @@ trains in this process, as it always has. With N > 1 processes it writes the run
 config into a scratch folder and starts
 
     accelerate launch --num_processes N --use_deepspeed --deepspeed_config_file deepspeed.json ...
-        --module cong.launch STAGE --config config.json --input NAME=REF ... --output DIR --metrics metrics.json
+        --module cong.training.launch STAGE --config config.json --input NAME=REF ... --output DIR \
+        --metrics metrics.json
 
 so that N processes run the same stage function together (`run_stage`); rank 0 writes the model and the
-metrics, which this process reads back. `cong.launch` is the same entry a multi-node TrainJob runs.
+metrics, which this process reads back. `cong.training.launch` is the same entry a multi-node TrainJob runs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from cong.errors import CongError
 from cong.progress import log
 from cong.refs import resolve
 
-ENTRY_MODULE = "cong.launch"
+ENTRY_MODULE = "cong.training.launch"
 # Each training stage's inputs (required, optional), as `--input NAME=REF` of the entry and in `train`.
 STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "weak_align": (("pairs",), ()),
@@ -98,7 +99,7 @@ def launch_args(
     metrics_file: str | Path | None = None,
     checkpoints: str | None = None,
 ) -> list[str]:
-    """The arguments after `-m cong.launch`: the same under accelerate launch, torchrun or a TrainJob."""
+    """The arguments after `-m cong.training.launch`: the same under accelerate launch, torchrun or a TrainJob."""
     args = [stage, "--config", str(config_file), "--output", str(output)]
     for name, ref in inputs.items():
         args += ["--input", f"{name}={ref}"]
@@ -155,7 +156,7 @@ def train(
 ) -> dict[str, float]:
     """Train `stage` on `inputs` into the model folder `output`, in this process or in `processes(...)` of them.
 
-    `checkpoints`: an s3:// folder that keeps the checkpoints for a retried pod (cong.checkpoints).
+    `checkpoints`: an s3:// folder that keeps the checkpoints for a retried pod (cong.training.checkpoints).
     """
     count = processes(cfg, stage)
     if count == 1:
@@ -240,7 +241,7 @@ def cpu_process_group() -> None:
 
     accelerate (1.15) starts DeepSpeed only over an accelerator's backend: on CPU its state tells every rank
     that it is process 0 of 1, and DeepSpeed's batch size check fails. So the state is made here over gloo,
-    and the trainer takes it (`use_configured_state`, see cong.training.trainer_args). DeepSpeed's CPU
+    and the trainer takes it (`use_configured_state`, see cong.training.trainers.trainer_args). DeepSpeed's CPU
     accelerator would also compile a shared-memory all-reduce op the first time it starts (75 to 215 s with
     gcc); gloo's all-reduce does that job, so the op is marked unavailable.
     """

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cong.errors import CongError
-from cong.stats import paired_test
+from cong.evaluation.stats import paired_test
 
 THRESHOLDS = {
     "capability": 0.25,
@@ -145,6 +145,6 @@ def check(gates: list[dict], what: str, allowed: bool) -> None:
         named = "; ".join(f"{g['name']} = {g['value']:.4g} (threshold {g['threshold']})" for g in bad)
         raise CongError(
             f"{what} fails {len(bad)} gate(s): {named}. A comparison of methods there cannot answer whether weak "
-            "supervision transfers (see cong/gates.py). Change the world or the weak pair, or pass "
+            "supervision transfers (see cong/evaluation/gates.py). Change the world or the weak pair, or pass "
             "--allow-failed-gates to run anyway (every output is then marked so)."
         )

@@ -1,6 +1,6 @@
 """Throughput of publish_dir/fetch_dir against the embedded object store, beside plain boto3 defaults.
 
-    python -m cong.bench_storage [--files 4] [--file-mb 256] [--chunk-mb 16] [--concurrency 8]
+    python -m cong.storage.bench [--files 4] [--file-mb 256] [--chunk-mb 16] [--concurrency 8]
 
 Writes `files` files of random bytes into a temporary folder (deleted afterwards), starts a SeaweedFS server on
 127.0.0.1, and times: our publish (upload + sha256 + manifest) and fetch (download + verify), then boto3's
@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cong.objectstore import EmbeddedObjectStore
-from cong.s3 import ensure_bucket
-from cong.storage import MiB, TransferOptions, fetch_dir, publish_dir
+from cong.storage.embedded import EmbeddedObjectStore
+from cong.storage.folders import MiB, TransferOptions, fetch_dir, publish_dir
+from cong.storage.s3 import ensure_bucket
 
 
 def _write_random(folder: Path, files: int, file_mb: int) -> int:

@@ -1,4 +1,4 @@
-"""A run's inputs and outputs through S3-compatible storage (`cong.storage`).
+"""A run's inputs and outputs through S3-compatible storage (`cong.storage.folders`).
 
 Before a run, every input that is a local folder or file (the base models, a supplied aligned model, the
 prompt sets) is published under `s3://<bucket>/<prefix>/inputs/<field>-<content digest>/`, and the config the
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from cong.config import Config, config_from_dict
-from cong.lineage import run_outputs
 from cong.progress import log
 from cong.refs import resolve
-from cong.s3 import S3Settings, ensure_bucket
-from cong.storage import find_manifest, publish_path, sha256_file
+from cong.storage.folders import find_manifest, publish_path, sha256_file
+from cong.storage.lineage import run_outputs
+from cong.storage.s3 import S3Settings, ensure_bucket
 
 INPUT_FIELDS = (
     ("models", "weak_base"),
@@ -70,7 +70,7 @@ def publish_run(run_root: Path, cfg: Config, settings: S3Settings, sources: dict
     """Publish every model and dataset of a finished kfp run folder; returns `results.json`'s `artifacts`:
     the run's URI, each method's model or responses, and every published task output.
 
-    A model that went through a shared store (cong.handoff) is not here: its stage published it while the
+    A model that went through a shared store (cong.storage.handoff) is not here: its stage published it while the
     run's workspace existed, and its artifact names that copy, or it was a model that no row shows."""
     base = cfg.storage.uri("runs", run_root.name)
     outputs: dict[str, str] = {}

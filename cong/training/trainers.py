@@ -50,7 +50,7 @@ def trainer_args(train: TrainSettings, output_dir: Path, deepspeed: dict[str, An
     if deepspeed is not None:
         args.update(deepspeed=deepspeed, use_cpu=False)
         if not on_gpu:
-            # cong.distributed.cpu_process_group has set up accelerate's state for DeepSpeed over gloo.
+            # cong.training.distributed.cpu_process_group has set up accelerate's state for DeepSpeed over gloo.
             args["accelerator_config"] = {"use_configured_state": True}
     return args
 
@@ -143,12 +143,12 @@ def train_and_save(
 
     Under a distributed launch every rank runs this; rank 0 writes the model and deletes the checkpoints.
     With `checkpoints` (an s3:// folder), checkpoints are also kept there, and an earlier attempt's newest one
-    is fetched first: a retried pod resumes where the killed one stopped (cong.checkpoints).
+    is fetched first: a retried pod resumes where the killed one stopped (cong.training.checkpoints).
     """
     from cong.models import ADAPTER_DIR, TRAINING_LOG
 
     if checkpoints:
-        from cong.checkpoints import mirror_callback, restore
+        from cong.training.checkpoints import mirror_callback, restore
 
         # One download into the folder the ranks share; the mirror uploads from rank 0 only.
         if trainer.accelerator.is_main_process:

@@ -8,14 +8,15 @@ again, so a killed study continues where it stopped. Then, for each hypothesis:
 
     effect      the mean over worlds of the mean over training seeds of the mean over prompts of a paired
                 difference of the explicit reward (primary decoding): method minus the method it must beat
-    interval    95%, paired bootstrap nested by world (cong.stats.nested_bootstrap): worlds, then seeds and prompts
+    interval    95%, paired bootstrap nested by world (cong.evaluation.stats.nested_bootstrap): worlds, then
+                seeds and prompts
     p_holm      the bootstrap p, Holm-adjusted over the hypotheses
     verdict     supported (p_holm < significance, effect > 0), contradicted (p_holm < significance, effect < 0),
                 inconclusive otherwise
 
-A run whose world or weak pair fails a gate (cong/gates.py) still runs, so that the study finishes and says so, but
-it is left out of every hypothesis's test: a world that cannot test a method does not vote. study.json lists the
-runs left out and their failed gates; the rule is the gates', fixed before any method's score is seen.
+A run whose world or weak pair fails a gate (cong/evaluation/gates.py) still runs, so that the study finishes and says
+so, but it is left out of every hypothesis's test: a world that cannot test a method does not vote. study.json lists
+the runs left out and their failed gates; the rule is the gates', fixed before any method's score is seen.
 
 "Beats several methods" is an intersection-union test: its p is the largest of the comparisons' p, and its effect and
 interval those of the comparison with the smallest effect. "The best alpha lies strictly inside (0, 1)" picks the best
@@ -37,7 +38,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from cong.config import Config, StageSettings, Strict, TrainSettings, load_config, read_text
 from cong.errors import CongError
-from cong.stats import holm, nested_bootstrap
+from cong.evaluation.stats import holm, nested_bootstrap
 
 STUDIES = Path(__file__).parent / "studies"
 STUDY_FILE = "study.json"
@@ -141,7 +142,7 @@ def run_study(
     summary = analyse(study, {cell: load_run(run_folder(out, *cell)) for cell in cells})
     summary["seconds_this_session"] = round(time.monotonic() - started, 1)
     (out / STUDY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    from cong.report import write_study_html
+    from cong.evaluation.report import write_study_html
 
     write_study_html(summary, out / "study.html")
     return summary

@@ -2,7 +2,7 @@
 
 A training stage whose resources ask for more than one node does not train in its KFP pod. The pod publishes
 the stage's config and inputs to the run's storage, creates a TrainJob that runs the stage's entry
-(`python -m cong.launch STAGE ...`, under torchrun or mpirun) on every node, streams the rank-0 trainer's log,
+(`python -m cong.training.launch STAGE ...`, under torchrun or mpirun) on every node, streams the rank-0 trainer's log,
 waits for the job's Complete or Failed condition, fetches the model the job published, and deletes the job.
 
 - Name: `cong-<stage>-<method>-<sha256 of run id, stage and method>`, the same in every retry of a KFP task, so
@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from cong.config import Config, seconds
-from cong.distributed import launch_args
 from cong.errors import CongError
 from cong.progress import log
+from cong.training.distributed import launch_args
 
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
@@ -79,7 +79,7 @@ SFT_METHODS = ("cong_s", "weak_sft", "icl_refine", "wsd_sft")
 class Runtime:
     """How a ClusterTrainingRuntime starts the trainer and which of its replicated jobs run it."""
 
-    launcher: tuple[str, ...]  # what comes before `-m cong.launch`
+    launcher: tuple[str, ...]  # what comes before `-m cong.training.launch`
     replicated_jobs: tuple[str, ...]  # the runtime's jobs whose pods the task's settings patch
     log_job: str  # the replicated job whose first pod shows the training's progress
     exports_env: bool  # mpirun must be told which variables to pass to the ranks on other nodes
@@ -117,7 +117,7 @@ def trainer_command(runtime: str, arguments: list[str], env_names: list[str]) ->
     spec = RUNTIMES[runtime]
     exports = [part for name in env_names for part in ("-x", name)] if spec.exports_env else []
     python = ["python"] if spec.exports_env else []
-    return [*spec.launcher, *exports, *python, "-m", "cong.launch", *arguments]
+    return [*spec.launcher, *exports, *python, "-m", "cong.training.launch", *arguments]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,8 +465,8 @@ class Cluster:
 
 
 def _published(path: Path, uri: str, settings: Any) -> str:
-    """`path` published at `uri` (once: a retry finds it there); the reference cong.storage resolves."""
-    from cong.storage import find_manifest, publish_path
+    """`path` published at `uri` (once: a retry finds it there); the reference cong.storage.folders resolves."""
+    from cong.storage.folders import find_manifest, publish_path
 
     if find_manifest(uri, settings) is None:
         return publish_path(path, uri, settings=settings)
@@ -488,8 +488,8 @@ def run_stage(
 ) -> dict[str, float]:
     """Train `stage` as a TrainJob: publish the config and `inputs` under the run's storage prefix, run the job,
     and fetch what it publishes as `output` (name, local folder). Returns the job's shape and duration."""
-    from cong.s3 import S3Settings
-    from cong.storage import MANIFEST_NAME, NotPublished, fetch_dir
+    from cong.storage.folders import MANIFEST_NAME, NotPublished, fetch_dir
+    from cong.storage.s3 import S3Settings
 
     if not run_id:
         raise CongError(f"{stage}: a TrainJob needs the KFP run id (the pipeline passes it as run_id).")
@@ -539,7 +539,7 @@ def run_stage(
         except NotPublished:
             raise CongError(
                 f"trainjob {cluster.namespace}/{name} completed but published nothing at {output_uri}: the stage's "
-                "entry (python -m cong.launch) must publish its output there."
+                "entry (python -m cong.training.launch) must publish its output there."
             ) from None
         # A published folder carries its manifest; the artifact is the model alone.
         (Path(output_dir) / MANIFEST_NAME).unlink()

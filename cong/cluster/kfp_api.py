@@ -243,7 +243,7 @@ def create_schedule(
     pipeline_root: str | None = None,
     service_account: str | None = None,
 ) -> dict[str, Any]:
-    """A recurring run on `cron` (6 fields, seconds first; see cong.cron), one run at a time. A schedule of the
+    """A recurring run on `cron` (6 fields, seconds first; see cong.cluster.cron), one run at a time. A schedule of the
     same name in the experiment is an error, or with `replace` deleted first: the backend cannot change one."""
     existing = client.find("/recurringruns", "recurring_runs", name, experiment_id=experiment)
     if existing is not None:

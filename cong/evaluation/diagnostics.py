@@ -13,11 +13,11 @@ from pathlib import Path
 
 from cong.config import Config
 from cong.data import read_jsonl
-from cong.gates import spearman
-from cong.handoff import follow
-from cong.lineage import run_outputs
+from cong.evaluation.gates import spearman
+from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.refs import resolve
-from cong.rewards import ImplicitReward, reward_backend
+from cong.storage.handoff import follow
+from cong.storage.lineage import run_outputs
 
 
 def run_diagnostics(run_dir: Path, cfg: Config) -> dict[str, float]:

@@ -80,7 +80,7 @@ def decoding_note(results: dict) -> str:
 
 
 def gates_note(results: dict) -> str:
-    """The warning of a run let past failed gates (cong.gates); empty when none failed."""
+    """The warning of a run let past failed gates (cong.evaluation.gates); empty when none failed."""
     failed = results.get("failed_gates") or []
     if not failed:
         return ""
@@ -96,7 +96,7 @@ def _gates_section(results: dict) -> str:
         return ""
     rows = [[g["name"], f"{g['value']:.4g}", str(g["threshold"]), "passed" if g["passed"] else "FAILED"] for g in gates]
     table = _table("gates", ["gate", "value", "threshold", "result"], rows)
-    return f"<h2>Gates (cong/gates.py), fixed before any method ran</h2>{_warning(results)}{table}"
+    return f"<h2>Gates (cong/evaluation/gates.py), fixed before any method ran</h2>{_warning(results)}{table}"
 
 
 def _warning(results: dict) -> str:

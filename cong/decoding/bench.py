@@ -122,7 +122,7 @@ def _timed(runs: dict[str, Callable[[], Any]], repeats: int, device: str) -> dic
 
 def random_lora_expert(base_ref: str, folder: Path, rank: int = 16, seed: int = 0) -> str:
     """An expert for the bench when the config has no aligned weak model: the base plus a random LoRA adapter
-    on every linear layer, saved merged with the adapter beside it (as cong.training saves a LoRA model)."""
+    on every linear layer, saved merged with the adapter beside it (as cong.training.trainers saves a LoRA model)."""
     import torch
     from peft import LoraConfig, get_peft_model
 

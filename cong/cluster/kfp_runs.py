@@ -116,7 +116,7 @@ def run_config(run: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str]) -> dict[str, Any]:
-    """The lineage of a cluster run in the shape `cong.lineage.render` prints: from each of the config's methods
+    """The lineage of a cluster run in the shape `cong.storage.lineage.render` prints: from each of the config's methods
     (an input of the evaluate task) back through the tasks whose outputs fed it. `page(route)` gives a UI URL."""
     config = run_config(run, spec)
     dag = _Dag(spec)

@@ -1,4 +1,4 @@
-"""Train one stage of a run: python -m cong.launch STAGE --config FILE --input NAME=REF ... --output DIR
+"""Train one stage of a run: python -m cong.training.launch STAGE --config FILE --input NAME=REF ... --output DIR
 
 Stages and their inputs (each a local path, an s3:// URI or any other reference a config accepts):
   weak_align   pairs            DPO of models.weak_base on the pairs that weak_align sampled
@@ -32,10 +32,10 @@ from cong.errors import CongError
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from cong.distributed import STAGE_INPUTS
+    from cong.training.distributed import STAGE_INPUTS
 
     parser = argparse.ArgumentParser(
-        prog="python -m cong.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cong.training.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("stage", choices=list(STAGE_INPUTS))
     parser.add_argument("--config", required=True, help="the run's config (YAML or JSON; a path or an s3:// URI)")
@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         from cong.config import load_config
-        from cong.distributed import cpu_process_group, deepspeed_config, run_stage
         from cong.progress import log
-        from cong.storage import localize, publish_dir
+        from cong.storage.folders import localize, publish_dir
+        from cong.training.distributed import cpu_process_group, deepspeed_config, run_stage
 
         cfg = load_config(localize(args.config) if args.config.startswith("s3://") else args.config)
         inputs = _inputs(args.input)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0 and args.metrics:
             args.metrics.write_text(json.dumps(metrics))
     except CongError as exc:
-        print(f"cong.launch: error: {exc}", file=sys.stderr)
+        print(f"cong.training.launch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
 

@@ -5,7 +5,7 @@ sha256 of every file) is written LAST: a folder without its manifest is not publ
 half-written model. A fetch reads the manifest first, downloads the files it lists, checks size and sha256, and
 keeps the result in a local cache keyed by the manifest's own sha256 (a second fetch is a no-op).
 
-Where the store is and who we are comes from the environment (see `cong.s3`), never from pipeline parameters.
+Where the store is and who we are comes from the environment (see `cong.storage.s3`), never from pipeline parameters.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from cong import __version__
-from cong.cache import cache_root, entry_lock
 from cong.errors import CongError
 from cong.progress import log
-from cong.s3 import S3Settings, S3Uri, check_bucket, error_code, parse_s3_uri, storage_error, transient
+from cong.storage.cache import cache_root, entry_lock
+from cong.storage.s3 import S3Settings, S3Uri, check_bucket, error_code, parse_s3_uri, storage_error, transient
 
 MANIFEST_NAME = "cong-manifest.json"
 MiB = 1024 * 1024

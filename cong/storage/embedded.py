@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cong.errors import CongError
-from cong.s3 import S3Settings
+from cong.storage.s3 import S3Settings
 
 HOST = "127.0.0.1"
 # Every component listens on a port p and on p + 10000 for gRPC. The mini-mode worker dials the admin server at
@@ -115,7 +115,7 @@ class EmbeddedObjectStore:
         return self.process.pid if self.process else None
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point boto3 and `cong.storage` at this server."""
+        """Environment variables that point boto3 and `cong.storage.folders` at this server."""
         return {
             "AWS_ENDPOINT_URL_S3": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": self.access_key_id,

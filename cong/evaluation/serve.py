@@ -1,5 +1,5 @@
 """`cong serve MODEL`: a local server of enough of the OpenAI chat-completions protocol for the pairwise judge
-(cong.judge), so that the judge runs for real without a commercial API or a vLLM deployment.
+(cong.evaluation.judge), so that the judge runs for real without a commercial API or a vLLM deployment.
 
 Served: `GET /v1/models`, `GET /health`, and `POST /v1/chat/completions` with `messages`, `max_tokens` (or
 `max_completion_tokens`), `temperature` (0 decodes greedily), `top_p` and `seed`; one choice, no streaming, no

@@ -14,7 +14,7 @@ from typing import Any
 from cong.config import Config
 from cong.data import PROMPT_FIELDS, check_jsonl, problem_list
 from cong.errors import CongError
-from cong.s3 import S3Settings
+from cong.storage.s3 import S3Settings
 
 
 def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = True, cluster: bool = False) -> None:
@@ -45,7 +45,7 @@ def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = Tru
 def prompt_problems(cfg: Config, tokenizer: Any = None, context: int | None = None) -> list[str]:
     """Every bad row of the prompt files (train, eval, the downstream tasks'), and prompts longer than the run's
     lengths leave room for (under `tokenizer`, the strong model's)."""
-    from cong.downstream import TASK_FIELDS
+    from cong.evaluation.downstream import TASK_FIELDS
     from cong.refs import resolve
 
     files = [("data.train_prompts", cfg.data.train_prompts, PROMPT_FIELDS, _train_limit(cfg, context))]
@@ -165,7 +165,7 @@ def _shared_tokenizer_problems(cfg: Config, tokenizers: dict[str, Any]) -> list[
 
 
 def _method_problems(cfg: Config) -> list[str]:
-    from cong.plan import check_methods
+    from cong.stages.plan import check_methods
 
     try:
         check_methods(cfg)
@@ -179,7 +179,7 @@ def cluster_problems(cfg: Config) -> list[str]:
     multi_node = [stage for stage, r in cfg.resources.items() if r.nodes > 1]
     if not multi_node:
         return []
-    from cong.trainjob import Cluster
+    from cong.cluster.trainjob import Cluster
 
     try:
         problems = Cluster.connect().prerequisite_problems()
@@ -190,7 +190,7 @@ def cluster_problems(cfg: Config) -> list[str]:
 
 def storage_problems(cfg: Config, settings: S3Settings) -> list[str]:
     """The run's bucket (and an s3:// pipeline root's) reachable with these credentials."""
-    from cong.s3 import check_bucket, parse_s3_uri
+    from cong.storage.s3 import check_bucket, parse_s3_uri
 
     buckets = [cfg.storage.bucket]
     if cfg.pipeline_root and cfg.pipeline_root.startswith("s3://"):

@@ -6,7 +6,7 @@ The split. A stage's prompts (in file order) are tokenized as its model sees the
 (`cong.decoding.generate.length_batches`). Shard i of n takes batches i, i + n, i + 2n, ... Whole batches
 keep each prompt's padding, and left padding moves a row's logits by float rounding, so this is what makes a
 prompt's response bitwise the same for any shard count; its generator is seeded by the sampling seed and the
-prompt's id (`cong.models.row_seed`), never by its place. Interleaving gives every shard short and long
+prompt's id (`cong.decoding.sampler.row_seed`), never by its place. Interleaving gives every shard short and long
 prompts. A shard beyond the number of batches has nothing to do.
 
 Resume. A shard writes each finished batch whole, as one JSONL object `batch-<number>.jsonl` (id, prompt,
@@ -31,7 +31,7 @@ from cong.config import Config, SamplingSettings, StorageSettings
 from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
 from cong.errors import CongError
 from cong.progress import Eta, log
-from cong.s3 import S3Settings
+from cong.storage.s3 import S3Settings
 
 if TYPE_CHECKING:
     from cong.decoding.contrastive import CdParams
@@ -83,7 +83,7 @@ class FinishedBatches:
     def __init__(self, location: str, settings: S3Settings | None = None):
         self.location = location.rstrip("/")
         if self.in_s3:
-            from cong.s3 import parse_s3_uri
+            from cong.storage.s3 import parse_s3_uri
 
             self.settings = settings or S3Settings.from_env()
             self.target = parse_s3_uri(self.location)
@@ -142,7 +142,7 @@ class FinishedBatches:
         return self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read().decode()
 
     def _s3(self, doing: str, call):
-        from cong.s3 import storage_error
+        from cong.storage.s3 import storage_error
 
         try:
             return call()
@@ -165,9 +165,9 @@ def sample_shard(
     shard: Shard,
     cd: CdParams | None = None,
 ) -> ShardOutput:
-    """Responses to this shard's share of `rows` from a `cong.models.Sampler`, batch by batch, each finished
+    """Responses to this shard's share of `rows` from a `cong.decoding.sampler.Sampler`, batch by batch, each finished
     batch saved to `shard.progress` and none decoded again that is there already."""
-    from cong.models import row_seed
+    from cong.decoding.sampler import row_seed
 
     ids = sampler.tokenize(rows)
     mine = shard_batches([len(i) for i in ids], sampling.batch_size, shard)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cong.config import StorageSettings
 from cong.progress import log
-from cong.s3 import S3Settings, parse_s3_uri, storage_error
-from cong.storage import fetch_dir, find_manifest, publish_dir
+from cong.storage.folders import fetch_dir, find_manifest, publish_dir
+from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
 
 _STEP = re.compile(r"checkpoint-(\d+)/$")
 

@@ -10,7 +10,7 @@ metadata. Stages that read a model `follow` the pointer. Nothing moves between s
 that training writes next to the model survive a retried pod.
 
 The workspace is deleted with its run, so a stage that trains the model of a method the run evaluates also
-publishes it (`cong.storage.publish_dir`: every file, then the manifest) under
+publishes it (`cong.storage.folders.publish_dir`: every file, then the manifest) under
 `<storage>/runs/<KFP run id>/models/<method>/`; the pointer and the artifact's metadata name that copy.
 Publishing there, rather than from evaluate or from a last task of the run, keeps the weights where they
 already are: the pod that made them uploads them once (the upload the launcher makes in `artifacts` mode),
@@ -46,7 +46,7 @@ def hand_over(cfg: Config, artifact_path: str, location: Path, method: str, run_
         return {}
     record = {"model_store": cfg.artifacts.store, "location": str(location)}
     if method in cfg.methods:
-        from cong.storage import publish_dir
+        from cong.storage.folders import publish_dir
 
         if not run_id:
             raise CongError(f"{method}: a model in a shared store is published under the run's id, and none was given.")

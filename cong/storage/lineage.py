@@ -17,7 +17,7 @@ from cong.errors import CongError
 
 LINEAGE_FILE = "lineage.json"
 # The fields a reader needs to tell two models apart, in the order they are printed (the last two: a cluster
-# run's task state and ML Metadata artifact id, see cong.kfp_runs).
+# run's task state and ML Metadata artifact id, see cong.cluster.kfp_runs).
 SHOWN = (
     "stage",
     "method",
@@ -80,7 +80,7 @@ def collect(
             "metadata": metadata,
         }
         by_uri[local] = key
-        if "location" in metadata:  # a pointer (cong.handoff): evaluate names the folder it points to
+        if "location" in metadata:  # a pointer (cong.storage.handoff): evaluate names the folder it points to
             by_uri[metadata["location"]] = key
     for node in artifacts.values():
         # Inputs that no task made are placeholders of methods the run left out.
@@ -102,7 +102,7 @@ def load(target: str) -> tuple[dict, str | None]:
                 "of a published model."
             )
         return json.loads(path.read_text()), None
-    from cong.storage import fetch_dir
+    from cong.storage.folders import fetch_dir
 
     run = re.match(r"^(s3://.+?/runs/[^/]+)", target)
     if run is None:

@@ -1,0 +1,2 @@
+"""The cluster: multi-node training as Kubeflow TrainJobs (trainjob.py), the Kubeflow Pipelines REST API (kfp_api.py),
+its runs as `cong runs` and `cong lineage` show them (kfp_runs.py), and cron schedules (cron.py)."""
