@@ -10,21 +10,7 @@ stages mount the configured claim (kfp-kubernetes `mount_pvc`) and get its mount
 from kfp import dsl, kubernetes
 
 from cong.config import Config
-
-# Stages whose output is a model: in a shared store their artifact is a pointer to the weights.
-MODEL_WRITERS = ("weak_align", "sft", "dpo", "auxconf", "wspo")
-# Stages that read a model made by the run (through a pointer in a shared store).
-MODEL_READERS = (
-    "weak_sample",
-    "cd_sample",
-    "strong_sample",
-    "dpo",
-    "wspo",
-    "wsd",
-    "alpha_sweep",
-    "evaluate",
-    "promote",
-)
+from cong.vocabulary import MODEL_READERS, MODEL_WRITERS
 
 
 def pipeline_config(cfg: Config) -> dsl.PipelineConfig | None:

@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from cong.config import STAGES, Config
+from cong.config import Config
 from cong.errors import CongError
 from cong.progress import log
+from cong.vocabulary import STAGES
 
 RESULT_FILES = ("results.json", "report.html", "responses.jsonl", "training_curves.json")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.

@@ -15,8 +15,8 @@ pass and one ConG-S model for both ConG rows.
 
 Each sampling stage (weak_sample, cd_sample, strong_sample) is a dsl.ParallelFor of `<stage>_shard` tasks,
 one GPU pod per shard, over the shard indices the plan lists from `stages.<stage>.shards` (a run-time value
-like `methods`, so the fan-out always matches the config the shards read), then a light `<stage>` task that
-merges them into the stage's dataset (cong.stages.shards).
+like `methods`, so the fan-out always matches the config the shards read), then a light `<stage>` task (the one
+merge_shards component, named after the stage) that merges them into the stage's dataset (cong.stages.shards).
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's annotations as types.
 
@@ -24,26 +24,25 @@ from kfp import dsl, kubernetes
 
 from components.alpha_sweep.component import alpha_sweep
 from components.auxconf.component import auxconf
-from components.cd_sample.component import cd_sample
 from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
 from components.icl_refine.component import icl_refine
 from components.image import IMAGE_UID
+from components.merge_shards.component import merge_of
 from components.not_selected.component import not_selected
 from components.pair.component import pair
 from components.plan.component import plan
 from components.promote.component import promote
 from components.sft.component import sft
-from components.strong_sample.component import strong_sample
 from components.strong_sample_shard.component import strong_sample_shard
 from components.trainjob.component import dpo_trainjob, sft_trainjob
 from components.weak_align.component import weak_align
-from components.weak_sample.component import weak_sample
 from components.weak_sample_shard.component import weak_sample_shard
 from components.wsd.component import wsd
 from components.wspo.component import wspo
-from cong.config import RESUMABLE_STAGES, TRAINING_STAGES, Config, seconds
+from cong.config import Config, seconds
+from cong.vocabulary import RESUMABLE_STAGES, SAMPLING_STAGES, TRAINING_STAGES
 from pipelines import handoff
 from pipelines.trainjob import multi_node, with_trainjob_cleanup
 
@@ -52,9 +51,6 @@ CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SETTING_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "CONG_S3_ADDRESSING")
 # Resolved by KFP at run time (the run's id in the Kubeflow UI); every stage records it on its outputs.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-# Sampling draws with temperature: a cached result would be a stale draw, not the same computation.
-# (promote also reads the champion, which changes between runs.)
-SAMPLING_STAGES = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate", "promote"}
 
 
 def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
@@ -135,13 +131,15 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
                 placeholder = skipped(switch).outputs[kind]
             return dsl.OneOf(produced, placeholder)
 
-        def sharded(stage: str, merge, shard_task) -> dsl.PipelineTask:
-            """`shard_task(index)` for each shard index the plan lists for `stage`, then `merge` of them all."""
+        def sharded(stage: str, shard_task) -> dsl.PipelineTask:
+            """`shard_task(index)` for each shard index the plan lists for `stage`, then the merge of them all."""
             with dsl.ParallelFor(switches[f"{stage}_shards"], name=f"{stage} shards") as index:
                 shards = schedule(shard_task(index), stage, f"{stage} (shard)")
                 if shard_threads:
                     shards.set_env_variable("OMP_NUM_THREADS", str(shard_threads))
-            merged = merge(config=config, run_id=RUN_ID, shards=dsl.Collected(shards.outputs["responses"]))
+            merged = merge_of(stage)(
+                config=config, stage=stage, run_id=RUN_ID, shards=dsl.Collected(shards.outputs["responses"])
+            )
             # Uncached like the shards: a cache hit would pair stale responses with fresh shards.
             return schedule(merged, "merge_shards", stage).set_caching_options(False)
 
@@ -161,7 +159,6 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             "weak_samples",
             lambda: sharded(
                 "weak_sample",
-                weak_sample,
                 lambda index: weak_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned, **store),
             ).outputs["responses"],
             "data",
@@ -221,7 +218,6 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
         def cong_s_model():
             cd = sharded(
                 "cd_sample",
-                cd_sample,
                 lambda index: cd_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned, **store),
             )
             return cd, train_sft(cd.outputs["responses"], "cong_s")
@@ -230,7 +226,6 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             cd, cong_s = cong_s_model()
             strong = sharded(
                 "strong_sample",
-                strong_sample,
                 lambda index: strong_sample_shard(config=config, run_id=RUN_ID, shard=index, model=cong_s, **store),
             )
             pairs = schedule(

@@ -403,9 +403,9 @@ def _objects(store) -> list[str]:
 def test_the_pipelines_first_task_checks_the_same(store, tmp_path, micro_testbed, monkeypatch):
     """The plan task (the DAG's prerequisites step) reports bad prompt rows and refused credentials together,
     before any other task starts."""
-    from cong import steps
     from cong.config import load_config
     from cong.errors import CongError
+    from cong.stages import plan
     from cong.storage.s3 import ensure_bucket
 
     ensure_bucket("cong", store.settings())
@@ -416,9 +416,9 @@ def test_the_pipelines_first_task_checks_the_same(store, tmp_path, micro_testbed
     for name, value in {**store.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(CongError) as info:
-        steps.plan(parameter)
+        plan.step(parameter)
     message = str(info.value)
     assert "2 problems" in message and "credentials rejected by" in message and "line 2: duplicate id 'a'" in message
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_access_key)
     (tmp_path / "p.jsonl").write_bytes(prompts(GOOD_ROW.strip()))
-    assert steps.plan(parameter)["cong_mode"] == "cong"
+    assert plan.step(parameter)["cong_mode"] == "cong"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cong.config import CdSampleSettings
 from cong.data import read_jsonl
 from cong.decoding.bench import format_bench, random_lora_expert, run_bench, write_json
 from cong.decoding.contrastive import CdParams
@@ -13,7 +14,7 @@ from cong.decoding.generate import DecodeParams, decode
 from cong.decoding.reference import naive_decode, reference_decode
 from cong.models import load_model, load_tokenizer, prompt_ids
 
-CD = CdParams(alpha=0.4, relative_top=0.1, score_form="spec")
+CD = CdParams.of(CdSampleSettings())
 
 
 def test_bench_rows_ratios_and_json(micro_testbed, tmp_path, monkeypatch):

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from components.image import BASE_IMAGE
-from cong.config import STAGES, load_config
+from cong.config import load_config
 from cong.errors import CongError
+from cong.vocabulary import MODEL_METHODS, SAMPLING_STAGES, SHARDED_STAGES, STAGES, TRAINED_BRANCHES, TRAINING_STAGES
 from pipelines.compile import COMMITTED, compile_pipeline
 
 STAGE_EXECUTORS = (
@@ -67,9 +68,9 @@ resources:
   strong_sample: {cpu: "8", memory: 64Gi, gpus: 1, pool: l4}
   dpo: {cpu: "32", cpu_request: "24", memory: 384Gi, gpus: 8, timeout: 12h, retries: 1}
 """
-TRAINING = {"weak_align", "sft", "dpo", "auxconf", "wspo"}
-SHARDED = {"weak_sample", "cd_sample", "strong_sample"}
-SAMPLING = {"weak_align", "weak_sample", "cd_sample", "strong_sample", "alpha_sweep", "evaluate"}
+TRAINING = set(TRAINING_STAGES)
+SHARDED = set(SHARDED_STAGES)
+SAMPLING = set(SAMPLING_STAGES) - {"promote"}
 FAKE_SECRET = "cong-test-secret-4d9f0a7e"
 
 
@@ -176,7 +177,7 @@ def test_branches_switch_on_the_plan_at_run_time(tmp_path):
     spec = _spec(load_config(preset="tiny"), tmp_path)
     tasks = _tasks(spec)
     conditions = [t["triggerPolicy"]["condition"] for _, t in tasks.values() if "triggerPolicy" in t]
-    for switch in ("weak_samples", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "alpha_sweep"):
+    for switch in ("weak_samples", *TRAINED_BRANCHES, "wsd", "alpha_sweep"):
         assert f"inputs.parameter_values['pipelinechannel--plan-{switch}'] == true" in conditions, switch
     assert "inputs.parameter_values['pipelinechannel--plan-cong_mode'] == 'cong'" in conditions
     # ConG's chain sits in one branch: one CD pass feeds ConG-S, whose model is both DPO's policy and reference.
@@ -185,7 +186,7 @@ def test_branches_switch_on_the_plan_at_run_time(tmp_path):
     assert tasks["strong-sample"][0] == dag
     evaluate = tasks["evaluate"][1]
     assert tasks["evaluate"][0] == "root"
-    for method in ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "cong_s", "cong", "wsd", "alpha_sweep"):
+    for method in (*MODEL_METHODS, "wsd", "alpha_sweep"):
         source = evaluate["inputs"]["artifacts"][method]["taskOutputArtifact"]
         assert source["producerTask"].startswith("condition-branches-"), method
         assert "oneof" in source["outputArtifactKey"], method

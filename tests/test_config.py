@@ -96,7 +96,7 @@ def test_cli_validate_exit_status(tmp_path, micro_testbed):
 
 
 def test_methods_all_expands_in_table_order_and_names_are_checked(tmp_path):
-    from cong.config import METHODS
+    from cong.vocabulary import METHODS
 
     assert load_config(preset="tiny").methods == list(METHODS)
     cfg = load_config(preset="tiny", overrides={"methods": ["cong", "base", "wsd", "base"]})
@@ -129,7 +129,7 @@ def test_method_plan_switches_shared_stages_once():
 
 
 def test_parse_alphas():
-    from pipelines.cli import parse_alphas
+    from pipelines.cli.common import parse_alphas
 
     assert parse_alphas("0, 0.5,1") == [0.0, 0.5, 1.0]
     assert parse_alphas("0,0.1,...,1") == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -140,7 +140,7 @@ def test_parse_alphas():
 
 def test_cross_family_wspo_is_refused_before_any_stage(tmp_path, micro_testbed):
     """The check needs no model: the testbed's tokenizer is shared with no outside model."""
-    from cong.stages.plan import check_methods
+    from cong.stages.validate import check_methods
 
     cross = load_config(preset="tiny-cross-smol")
     assert "wspo" not in cross.methods

@@ -10,8 +10,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from cong.config import MULTI_NODE_STAGES, Config, _preset_dict, default_resources, load_config, preset_names
+from cong.config import Config, default_resources, load_config, preset_names
+from cong.config.load import _preset_dict
 from cong.errors import CongError
+from cong.vocabulary import MULTI_NODE_STAGES
 
 MINIMAL = {
     "name": "minimal",

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from cong.config import CdSampleSettings
 from cong.decoding.contrastive import CdParams, cd_scores
 from cong.decoding.generate import (
     CHECK_EVERY,
@@ -28,7 +29,7 @@ from cong.errors import CongError
 VOCAB, PAD, EOS = 64, 0, 1
 NO_EOS = VOCAB + 1  # an id no model can emit: rows run to max_new_tokens
 INF = float("-inf")
-CD = CdParams(alpha=0.4, relative_top=0.1, score_form="spec")
+CD = CdParams.of(CdSampleSettings())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,7 +58,7 @@ def reference_scores(expert: np.ndarray, amateur: np.ndarray, alpha: float, top:
 def test_cd_scores_match_float64_reference(alpha):
     gen = torch.Generator().manual_seed(0)
     expert, amateur = torch.randn(3, 50, generator=gen) * 3, torch.randn(3, 50, generator=gen) * 3
-    got = cd_scores(expert, amateur, alpha)
+    got = cd_scores(expert, amateur, alpha, CD.relative_top)
     want = torch.from_numpy(reference_scores(expert.double().numpy(), amateur.double().numpy(), alpha, 0.1))
     assert got.dtype == torch.float32 and got.shape == expert.shape
     assert torch.equal(torch.isneginf(got), torch.isneginf(want))
@@ -77,21 +78,21 @@ def test_relative_top_edges():
 def test_alpha_one_is_expert_log_softmax_on_head():
     gen = torch.Generator().manual_seed(1)
     logits, amateur = torch.randn(2, 30, generator=gen) * 3, torch.randn(2, 30, generator=gen)
-    scores = cd_scores(logits, amateur, 1.0)
+    scores = cd_scores(logits, amateur, 1.0, CD.relative_top)
     head = torch.isfinite(scores)
     assert head.any(dim=-1).all() and not head.all()
     assert torch.equal(scores[head], torch.log_softmax(logits, dim=-1)[head])
     # bf16 logits are scored in float32.
-    assert cd_scores(logits.bfloat16(), amateur.bfloat16(), 0.4).dtype == torch.float32
+    assert cd_scores(logits.bfloat16(), amateur.bfloat16(), 0.4, CD.relative_top).dtype == torch.float32
     # Leading dims are free.
-    assert cd_scores(logits.view(2, 1, 30), amateur.view(2, 1, 30), 0.4).shape == (2, 1, 30)
+    assert cd_scores(logits.view(2, 1, 30), amateur.view(2, 1, 30), 0.4, CD.relative_top).shape == (2, 1, 30)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"alpha": -0.1},
-        {"alpha": 1.1},
+        {"alpha": -0.1, "relative_top": 0.1},
+        {"alpha": 1.1, "relative_top": 0.1},
         {"alpha": 0.4, "relative_top": 0.0},
         {"alpha": 0.4, "relative_top": 1.5},
     ],
@@ -103,7 +104,7 @@ def test_cd_scores_rejects_bad_arguments(kwargs):
 
 def test_cd_scores_rejects_shape_mismatch():
     with pytest.raises(ValueError, match="shape"):
-        cd_scores(torch.zeros(1, 4), torch.zeros(1, 5), 0.4)
+        cd_scores(torch.zeros(1, 4), torch.zeros(1, 5), 0.4, CD.relative_top)
 
 
 def released_cd_step(expert, amateur, input_ids, alpha, relative_top, penalty):
@@ -134,7 +135,7 @@ def test_authors_form_is_the_released_code(alpha):
     outside it. The authors' form, then the engine's repetition penalty, give the released code's scores."""
     gen = torch.Generator().manual_seed(3)
     expert, amateur = torch.randn(4, 600, generator=gen) * 1.5, torch.randn(4, 600, generator=gen) * 3
-    head = torch.isfinite(cd_scores(expert, amateur, alpha))
+    head = torch.isfinite(cd_scores(expert, amateur, alpha, CD.relative_top))
     input_ids = []
     for row in range(4):
         inside, outside = head[row].nonzero().squeeze(1), (~head[row]).nonzero().squeeze(1)
@@ -153,7 +154,7 @@ def test_authors_form_is_the_released_code(alpha):
     torch.testing.assert_close(got[head].double(), want[head], rtol=1e-5, atol=1e-4)
     # Before the penalty, the released scores are F plus one constant per row: (1 - alpha) times the log of the
     # amateur's head probabilities plus e^-0.001 for each of the other tokens, about (1 - alpha) * log|V|.
-    shift = cd.scores(expert, amateur) - cd_scores(expert, amateur, alpha)
+    shift = cd.scores(expert, amateur) - cd_scores(expert, amateur, alpha, CD.relative_top)
     p_amateur = torch.softmax(amateur.double(), dim=-1)
     for row in range(4):
         on_head = shift[row][head[row]]

@@ -19,13 +19,13 @@ from tests.conftest import MICRO
 STAGE = """
 import json, sys
 from pathlib import Path
-from cong import steps
+from cong.stages import sft
 from cong.config import load_config
 from cong.errors import CongError
 
 model = Path(sys.argv[2])
 try:
-    steps.sft(load_config(sys.argv[1]).as_parameter(), data=sys.argv[3], model=str(model), method="weak_sft")
+    sft.step(load_config(sys.argv[1]).as_parameter(), data=sys.argv[3], model=str(model), method="weak_sft")
     outcome = {"ok": True}
 except CongError as exc:
     outcome = {"ok": False, "message": str(exc)}

@@ -14,10 +14,11 @@ import sys
 import pytest
 import torch
 
-from cong import steps
 from cong.config import load_config
 from cong.data import read_jsonl, write_jsonl
 from cong.errors import CongError
+from cong.stages import dpo
+from cong.stages.step import train_stage
 from cong.training import distributed
 from tests.conftest import MICRO, changed
 
@@ -77,7 +78,7 @@ def test_processes_are_the_stage_gpus_unless_set(monkeypatch):
 
 
 def test_the_entry_parses_the_launch_arguments():
-    from cong.training.launch import _inputs, make_parser
+    from cong.stages.launch import _inputs, make_parser
 
     inputs = {"model": "s3://bucket/runs/1/cong_s", "pairs": "/data/pairs.jsonl"}
     args = make_parser().parse_args(distributed.launch_args("dpo", "c.json", inputs, "out", metrics_file="m.json"))
@@ -88,7 +89,7 @@ def test_the_entry_parses_the_launch_arguments():
 
 
 def test_the_entry_names_missing_inputs(tmp_path, capsys):
-    from cong.training.launch import main
+    from cong.stages.launch import main
 
     config = tmp_path / "config.json"
     config.write_text(json.dumps(_config().as_parameter()))
@@ -112,7 +113,7 @@ def test_dpo_in_two_processes_with_zero3_saves_the_whole_model(micro_testbed, tm
     _write_rows(micro_testbed, tmp_path)
     strong, aligned = str(micro_testbed / "strong"), tmp_path / "aligned"
     cfg = _config(distributed={"processes": 2})
-    result = steps.dpo(cfg.as_parameter(), model=strong, pairs=str(tmp_path / "pairs.jsonl"), aligned=str(aligned))
+    result = dpo.step(cfg.as_parameter(), model=strong, pairs=str(tmp_path / "pairs.jsonl"), aligned=str(aligned))
     logs = capfd.readouterr().err
     assert "[dpo] rank 0 of 2, DeepSpeed ZeRO-3" in logs and "[dpo] rank 1 of 2, DeepSpeed ZeRO-3" in logs
     metrics = result["metrics"]
@@ -140,7 +141,7 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
     blocker = model_dir.with_name(f".{model_dir.name}.partial")
     blocker.write_text("")
     with pytest.raises(CongError, match="2-process DeepSpeed training failed"):
-        distributed.train(cfg, "sft", {"data": data}, model_dir)
+        train_stage(cfg, "sft", {"data": data}, model_dir)
     [checkpoint] = (model_dir / "checkpoints").glob("checkpoint-*")
     shards = {p.name for p in checkpoint.glob("global_step*/*.pt")}
     assert any("zero_pp_rank_0_" in s for s in shards) and any("zero_pp_rank_1_" in s for s in shards)
@@ -159,7 +160,7 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
         *torchrun,
         str(_free_port()),
         "-m",
-        "cong.training.launch",
+        "cong.stages.launch",
     ]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
     done = subprocess.run([*command, *entry], env=env, capture_output=True, text=True, timeout=600)
@@ -176,7 +177,7 @@ def test_a_rerun_under_torchrun_resumes_from_the_zero3_checkpoint(micro_testbed,
 
 def test_open_mpi_ranks_count_as_distributed():
     """The deepspeed-distributed TrainJob runtime starts the entry with mpirun, which sets only Open MPI's names."""
-    from cong.training.launch import rank_and_world_size
+    from cong.stages.launch import rank_and_world_size
 
     assert rank_and_world_size({"RANK": "3", "WORLD_SIZE": "8", "OMPI_COMM_WORLD_SIZE": "2"}) == (3, 8)
     assert rank_and_world_size({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4"}) == (1, 4)
@@ -186,9 +187,9 @@ def test_open_mpi_ranks_count_as_distributed():
 def test_the_entry_takes_its_config_from_and_gives_its_model_to_storage(micro_testbed, store, tmp_path, monkeypatch):
     """How a TrainJob node runs it: config and data as s3:// URIs, the model published to an s3:// URI (real
     SeaweedFS), manifest last, so the task waiting for the job fetches a whole model."""
+    from cong.stages.launch import main
     from cong.storage.folders import fetch_dir, publish_path
     from cong.storage.s3 import ensure_bucket
-    from cong.training.launch import main
 
     for name, value in store.env().items():
         monkeypatch.setenv(name, value)

@@ -20,8 +20,8 @@ from cong.errors import CongError
 from cong.storage import handoff
 from cong.storage.folders import fetch_dir, find_manifest
 from cong.storage.s3 import ensure_bucket
+from cong.vocabulary import MODEL_READERS, MODEL_WRITERS
 from pipelines.compile import compile_pipeline
-from pipelines.handoff import MODEL_READERS, MODEL_WRITERS
 from tests.conftest import MICRO
 
 MODEL_STAGES = set(MODEL_WRITERS + MODEL_READERS)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cong.config import METHODS, load_config
+from cong.config import load_config
 from cong.storage.embedded import EmbeddedObjectStore
 from cong.storage.folders import fetch_dir, read_manifest
+from cong.vocabulary import METHODS, MODEL_METHODS, SFT_METHODS
 from tests.conftest import MICRO, ROOT
 from tests.test_report import assert_report_renders
 
@@ -64,7 +65,7 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
     assert set(results["paired_tests"]["against"]) == set(METHODS) - {"cong"}
     assert [p["alpha"] for p in results["alpha_sweep"]] == [0.0, 0.5, 1.0]
     curves = json.loads((out / "training_curves.json").read_text())
-    assert {"weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "cong_s", "cong"} <= set(curves)
+    assert {"weak_aligned", *MODEL_METHODS} <= set(curves)
     report = (out / "report.html").read_text()
     assert report.count("<img") == 4 and 'id="alpha-sweep"' in report and 'id="paired-tests"' in report
     assert_report_renders(out / "report.html", tmp_path)
@@ -93,7 +94,7 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
                 run_ids.add(metadata["run_id"])
                 if metadata["stage"] == "sft":
                     sft_methods.add(metadata["method"])
-    assert sft_methods == {"cong_s", "weak_sft", "icl_refine", "wsd_sft"}
+    assert sft_methods == set(SFT_METHODS)
     assert len(run_ids) == 1 and "{{" not in run_ids.pop(), "every output names the run, resolved by KFP"
     cfg = load_config(MICRO, overrides={"stages": {"alpha_sweep": {"alphas": [0.0, 0.5, 1.0]}}})
     assert results["settings"] == cfg.training_stages().model_dump(mode="json")

@@ -13,18 +13,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cong import steps
 from cong.config import load_config
 from cong.data import read_jsonl, write_jsonl
 from cong.decoding.generate import length_batches
 from cong.decoding.sampler import Sampler
 from cong.errors import CongError
 from cong.refs import resolve
+from cong.stages import cd_sample as cd_sample_stage
 from cong.stages.cd_sample import cd_sample
-from cong.stages.shards import SHARDED_STAGES, FinishedBatches, Shard, merge, shard_batches, shard_items
+from cong.stages.shards import FinishedBatches, Shard, merge, shard_batches, shard_items
 from cong.stages.strong_sample import strong_sample
 from cong.storage.embedded import EmbeddedObjectStore
 from cong.storage.s3 import ensure_bucket
+from cong.vocabulary import SHARDED_STAGES
 from pipelines.compile import compile_pipeline
 from tests.conftest import MICRO
 from tests.test_compile import _tasks
@@ -193,7 +194,7 @@ def test_the_cd_stage_killed_halfway_resumes_to_the_uninterrupted_dataset(micro_
     config["storage"]["bucket"] = "progress"
     ensure_bucket("progress", store.settings())
     env = {**os.environ, **store.env()}
-    step = f"from cong import steps; steps.cd_sample(json.loads({json.dumps(config)!r}), {pair_refs['strong']!r}, "
+    step = f"from cong.stages.cd_sample import step; step(json.loads({json.dumps(config)!r}), {pair_refs['strong']!r}, "
     uninterrupted = tmp_path / "uninterrupted.jsonl"
     subprocess.run([sys.executable, "-c", f"import json; {step}{str(uninterrupted)!r})"], env=env, check=True)
 
@@ -216,7 +217,7 @@ def test_the_cd_stage_killed_halfway_resumes_to_the_uninterrupted_dataset(micro_
     for name, value in store.env().items():
         mp.setenv(name, value)
     try:
-        result = steps.cd_sample(config, pair_refs["strong"], str(resumed), run_id="run-kill")
+        result = cd_sample_stage.step(config, pair_refs["strong"], str(resumed), run_id="run-kill")
     finally:
         mp.undo()
     assert result["metrics"]["resumed_batches"] == saved

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from cong import steps
 from cong.data import PAIR_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
 from cong.decoding.contrastive import CdParams
 from cong.errors import CongError
 from cong.refs import resolve
+from cong.stages import weak_align
 from cong.stages.cd_sample import cd_sample
 from cong.stages.dpo import dpo
 from cong.stages.evaluate import evaluate
@@ -29,7 +29,7 @@ def world(micro_config, micro_testbed, tmp_path_factory):
     s = cfg.stages
     m = {
         # What the weak_align component calls: sampling and pairing here, DPO through cong.training.distributed.
-        "weak_align": steps.weak_align(
+        "weak_align": weak_align.step(
             cfg.as_parameter(), pairs=str(out / "wa_pairs.jsonl"), weak_aligned=str(out / "weak_aligned")
         )["metrics"]
     }
@@ -242,7 +242,7 @@ def test_weak_align_with_lora_keeps_its_adapter_for_shared_weight_cd(world, tmp_
     cfg, out, refs, metrics = world
     config = cfg.as_parameter()
     config["stages"]["weak_align"]["train"]["lora"] = {"r": 4, "alpha": 8}
-    steps.weak_align(config, pairs=str(tmp_path / "pairs.jsonl"), weak_aligned=str(tmp_path / "aligned"))
+    weak_align.step(config, pairs=str(tmp_path / "pairs.jsonl"), weak_aligned=str(tmp_path / "aligned"))
     assert (tmp_path / "aligned" / "config.json").is_file()
     assert (tmp_path / "aligned" / "adapter" / "adapter_config.json").is_file()
     greedy = cfg.stages.cd_sample.model_copy(

@@ -90,10 +90,10 @@ def assert_trainjob_schema(body):
 
 
 def launch_arguments_of(command):
-    """The `cong.training.launch` arguments in a trainer command, parsed by cong.training.launch's own parser."""
-    from cong.training.launch import _inputs, make_parser
+    """The `cong.stages.launch` arguments in a trainer command, parsed by cong.stages.launch's own parser."""
+    from cong.stages.launch import _inputs, make_parser
 
-    args = make_parser().parse_args(command[command.index("cong.training.launch") + 1 :])
+    args = make_parser().parse_args(command[command.index("cong.stages.launch") + 1 :])
     return args.stage, args.config, _inputs(args.input), args.output, args.method
 
 
@@ -378,7 +378,7 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     assert trainer["image"] == "registry.example.com/cong-train:0.1.0"
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
     assert trainer["resourcesPerNode"] == TASK.resources
-    assert trainer["command"][:3] == ["torchrun", "-m", "cong.training.launch"]
+    assert trainer["command"][:3] == ["torchrun", "-m", "cong.stages.launch"]
     assert {e["name"]: e for e in trainer["env"]}["HF_HOME"] == {"name": "HF_HOME", "value": "/tmp/hf"}
     assert len(trainer["env"]) == 3, "one entry per variable (the API keys the list by name)"
     (patch,) = body["spec"]["runtimePatches"]
@@ -464,7 +464,7 @@ def test_deepspeed_runtime_launches_with_mpirun_and_patches_both_jobs():
     command = trainer_command("deepspeed-distributed", ["dpo", "--config", "s3://b/c.json"], [e["name"] for e in env])
     assert command[:3] == ["mpirun", "--hostfile", "/etc/mpi/hostfile"]
     assert command[3:7] == ["-x", "AWS_ACCESS_KEY_ID", "-x", "AWS_REGION"], "mpirun passes the env to other nodes"
-    assert command[7:10] == ["python", "-m", "cong.training.launch"]
+    assert command[7:10] == ["python", "-m", "cong.stages.launch"]
     body = manifest(
         job_name(RUN_ID, "dpo"),
         namespace=NAMESPACE,
@@ -492,7 +492,7 @@ def test_without_task_settings_the_runtime_defaults_apply():
         namespace=NAMESPACE,
         runtime="torch-distributed",
         image="cong-train:0.1.0",
-        command=["torchrun", "-m", "cong.training.launch", "sft"],
+        command=["torchrun", "-m", "cong.stages.launch", "sft"],
         nodes=2,
         procs_per_node=1,
         task=TaskSettings.of(object()),
@@ -516,7 +516,7 @@ def job_body(cluster, run_id=RUN_ID):
         namespace=cluster.namespace,
         runtime="torch-distributed",
         image="cong-train:0.1.0",
-        command=["torchrun", "-m", "cong.training.launch", "dpo"],
+        command=["torchrun", "-m", "cong.stages.launch", "dpo"],
         nodes=2,
         procs_per_node=8,
         task=TaskSettings(),

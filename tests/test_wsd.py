@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+import cong.decoding.wsd as wsd_decoding
 import cong.stages.wsd as wsd_stage
 from cong.config import DecodingSettings, WsdSettings
 from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl
@@ -171,7 +172,7 @@ def test_wsd_stage(micro_testbed, tmp_path, monkeypatch, template):
         seen.extend(weak_to_strong(*args, **kwargs))
         return seen
 
-    monkeypatch.setattr(wsd_stage, "weak_to_strong", spy)
+    monkeypatch.setattr(wsd_decoding, "weak_to_strong", spy)
     # The micro strong model is rarely confident in the micro weak drafts; a low threshold makes it take over.
     settings = WsdSettings(threshold=0.3, draft_max_new_tokens=16, max_total_tokens=32, batch_size=4)
     out = tmp_path / "wsd.jsonl"
@@ -267,7 +268,7 @@ def test_wsd_stage_across_vocabularies(micro_testbed, foreign_drafter, strong, t
         seen.extend(weak_to_strong(*args, **kwargs))
         return seen
 
-    monkeypatch.setattr(wsd_stage, "weak_to_strong", spy)
+    monkeypatch.setattr(wsd_decoding, "weak_to_strong", spy)
     out = tmp_path / "wsd.jsonl"
     # Random bytes take more strong tokens than drafter tokens; the budget leaves room to continue after them.
     settings = WsdSettings(draft_max_new_tokens=12, max_total_tokens=64, batch_size=4)

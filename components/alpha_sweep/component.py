@@ -23,8 +23,9 @@ def alpha_sweep(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import alpha_sweep
+    from cong.stages.step import record
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.alpha_sweep(config, weak_aligned=aligned, points=points.path, model_store=model_store)
-    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, points=points)
+    result = alpha_sweep.step(config, weak_aligned=aligned, points=points.path, model_store=model_store)
+    record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, points=points)

@@ -23,7 +23,8 @@ def auxconf(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import auxconf
+    from cong.stages.step import record
 
-    result = steps.auxconf(config, data=data.path, model=model.path, model_store=model_store, run_id=run_id)
-    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
+    result = auxconf.step(config, data=data.path, model=model.path, model_store=model_store, run_id=run_id)
+    record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

@@ -27,10 +27,11 @@ def cd_sample_shard(
         run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import cd_sample
+    from cong.stages.step import record
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.cd_sample(
+    result = cd_sample.step(
         config, weak_aligned=aligned, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)
+    record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)

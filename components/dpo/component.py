@@ -25,9 +25,10 @@ def dpo(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import dpo
+    from cong.stages.step import record
 
-    result = steps.dpo(
+    result = dpo.step(
         config, model=model.path, pairs=pairs.path, aligned=aligned.path, model_store=model_store, run_id=run_id
     )
-    steps.record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
+    record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)

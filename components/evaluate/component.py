@@ -46,11 +46,12 @@ def evaluate(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import evaluate
+    from cong.stages.step import record
 
     models = {"weak_sft": weak_sft, "auxconf": auxconf, "wspo": wspo, "icl_refine": icl_refine}
     models.update({"wsd_sft": wsd_sft, "cong_s": cong_s, "cong": cong})
-    result = steps.evaluate(
+    result = evaluate.step(
         config,
         weak_aligned=weak_aligned.path if weak_aligned is not None else None,
         models={name: artifact.path for name, artifact in models.items()},
@@ -61,4 +62,4 @@ def evaluate(
         model_store=model_store,
     )
     inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned}
-    steps.record(result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)
+    record(result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)

@@ -17,7 +17,8 @@ def icl_refine(
         metrics: how many labels changed, lengths.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
-    from cong import steps
+    from cong.stages import icl_refine
+    from cong.stages.step import record
 
-    result = steps.icl_refine(config, data=data.path, responses=responses.path)
-    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, responses=responses)
+    result = icl_refine.step(config, data=data.path, responses=responses.path)
+    record(result, metrics, run_id=run_id, inputs={"data": data}, responses=responses)

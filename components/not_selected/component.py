@@ -14,8 +14,8 @@ def not_selected(method: str, model: Output[Model], data: Output[Dataset], point
         data: an empty Dataset artifact marked `not_selected`.
         points: an empty Artifact marked `not_selected`.
     """
-    from cong import steps
+    from cong.stages import not_selected
 
-    result = steps.not_selected(method, model.path, data.path, points.path)
+    result = not_selected.step(method, model.path, data.path, points.path)
     for artifact in (model, data, points):
         artifact.metadata.update(result["metadata"])

@@ -23,7 +23,8 @@ def pair(
         metrics: pair counts and drops.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
-    from cong import steps
+    from cong.stages import pair
+    from cong.stages.step import record
 
-    result = steps.pair(config, chosen=chosen.path, rejected=rejected.path, pairs=pairs.path)
-    steps.record(result, metrics, run_id=run_id, inputs={"chosen": chosen, "rejected": rejected}, pairs=pairs)
+    result = pair.step(config, chosen=chosen.path, rejected=rejected.path, pairs=pairs.path)
+    record(result, metrics, run_id=run_id, inputs={"chosen": chosen, "rejected": rejected}, pairs=pairs)

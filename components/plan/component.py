@@ -35,7 +35,7 @@ def plan(
     """
     from collections import namedtuple
 
-    from cong import steps
+    from cong.stages import plan
 
-    switches = steps.plan(config)
+    switches = plan.step(config)
     return namedtuple("Plan", list(switches))(**switches)

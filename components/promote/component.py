@@ -29,9 +29,10 @@ def promote(
         run_id: the KFP run's id, recorded on every output and in the champion's record (the pipeline passes it).
         model_store: where the run's models are when they do not travel as artifacts (cong.storage.handoff), else empty.
     """
-    from cong import steps
+    from cong.stages import promote
+    from cong.stages.step import record
 
-    result = steps.promote(
+    result = promote.step(
         config,
         challenger=challenger.path,
         challenger_uri=challenger.uri,
@@ -39,4 +40,4 @@ def promote(
         run_id=run_id,
         model_store=model_store,
     )
-    steps.record(result, metrics, run_id=run_id, inputs={"challenger": challenger}, decision=decision)
+    record(result, metrics, run_id=run_id, inputs={"challenger": challenger}, decision=decision)

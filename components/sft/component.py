@@ -27,7 +27,8 @@ def sft(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import sft
+    from cong.stages.step import record
 
-    result = steps.sft(config, data=data.path, model=model.path, method=method, model_store=model_store, run_id=run_id)
-    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
+    result = sft.step(config, data=data.path, model=model.path, method=method, model_store=model_store, run_id=run_id)
+    record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)

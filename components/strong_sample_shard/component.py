@@ -26,9 +26,10 @@ def strong_sample_shard(
         run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import strong_sample
+    from cong.stages.step import record
 
-    result = steps.strong_sample(
+    result = strong_sample.step(
         config, model=model.path, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    steps.record(result, metrics, run_id=run_id, inputs={"model": model}, responses=responses)
+    record(result, metrics, run_id=run_id, inputs={"model": model}, responses=responses)

@@ -41,9 +41,10 @@ def sft_trainjob(
         image: the training nodes' image.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import trainjob
+    from cong.stages.step import record
 
-    result = steps.trainjob(
+    result = trainjob.step(
         config,
         "sft",
         run_id=run_id,
@@ -54,7 +55,7 @@ def sft_trainjob(
         method=method,
         model_store=model_store,
     )
-    steps.record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
+    record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, task_config_passthroughs=PASSTHROUGHS)
@@ -82,9 +83,10 @@ def dpo_trainjob(
         image: the training nodes' image.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import trainjob
+    from cong.stages.step import record
 
-    result = steps.trainjob(
+    result = trainjob.step(
         config,
         "dpo",
         run_id=run_id,
@@ -94,7 +96,7 @@ def dpo_trainjob(
         output=("aligned", aligned.path),
         model_store=model_store,
     )
-    steps.record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
+    record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -105,6 +107,6 @@ def delete_trainjobs(keys: list, run_id: str = ""):
         keys: the (stage, method) pairs that may have run as TrainJobs; each names one job.
         run_id: the KFP run's id, the rest of each job's name.
     """
-    from cong import steps
+    from cong.stages import trainjob
 
-    steps.delete_trainjobs(run_id, keys)
+    trainjob.delete_trainjobs(run_id, keys)

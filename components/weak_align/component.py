@@ -23,9 +23,10 @@ def weak_align(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import weak_align
+    from cong.stages.step import record
 
-    result = steps.weak_align(
+    result = weak_align.step(
         config, pairs=pairs.path, weak_aligned=weak_aligned.path, model_store=model_store, run_id=run_id
     )
-    steps.record(result, metrics, run_id=run_id, pairs=pairs, weak_aligned=weak_aligned)
+    record(result, metrics, run_id=run_id, pairs=pairs, weak_aligned=weak_aligned)

@@ -25,8 +25,9 @@ def wsd(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import wsd
+    from cong.stages.step import record
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.wsd(config, weak_aligned=aligned, split=split, responses=responses.path, model_store=model_store)
-    steps.record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)
+    result = wsd.step(config, weak_aligned=aligned, split=split, responses=responses.path, model_store=model_store)
+    record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)

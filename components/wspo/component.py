@@ -25,10 +25,11 @@ def wspo(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
-    from cong import steps
+    from cong.stages import wspo
+    from cong.stages.step import record
 
     aligned = weak_aligned.path if weak_aligned is not None else None
-    result = steps.wspo(
+    result = wspo.step(
         config, data=data.path, weak_aligned=aligned, model=model.path, model_store=model_store, run_id=run_id
     )
-    steps.record(result, metrics, run_id=run_id, inputs={"data": data, "weak_aligned": weak_aligned}, model=model)
+    record(result, metrics, run_id=run_id, inputs={"data": data, "weak_aligned": weak_aligned}, model=model)

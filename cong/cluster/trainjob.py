@@ -2,7 +2,7 @@
 
 A training stage whose resources ask for more than one node does not train in its KFP pod. The pod publishes
 the stage's config and inputs to the run's storage, creates a TrainJob that runs the stage's entry
-(`python -m cong.training.launch STAGE ...`, under torchrun or mpirun) on every node, streams the rank-0 trainer's log,
+(`python -m cong.stages.launch STAGE ...`, under torchrun or mpirun) on every node, streams the rank-0 trainer's log,
 waits for the job's Complete or Failed condition, fetches the model the job published, and deletes the job.
 
 - Name: `cong-<stage>-<method>-<sha256 of run id, stage and method>`, the same in every retry of a KFP task, so
@@ -47,6 +47,7 @@ from cong.config import Config, seconds
 from cong.errors import CongError
 from cong.progress import log
 from cong.training.distributed import launch_args
+from cong.vocabulary import SFT_METHODS
 
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
@@ -71,15 +72,13 @@ RBAC = "; ".join(
 )
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STAGE = "trainjob"
-# The methods whose strong model the sft stage trains (cong.steps.sft).
-SFT_METHODS = ("cong_s", "weak_sft", "icl_refine", "wsd_sft")
 
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
     """How a ClusterTrainingRuntime starts the trainer and which of its replicated jobs run it."""
 
-    launcher: tuple[str, ...]  # what comes before `-m cong.training.launch`
+    launcher: tuple[str, ...]  # what comes before `-m cong.stages.launch`
     replicated_jobs: tuple[str, ...]  # the runtime's jobs whose pods the task's settings patch
     log_job: str  # the replicated job whose first pod shows the training's progress
     exports_env: bool  # mpirun must be told which variables to pass to the ranks on other nodes
@@ -117,7 +116,7 @@ def trainer_command(runtime: str, arguments: list[str], env_names: list[str]) ->
     spec = RUNTIMES[runtime]
     exports = [part for name in env_names for part in ("-x", name)] if spec.exports_env else []
     python = ["python"] if spec.exports_env else []
-    return [*spec.launcher, *exports, *python, "-m", "cong.training.launch", *arguments]
+    return [*spec.launcher, *exports, *python, "-m", "cong.stages.launch", *arguments]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -539,7 +538,7 @@ def run_stage(
         except NotPublished:
             raise CongError(
                 f"trainjob {cluster.namespace}/{name} completed but published nothing at {output_uri}: the stage's "
-                "entry (python -m cong.training.launch) must publish its output there."
+                "entry (python -m cong.stages.launch) must publish its output there."
             ) from None
         # A published folder carries its manifest; the artifact is the model alone.
         (Path(output_dir) / MANIFEST_NAME).unlink()

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from cong.config import CdSampleSettings
 
 SCORE_FORMS = ("spec", "authors")
 # What the released code's relative-top filter writes into the amateur's log-probabilities outside V_head.
@@ -44,7 +48,7 @@ def _check_pair(expert_logits: torch.Tensor, amateur_logits: torch.Tensor, alpha
 
 
 def cd_scores(
-    expert_logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float, relative_top: float = 0.1
+    expert_logits: torch.Tensor, amateur_logits: torch.Tensor, alpha: float, relative_top: float
 ) -> torch.Tensor:
     """Per-token CD scores F (float32, the logits' shape, vocabulary last), -inf outside V_head.
 
@@ -84,6 +88,11 @@ class CdParams:
     alpha: float
     relative_top: float
     score_form: str
+
+    @classmethod
+    def of(cls, settings: CdSampleSettings, alpha: float | None = None) -> CdParams:
+        """The configured CD settings (`stages.cd_sample`, whose defaults are the only ones), at `alpha` if given."""
+        return cls(settings.alpha if alpha is None else alpha, settings.relative_top, settings.score_form)
 
     def __post_init__(self) -> None:
         check_cd_args(self.alpha, self.relative_top)

@@ -40,7 +40,7 @@ from cong.config import Config, StageSettings, Strict, TrainSettings, load_confi
 from cong.errors import CongError
 from cong.evaluation.stats import holm, nested_bootstrap
 
-STUDIES = Path(__file__).parent / "studies"
+STUDIES = Path(__file__).parent.parent / "studies"
 STUDY_FILE = "study.json"
 RUN_DONE = "study-run.json"  # written once a run has finished: a run folder without it is run again
 Progress = Callable[[str], None]

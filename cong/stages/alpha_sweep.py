@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cong.config import AlphaSweepSettings, CdSampleSettings, EvaluateSettings
+from cong.config import AlphaSweepSettings, CdSampleSettings, EvaluateSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl
 from cong.decoding.contrastive import CdParams
 from cong.decoding.sampler import Sampler
+from cong.errors import stage_step
 from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.evaluation.stats import bootstrap_mean
 from cong.progress import log
+from cong.refs import resolve
+from cong.stages.step import StepResult, aligned_weak, lineage, rewards
 
 STAGE = "alpha_sweep"
 
@@ -39,7 +42,7 @@ def alpha_sweep(
     points, per_prompt = [], {}
     for alpha in sweep.alphas:
         log(STAGE, f"alpha {alpha}")
-        responses = sampler(rows, cd.sampling, STAGE, CdParams(alpha, cd.relative_top, cd.score_form))
+        responses = sampler(rows, cd.sampling, STAGE, CdParams.of(cd, alpha))
         point = {"alpha": alpha, "prompts": len(rows)}
         per_prompt[f"{alpha:g}"] = backend.score(prompts, responses)
         point |= bootstrap_mean(per_prompt[f"{alpha:g}"]).fields("reward_mean")
@@ -50,3 +53,22 @@ def alpha_sweep(
     rewards = {"ids": [r["id"] for r in rows], "by_alpha": per_prompt}
     Path(out_path).write_text(json.dumps({"points": points, "rewards": rewards}, indent=2) + "\n")
     return {f"alpha_{p['alpha']:g}.{k}": p[k] for p in points for k in ("reward_mean", "implicit_reward")}
+
+
+@stage_step
+def step(config: dict, weak_aligned: str | None, points: str, model_store: str = "") -> StepResult:
+    cfg = config_from_dict(config)
+    s = cfg.stages.alpha_sweep
+    metrics = alpha_sweep(
+        resolve(cfg.models.weak_base, cfg),
+        aligned_weak(cfg, weak_aligned, model_store),
+        resolve(cfg.data.eval_prompts, cfg),
+        Path(points),
+        cfg.stages.cd_sample,
+        s,
+        rewards(cfg.stages.evaluate, cfg),
+    )
+    return {
+        "metrics": metrics,
+        "metadata": {"points": lineage(cfg, "alpha_sweep", alphas=s.alphas, prompts=s.prompts)},
+    }

@@ -12,8 +12,13 @@ from typing import Any
 
 from trl import SFTTrainer
 
-from cong.config import AuxConfSettings
+from cong.config import AuxConfSettings, Config, config_from_dict
 from cong.data import training_rows
+from cong.errors import stage_step
+from cong.refs import resolve
+from cong.stages.step import StepResult, lineage, train_stage
+from cong.storage.handoff import hand_over, model_dir
+from cong.training.checkpoints import checkpoint_uri
 from cong.training.losses import aux_coef_at, auxconf_loss
 from cong.training.trainers import sft_trainer_kwargs, train_and_save
 
@@ -58,3 +63,37 @@ def auxconf(
         ramp_fraction=settings.ramp_fraction,
     )
     return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)
+
+
+def train(
+    cfg: Config, inputs: dict[str, str], output: Path, method: str, deepspeed: dict | None, checkpoints: str | None
+) -> dict[str, float]:
+    """The training entry (cong.stages.step.run_training): AuxConf training of the strong base."""
+    settings = cfg.training_stages().auxconf
+    strong_base = resolve(cfg.models.strong_base, cfg)
+    return auxconf(strong_base, inputs["data"], output, settings, "auxconf", checkpoints, deepspeed)
+
+
+@stage_step
+def step(config: dict, data: str, model: str, model_store: str = "", run_id: str = "") -> StepResult:
+    cfg = config_from_dict(config)
+    s = cfg.training_stages().auxconf
+    target = model_dir(model, model_store)
+    metrics = train_stage(
+        cfg, "auxconf", {"data": data}, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "auxconf")
+    )
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "model": lineage(
+                cfg,
+                "auxconf",
+                base_model=cfg.models.strong_base,
+                aux_coef=s.aux_coef,
+                ramp_fraction=s.ramp_fraction,
+                learning_rate=s.train.learning_rate,
+                train_rows=metrics["train_rows"],
+            )
+            | hand_over(cfg, model, target, "auxconf", run_id)
+        },
+    }

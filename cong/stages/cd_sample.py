@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from cong.config import CdSampleSettings
+from cong.config import CdSampleSettings, Config, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.decoding.contrastive import CdParams
 from cong.decoding.sampler import Sampler
+from cong.errors import stage_step
 from cong.progress import log
+from cong.refs import resolve
 from cong.stages.shards import Shard, response_stats, sample_shard
+from cong.stages.step import StepResult, aligned_weak, sampled_lineage, shard_of
 
 STAGE = "cd_sample"
 
@@ -30,7 +34,7 @@ def cd_sample(
     sampler = Sampler(weak_aligned, amateur_ref=weak_base, shared_weights=settings.shared_weights)
     if sampler.shared:
         log(STAGE, f"shared weights: one copy of {weak_base}, the adapter of {weak_aligned} on the expert's rows")
-    cd = CdParams(settings.alpha, settings.relative_top, settings.score_form)
+    cd = CdParams.of(settings)
     out = sample_shard(sampler, rows, settings.sampling, STAGE, shard, cd)
     write_responses(out_path, out.rows, out.responses)
     return {
@@ -39,3 +43,36 @@ def cd_sample(
         "resumed_batches": float(out.resumed_batches),
         "shared_weights": float(sampler.shared),
     }
+
+
+def sampled_fields(cfg: Config) -> dict[str, Any]:
+    """What the responses' lineage records of the CD settings and the pair (cong.stages.step.sampled_lineage)."""
+    s = cfg.stages.cd_sample
+    return {
+        "alpha": s.alpha,
+        "relative_top": s.relative_top,
+        "score_form": s.score_form,
+        "weak_base": cfg.models.weak_base,
+        "weak_aligned": cfg.models.weak_aligned or "weak_align output",
+        "prompts": cfg.data.train_prompts,
+    }
+
+
+@stage_step
+def step(
+    config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
+) -> StepResult:
+    """Shard `shard` of the CD responses (cong.stages.shards); `merge_shards` makes the stage's dataset."""
+    cfg = config_from_dict(config)
+    part = shard_of(cfg, "cd_sample", shard, run_id)
+    metrics = cd_sample(
+        resolve(cfg.models.weak_base, cfg),
+        aligned_weak(cfg, weak_aligned, model_store),
+        resolve(cfg.data.train_prompts, cfg),
+        Path(responses),
+        cfg.stages.cd_sample,
+        cfg.data.max_train_prompts,
+        part,
+    )
+    made = sampled_lineage(cfg, "cd_sample", metrics["rows"], shard=part.index)
+    return {"metrics": metrics, "metadata": {"responses": made}}

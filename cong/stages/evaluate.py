@@ -17,18 +17,23 @@ row's, prompt by prompt.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from cong.config import METHODS, DownstreamTask, EvaluateSettings, WsdSettings
+from cong.config import DownstreamTask, EvaluateSettings, WsdSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.decoding.sampler import Sampler
-from cong.errors import CongError
+from cong.errors import CongError, stage_step
 from cong.evaluation.downstream import correct, lm_eval_scores, task_rows, wsd_correct
 from cong.evaluation.judge import PairwiseJudge
 from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.evaluation.stats import bootstrap_mean, length_controlled_win_rate, paired_test, win_rate
 from cong.models import TRAINING_LOG
 from cong.progress import log
+from cong.refs import resolve
+from cong.stages.step import StepResult, aligned_weak, lineage, rewards
+from cong.storage.handoff import follow
+from cong.vocabulary import METHODS
 
 STAGE = "evaluate"
 
@@ -205,3 +210,45 @@ def evaluate(
     (out_dir / CURVES_FILE).write_text(json.dumps(curves, indent=2) + "\n")
     build_report(out_dir)
     return results
+
+
+@stage_step
+def step(
+    config: dict,
+    weak_aligned: str | None,
+    models: dict[str, str],
+    responses_of: dict[str, str],
+    alpha_sweep_points: str | None,
+    results: str,
+    report: str,
+    model_store: str = "",
+) -> StepResult:
+    """`models` and `responses_of` may hold every method's input; the config's `methods` picks the rows."""
+    cfg = config_from_dict(config)
+    aligned = aligned_weak(cfg, weak_aligned, model_store)
+    candidates = {"base": resolve(cfg.models.strong_base, cfg), "weak_aligned": aligned}
+    candidates.update({method: follow(path, model_store) for method, path in models.items()})
+    chosen = [m for m in cfg.methods if m in candidates or m in responses_of]
+    out = evaluate(
+        {m: candidates[m] for m in chosen if m in candidates},
+        resolve(cfg.models.weak_base, cfg),
+        aligned,
+        resolve(cfg.data.eval_prompts, cfg),
+        Path(results),
+        rewards(cfg.stages.evaluate, cfg),
+        cfg.data.max_eval_prompts,
+        responses_of={m: responses_of[m] for m in chosen if m in responses_of},
+        alpha_sweep_path=alpha_sweep_points if cfg.stages.alpha_sweep.alphas else None,
+        downstream=[(task, resolve(task.data, cfg)) for task in cfg.stages.evaluate.downstream],
+        wsd_decoder=(resolve(cfg.models.strong_base, cfg), cfg.stages.wsd),
+        run_settings=cfg.training_stages().model_dump(mode="json"),
+    )
+    shutil.copyfile(Path(results) / "report.html", report)
+    metrics = {f"{m}.{k}": v for m, row in out["methods"].items() for k, v in row.items()}
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "results": lineage(cfg, "evaluate", eval_prompts=out["eval_prompts"], methods=list(out["methods"])),
+            "report": lineage(cfg, "evaluate"),
+        },
+    }

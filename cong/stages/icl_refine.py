@@ -19,11 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cong.config import DecodingSettings, IclRefineSettings
+from cong.config import DecodingSettings, IclRefineSettings, config_from_dict
 from cong.data import RESPONSE_FIELDS, read_jsonl, write_responses
-from cong.errors import CongError
+from cong.errors import CongError, stage_step
 from cong.models import eos_ids, load_plain_tokenizer
 from cong.progress import Eta, log
+from cong.refs import resolve
+from cong.stages.step import StepResult, lineage
 
 STAGE = "icl_refine"
 NEXT_EXAMPLE = "\nQuestion:"
@@ -206,4 +208,17 @@ def icl_refine(
         "changed_share": sum(y != r["response"] for y, r in zip(labels, rows, strict=True)) / len(rows),
         "empty_refinements": float(sum(not y for y in refined.values())),
         **metrics,
+    }
+
+
+@stage_step
+def step(config: dict, data: str, responses: str) -> StepResult:
+    cfg = config_from_dict(config)
+    s = cfg.stages.icl_refine
+    metrics = icl_refine(resolve(cfg.models.strong_base, cfg), data, Path(responses), s)
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "responses": lineage(cfg, "icl_refine", rows=metrics["rows"], batch_size=s.batch_size, variant=s.variant)
+        },
     }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cong.config import config_from_dict
 from cong.data import RESPONSE_FIELDS, read_jsonl, write_jsonl
-from cong.errors import CongError
+from cong.errors import CongError, stage_step
+from cong.stages.step import StepResult, lineage
 
 
 def pair(chosen_path: str, rejected_path: str, out_path: Path) -> dict[str, float]:
@@ -37,3 +39,10 @@ def pair(chosen_path: str, rejected_path: str, out_path: Path) -> dict[str, floa
         "dropped_empty_chosen": float(empty),
         "dropped_unmatched": float(len(chosen) - len(rows) - identical - empty),
     }
+
+
+@stage_step
+def step(config: dict, chosen: str, rejected: str, pairs: str) -> StepResult:
+    cfg = config_from_dict(config)
+    metrics = pair(chosen, rejected, Path(pairs))
+    return {"metrics": metrics, "metadata": {"pairs": lineage(cfg, "pair", rows=metrics["pairs"])}}

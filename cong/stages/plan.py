@@ -1,4 +1,4 @@
-"""Which stages a run needs for its methods, and whether its methods fit its models.
+"""plan: which stages a run needs for its methods (the DAG's branch switches), after the preflight checks.
 
 The pipeline's first task computes the plan from the config at run time, so the method set stays a
 pipeline parameter: changing `methods` when submitting a compiled pipeline changes which branches run.
@@ -6,14 +6,12 @@ pipeline parameter: changing `methods` when submitting a compiled pipeline chang
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from cong.config import SHARED_VOCAB_METHODS, Config
-from cong.errors import CongError
-
-TRAINED_BRANCHES = ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft")
-# Methods trained on one weak sample per train prompt (the weak labels).
-WEAK_LABEL_METHODS = ("weak_sft", "auxconf", "icl_refine")
+from cong.config import Config, config_from_dict
+from cong.errors import stage_step
+from cong.vocabulary import TRAINED_BRANCHES, WEAK_LABEL_METHODS
 
 
 def method_plan(cfg: Config) -> dict[str, Any]:
@@ -32,33 +30,16 @@ def method_plan(cfg: Config) -> dict[str, Any]:
     return plan
 
 
-def _vocabulary(ref: str, cfg: Config) -> dict[str, int]:
-    from transformers import AutoTokenizer
+@stage_step
+def step(config: dict) -> dict[str, Any]:
+    """The prerequisites step: check the run's inputs and its object store (cong.stages.validate), then say which
+    branches of the DAG run. Models kept in the store are checked by the stages that load them, not downloaded here."""
+    from cong.stages.shards import shard_items
+    from cong.stages.validate import check_run
+    from cong.storage.s3 import S3Settings
 
-    from cong.refs import resolve
-
-    try:
-        return AutoTokenizer.from_pretrained(resolve(ref, cfg)).get_vocab()
-    except OSError as exc:
-        raise CongError(f"cannot load a tokenizer from {ref!r}: {exc}") from None
-
-
-def shares_vocabulary(weak_ref: str, strong_ref: str, cfg: Config) -> bool:
-    """Whether two models tokenize alike. Testbed models share the testbed's tokenizer and no other."""
-    weak_testbed, strong_testbed = weak_ref.startswith("testbed:"), strong_ref.startswith("testbed:")
-    if weak_testbed or strong_testbed:
-        return weak_testbed and strong_testbed
-    return weak_ref == strong_ref or _vocabulary(weak_ref, cfg) == _vocabulary(strong_ref, cfg)
-
-
-def check_methods(cfg: Config) -> None:
-    """Refuse methods the models cannot run, before any stage starts."""
-    needs_shared = [m for m in cfg.methods if m in SHARED_VOCAB_METHODS]
-    if needs_shared and not shares_vocabulary(cfg.models.weak_base, cfg.models.strong_base, cfg):
-        raise CongError(
-            f"method {', '.join(needs_shared)} needs the weak and strong models to share a tokenizer (its loss "
-            f"compares their log-probabilities token by token), but {cfg.models.weak_base!r} and "
-            f"{cfg.models.strong_base!r} use different vocabularies: this is a cross-family setting. Remove "
-            f"{', '.join(needs_shared)} from `methods` (every other method works across families), or choose a "
-            "strong model from the weak model's family."
-        )
+    cfg = config_from_dict(config)
+    stored = [r for r in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned) if r]
+    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    check_run(cfg, S3Settings.from_env(), models=not any(r.startswith("s3://") for r in stored), cluster=in_cluster)
+    return {**method_plan(cfg), **shard_items(cfg)}

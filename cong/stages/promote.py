@@ -21,15 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cong.config import EvaluateSettings, PromotionSettings
+from cong.config import EvaluateSettings, PromotionSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl
 from cong.decoding.sampler import Sampler
-from cong.errors import CongError
+from cong.errors import CongError, stage_step
 from cong.evaluation.rewards import reward_backend
 from cong.evaluation.stats import bootstrap_mean, win_rate
 from cong.models import is_model_dir
 from cong.progress import log
+from cong.refs import resolve
+from cong.stages.step import StepResult, lineage, rewards
 from cong.storage.folders import MANIFEST_NAME, Manifest, fetch_dir, find_manifest, publish_dir
+from cong.storage.handoff import follow
 from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
 
 STAGE = "promote"
@@ -155,3 +158,48 @@ def _publish(challenger: str, uri: str, record: dict[str, Any], store: S3Setting
                 link.symlink_to(path.resolve())
         (Path(staging) / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return publish_dir(staging, uri, settings=store)
+
+
+@stage_step
+def step(
+    config: dict, challenger: str, challenger_uri: str, decision: str, run_id: str = "", model_store: str = ""
+) -> StepResult:
+    """The champion/challenger gate: the challenger becomes the champion only when it wins often enough."""
+    cfg = config_from_dict(config)
+    s = cfg.promotion
+    out = promote(
+        follow(challenger, model_store),
+        resolve(cfg.data.eval_prompts, cfg),
+        Path(decision),
+        s,
+        rewards(cfg.stages.evaluate, cfg),
+        cfg.champion_uri(),
+        lineage(cfg, "promote", method=s.method, source=challenger_uri, run_id=run_id or None),
+        cfg.data.max_eval_prompts,
+    )
+    reported = (
+        "prompts",
+        "win_rate",
+        "win_rate_ci95_low",
+        "win_rate_ci95_high",
+        "challenger_reward_mean",
+        "champion_reward_mean",
+    )
+    return {
+        "metrics": {"promoted": float(out["promoted"]), "threshold": s.threshold}
+        | {k: out[k] for k in reported if k in out},
+        "metadata": {
+            "decision": lineage(
+                cfg,
+                "promote",
+                method=s.method,
+                promoted=out["promoted"],
+                reason=out["reason"],
+                threshold=s.threshold,
+                win_rate=out.get("win_rate"),
+                champion=out.get("champion_uri"),
+                previous_champion=(out.get("champion") or {}).get("digest"),
+                published=out.get("published", {}).get("digest"),
+            )
+        },
+    }

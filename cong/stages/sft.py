@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cong.config import TrainSettings
+from cong.config import Config, TrainSettings, config_from_dict
 from cong.data import training_rows
+from cong.errors import stage_step
+from cong.refs import resolve
+from cong.stages.step import StepResult, lineage, train_stage
+from cong.storage.handoff import hand_over, model_dir
+from cong.training.checkpoints import checkpoint_uri
 from cong.training.trainers import sft_trainer_kwargs, train_and_save
 
 
@@ -26,3 +31,40 @@ def sft(
     rows = training_rows(data_path, stage)
     trainer = SFTTrainer(**sft_trainer_kwargs(model_ref, rows, settings, model_dir, stage, deepspeed))
     return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)
+
+
+def train(
+    cfg: Config, inputs: dict[str, str], output: Path, method: str, deepspeed: dict | None, checkpoints: str | None
+) -> dict[str, float]:
+    """The training entry (cong.stages.step.run_training): SFT of the strong base with `method`'s settings."""
+    settings = cfg.training_stages().sft_train(method)
+    return sft(resolve(cfg.models.strong_base, cfg), inputs["data"], output, settings, "sft", checkpoints, deepspeed)
+
+
+@stage_step
+def step(
+    config: dict, data: str, model: str, method: str = "cong_s", model_store: str = "", run_id: str = ""
+) -> StepResult:
+    """SFT of the strong base model for one method: ConG-S on CD responses, WeakSFT on weak samples, ..."""
+    cfg = config_from_dict(config)
+    s = cfg.training_stages().sft_train(method)
+    target = model_dir(model, model_store)
+    metrics = train_stage(
+        cfg, "sft", {"data": data}, target, method, checkpoint_uri(cfg.storage, run_id, f"sft-{method}")
+    )
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "model": lineage(
+                cfg,
+                "sft",
+                method=method,
+                base_model=cfg.models.strong_base,
+                learning_rate=s.learning_rate,
+                epochs=s.epochs,
+                seed=s.seed,
+                train_rows=metrics["train_rows"],
+            )
+            | hand_over(cfg, model, target, method, run_id)
+        },
+    }

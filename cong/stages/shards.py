@@ -32,11 +32,11 @@ from cong.data import PROMPT_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
 from cong.errors import CongError
 from cong.progress import Eta, log
 from cong.storage.s3 import S3Settings
+from cong.vocabulary import SHARDED_STAGES
 
 if TYPE_CHECKING:
     from cong.decoding.contrastive import CdParams
 
-SHARDED_STAGES = ("weak_sample", "cd_sample", "strong_sample")
 BATCH_FILE = "batch-{:06d}.jsonl"
 # How many ids an error message lists before it says how many more there are.
 SHOWN_IDS = 10

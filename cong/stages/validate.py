@@ -15,6 +15,7 @@ from cong.config import Config
 from cong.data import PROMPT_FIELDS, check_jsonl, problem_list
 from cong.errors import CongError
 from cong.storage.s3 import S3Settings
+from cong.vocabulary import SHARED_VOCAB_METHODS
 
 
 def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = True, cluster: bool = False) -> None:
@@ -165,8 +166,6 @@ def _shared_tokenizer_problems(cfg: Config, tokenizers: dict[str, Any]) -> list[
 
 
 def _method_problems(cfg: Config) -> list[str]:
-    from cong.stages.plan import check_methods
-
     try:
         check_methods(cfg)
     except CongError as exc:
@@ -203,3 +202,35 @@ def storage_problems(cfg: Config, settings: S3Settings) -> list[str]:
         except CongError as exc:
             problems.append(f"storage: {settings.scrub(str(exc))}")
     return problems
+
+
+def _vocabulary(ref: str, cfg: Config) -> dict[str, int]:
+    from transformers import AutoTokenizer
+
+    from cong.refs import resolve
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve(ref, cfg)).get_vocab()
+    except OSError as exc:
+        raise CongError(f"cannot load a tokenizer from {ref!r}: {exc}") from None
+
+
+def shares_vocabulary(weak_ref: str, strong_ref: str, cfg: Config) -> bool:
+    """Whether two models tokenize alike. Testbed models share the testbed's tokenizer and no other."""
+    weak_testbed, strong_testbed = weak_ref.startswith("testbed:"), strong_ref.startswith("testbed:")
+    if weak_testbed or strong_testbed:
+        return weak_testbed and strong_testbed
+    return weak_ref == strong_ref or _vocabulary(weak_ref, cfg) == _vocabulary(strong_ref, cfg)
+
+
+def check_methods(cfg: Config) -> None:
+    """Refuse methods the models cannot run, before any stage starts."""
+    needs_shared = [m for m in cfg.methods if m in SHARED_VOCAB_METHODS]
+    if needs_shared and not shares_vocabulary(cfg.models.weak_base, cfg.models.strong_base, cfg):
+        raise CongError(
+            f"method {', '.join(needs_shared)} needs the weak and strong models to share a tokenizer (its loss "
+            f"compares their log-probabilities token by token), but {cfg.models.weak_base!r} and "
+            f"{cfg.models.strong_base!r} use different vocabularies: this is a cross-family setting. Remove "
+            f"{', '.join(needs_shared)} from `methods` (every other method works across families), or choose a "
+            "strong model from the weak model's family."
+        )

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cong.config import WeakAlignSettings
+from cong.config import Config, WeakAlignSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.decoding.sampler import Sampler
-from cong.errors import CongError
+from cong.errors import CongError, stage_step
 from cong.evaluation import gates
 from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.progress import log
+from cong.refs import resolve
+from cong.stages.dpo import dpo
+from cong.stages.step import StepResult, lineage, rewards, train_stage
+from cong.storage.handoff import hand_over, model_dir
+from cong.training.checkpoints import checkpoint_uri
 
 STAGE = "weak_align"
 
@@ -103,3 +108,57 @@ def weak_pair_gates(
     for g in measured:
         log(STAGE, f"gate {g.name}: {g.value:.4g} (threshold {g.threshold}) {'passed' if g.passed else 'FAILED'}")
     return [g.as_dict() for g in measured]
+
+
+def train(
+    cfg: Config, inputs: dict[str, str], output: Path, method: str, deepspeed: dict | None, checkpoints: str | None
+) -> dict[str, float]:
+    """The training entry (cong.stages.step.run_training): DPO of the weak base on the sampled pairs."""
+    settings = cfg.training_stages().weak_align.train
+    weak_base = resolve(cfg.models.weak_base, cfg)
+    return dpo(weak_base, inputs["pairs"], output, settings, "weak_align", checkpoints, deepspeed)
+
+
+@stage_step
+def step(config: dict, pairs: str, weak_aligned: str, model_store: str = "", run_id: str = "") -> StepResult:
+
+    cfg = config_from_dict(config)
+    s = rewards(cfg.stages.weak_align, cfg)
+    target = model_dir(weak_aligned, model_store)
+    metrics = sample_pairs(
+        resolve(cfg.models.weak_base, cfg),
+        resolve(cfg.data.train_prompts, cfg),
+        Path(pairs),
+        s,
+        cfg.data.max_train_prompts,
+    )
+    checkpoints = checkpoint_uri(cfg.storage, run_id, "weak_align")
+    metrics = with_train_metrics(
+        metrics, train_stage(cfg, "weak_align", {"pairs": pairs}, target, checkpoints=checkpoints)
+    )
+    pair_gates = weak_pair_gates(
+        resolve(cfg.models.weak_base, cfg),
+        str(target),
+        resolve(cfg.data.train_prompts, cfg),
+        s,
+        cfg.data.max_train_prompts,
+    )
+    gates.check(pair_gates, "The weak pair", cfg.allow_failed_gates)
+    metrics |= {f"gate_{g['name']}": g["value"] for g in pair_gates}
+    source = {"base_model": cfg.models.weak_base, "prompts": cfg.data.train_prompts}
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "pairs": lineage(cfg, "weak_align", rows=metrics["pairs"], sample_seeds=s.sample_seeds, **source),
+            "weak_aligned": lineage(
+                cfg,
+                "weak_align",
+                beta=s.train.beta,
+                learning_rate=cfg.trained(s.train).learning_rate,
+                seed=s.train.seed,
+                gates=pair_gates,
+                **source,
+            )
+            | hand_over(cfg, weak_aligned, target, "weak_aligned", run_id),
+        },
+    }

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cong.config import WsdSettings
+from cong.config import WsdSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.decoding.wsd import Decodings, respond
+from cong.errors import stage_step
+from cong.refs import resolve
+from cong.stages.step import StepResult, aligned_weak, lineage
 
 STAGE = "wsd"
 
@@ -47,3 +50,36 @@ def wsd(
     out, metrics = respond(weak_aligned, strong_base, rows, settings, decodings, stage)
     write_jsonl(out_path, out)
     return metrics
+
+
+@stage_step
+def step(config: dict, weak_aligned: str | None, split: str, responses: str, model_store: str = "") -> StepResult:
+    """WSD responses on the eval prompts (a method row) or the train prompts (targets for wsd_sft)."""
+    cfg = config_from_dict(config)
+    s = cfg.stages.wsd
+    prompts, limit = {
+        "train": (cfg.data.train_prompts, cfg.data.max_train_prompts),
+        "eval": (cfg.data.eval_prompts, cfg.data.max_eval_prompts),
+    }[split]
+    strong = resolve(cfg.models.strong_base, cfg)
+    # The eval split is a row of the table: decoded as every row is, each decoding into its own field.
+    decodings = None
+    if split == "eval":
+        decodings = {f"{p}response": (d, d.max_new_tokens) for p, d in cfg.stages.evaluate.decodings().items()}
+    aligned = aligned_weak(cfg, weak_aligned, model_store)
+    metrics = wsd(aligned, strong, resolve(prompts, cfg), Path(responses), s, decodings, limit)
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "responses": lineage(
+                cfg,
+                "wsd",
+                rows=metrics["rows"],
+                split=split,
+                prompts=prompts,
+                window=s.window,
+                threshold=s.threshold,
+                strong_model=cfg.models.strong_base,
+            )
+        },
+    }

@@ -13,10 +13,14 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from cong.config import WspoSettings
+from cong.config import Config, WspoSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, training_rows
-from cong.errors import CongError
+from cong.errors import CongError, stage_step
 from cong.models import load_model, load_tokenizer
+from cong.refs import resolve
+from cong.stages.step import StepResult, aligned_weak, lineage, train_stage
+from cong.storage.handoff import hand_over, model_dir
+from cong.training.checkpoints import checkpoint_uri
 from cong.training.losses import IGNORE_INDEX, token_logps, wspo_loss
 from cong.training.trainers import sft_trainer_kwargs, train_and_save
 
@@ -114,3 +118,40 @@ def wspo(
     model_dir = Path(model_dir)
     trainer = wspo_trainer(strong_base, weak_base, weak_aligned, data_path, model_dir, settings, stage, deepspeed)
     return train_and_save(trainer, stage, model_dir / "checkpoints", model_dir, checkpoints)
+
+
+def train(
+    cfg: Config, inputs: dict[str, str], output: Path, method: str, deepspeed: dict | None, checkpoints: str | None
+) -> dict[str, float]:
+    """The training entry (cong.stages.step.run_training): WSPO of the strong base against the weak pair."""
+    if "weak_aligned" not in inputs and cfg.models.weak_aligned is None:
+        raise CongError("wspo needs an aligned weak model: pass the input weak_aligned or set models.weak_aligned.")
+    aligned = inputs.get("weak_aligned") or resolve(cfg.models.weak_aligned, cfg)
+    models = (resolve(cfg.models.strong_base, cfg), resolve(cfg.models.weak_base, cfg), aligned)
+    return wspo(*models, inputs["data"], output, cfg.training_stages().wspo, "wspo", checkpoints, deepspeed)
+
+
+@stage_step
+def step(
+    config: dict, data: str, weak_aligned: str | None, model: str, model_store: str = "", run_id: str = ""
+) -> StepResult:
+    cfg = config_from_dict(config)
+    s = cfg.training_stages().wspo
+    target = model_dir(model, model_store)
+    inputs = {"data": data, "weak_aligned": aligned_weak(cfg, weak_aligned, model_store)}
+    metrics = train_stage(cfg, "wspo", inputs, target, checkpoints=checkpoint_uri(cfg.storage, run_id, "wspo"))
+    return {
+        "metrics": metrics,
+        "metadata": {
+            "model": lineage(
+                cfg,
+                "wspo",
+                base_model=cfg.models.strong_base,
+                weak_base=cfg.models.weak_base,
+                beta=s.beta,
+                learning_rate=s.train.learning_rate,
+                train_rows=metrics["train_rows"],
+            )
+            | hand_over(cfg, model, target, "wspo", run_id)
+        },
+    }

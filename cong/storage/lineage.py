@@ -1,7 +1,7 @@
 """Where a run's models and datasets came from: the graph of its artifacts, and that graph as a tree.
 
 Every stage records on its outputs the URIs of the artifacts it read (`inputs`) beside its settings
-(`cong.steps.record`). After a local run, `collect` gathers them from the kfp run folder into `lineage.json`,
+(`cong.stages.step.record`). After a local run, `collect` gathers them from the kfp run folder into `lineage.json`,
 which is published with the results; `render` prints the tree from each final model back to the base models
 and prompt sets, with the settings of every step on the way.
 """

@@ -1,15 +1,15 @@
 """Training stages on more than one GPU in one pod: `accelerate launch` with DeepSpeed ZeRO.
 
-A training step calls `train`. With one process (the default when a stage has at most one GPU) the stage
-trains in this process, as it always has. With N > 1 processes it writes the run's config and a DeepSpeed
-config into a scratch folder and starts
+A training step calls `train` (through cong.stages.step.train_stage). With one process (the default when a stage
+has at most one GPU) the stage trains in this process, as it always has. With N > 1 processes it writes the run's
+config and a DeepSpeed config into a scratch folder and starts
 
     accelerate launch --num_processes N --use_deepspeed --deepspeed_config_file deepspeed.json ...
-        --module cong.training.launch STAGE --config config.json --input NAME=REF ... --output DIR \
+        --module cong.stages.launch STAGE --config config.json --input NAME=REF ... --output DIR \
         --metrics metrics.json
 
-so that N processes run the same stage function together (`run_stage`); rank 0 writes the model and the
-metrics, which this process reads back. `cong.training.launch` is the same entry a multi-node TrainJob runs.
+so that N processes run the same stage function together (cong.stages.step.run_training); rank 0 writes the model
+and the metrics, which this process reads back. `cong.stages.launch` is the same entry a multi-node TrainJob runs.
 """
 
 from __future__ import annotations
@@ -22,23 +22,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cong.config import Config, DistributedSettings
 from cong.errors import CongError
 from cong.progress import log
-from cong.refs import resolve
 
-ENTRY_MODULE = "cong.training.launch"
-# Each training stage's inputs (required, optional), as `--input NAME=REF` of the entry and in `train`.
-STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "weak_align": (("pairs",), ()),
-    "sft": (("data",), ()),
-    "dpo": (("model", "pairs"), ()),
-    "auxconf": (("data",), ()),
-    "wspo": (("data",), ("weak_aligned",)),
-}
+ENTRY_MODULE = "cong.stages.launch"
 
 
 def processes(cfg: Config, stage: str) -> int:
@@ -99,7 +91,7 @@ def launch_args(
     metrics_file: str | Path | None = None,
     checkpoints: str | None = None,
 ) -> list[str]:
-    """The arguments after `-m cong.training.launch`: the same under accelerate launch, torchrun or a TrainJob."""
+    """The arguments after `-m cong.stages.launch`: the same under accelerate launch, torchrun or a TrainJob."""
     args = [stage, "--config", str(config_file), "--output", str(output)]
     for name, ref in inputs.items():
         args += ["--input", f"{name}={ref}"]
@@ -151,16 +143,18 @@ def train(
     stage: str,
     inputs: dict[str, str],
     output: str | Path,
-    method: str = "cong_s",
-    checkpoints: str | None = None,
+    method: str,
+    checkpoints: str | None,
+    in_process: Callable[[], dict[str, float]],
 ) -> dict[str, float]:
-    """Train `stage` on `inputs` into the model folder `output`, in this process or in `processes(...)` of them.
+    """Train `stage` on `inputs` into the model folder `output`: `in_process()` when one process trains it, else
+    `processes(...)` of them, each running the training entry (ENTRY_MODULE) as one rank.
 
     `checkpoints`: an s3:// folder that keeps the checkpoints for a retried pod (cong.training.checkpoints).
     """
     count = processes(cfg, stage)
     if count == 1:
-        return run_stage(cfg, stage, inputs, Path(output), method, checkpoints=checkpoints)
+        return in_process()
     if importlib.util.find_spec("deepspeed") is None:
         raise CongError(
             f"{stage}: training in {count} processes needs DeepSpeed, which is not installed here. Install the "
@@ -185,55 +179,6 @@ def train(
                 f"{Path(output) / 'checkpoints'} if one was written."
             )
         return json.loads(metrics_file.read_text())
-
-
-def run_stage(
-    cfg: Config,
-    stage: str,
-    inputs: dict[str, str],
-    output: Path,
-    method: str = "cong_s",
-    deepspeed: dict[str, Any] | None = None,
-    checkpoints: str | None = None,
-) -> dict[str, float]:
-    """Train `stage` in this process; with a DeepSpeed config, as one rank of a distributed launch."""
-    if stage not in STAGE_INPUTS:
-        raise CongError(f"{stage!r} is not a training stage; use one of {', '.join(STAGE_INPUTS)}.")
-    required, optional = STAGE_INPUTS[stage]
-    missing, unknown = set(required) - set(inputs), set(inputs) - set(required) - set(optional)
-    if missing or unknown:
-        raise CongError(
-            f"{stage} takes the inputs {', '.join(required + optional)} ({', '.join(optional) or 'none'} optional); "
-            f"missing: {', '.join(sorted(missing)) or 'none'}, unknown: {', '.join(sorted(unknown)) or 'none'}."
-        )
-    ref = {name: resolve(value, cfg) for name, value in inputs.items()}
-    stages = cfg.training_stages()
-    if stage == "weak_align":
-        from cong.stages.dpo import dpo
-
-        weak_base = resolve(cfg.models.weak_base, cfg)
-        return dpo(weak_base, ref["pairs"], output, stages.weak_align.train, stage, checkpoints, deepspeed)
-    if stage == "sft":
-        from cong.stages.sft import sft
-
-        strong_base = resolve(cfg.models.strong_base, cfg)
-        return sft(strong_base, ref["data"], output, stages.sft_train(method), stage, checkpoints, deepspeed)
-    if stage == "dpo":
-        from cong.stages.dpo import dpo
-
-        return dpo(ref["model"], ref["pairs"], output, stages.dpo.train, stage, checkpoints, deepspeed)
-    if stage == "auxconf":
-        from cong.stages.auxconf import auxconf
-
-        strong_base = resolve(cfg.models.strong_base, cfg)
-        return auxconf(strong_base, ref["data"], output, stages.auxconf, stage, checkpoints, deepspeed)
-    from cong.stages.wspo import wspo
-
-    if "weak_aligned" not in ref and cfg.models.weak_aligned is None:
-        raise CongError("wspo needs an aligned weak model: pass the input weak_aligned or set models.weak_aligned.")
-    aligned = ref.get("weak_aligned") or resolve(cfg.models.weak_aligned, cfg)
-    models = (resolve(cfg.models.strong_base, cfg), resolve(cfg.models.weak_base, cfg), aligned)
-    return wspo(*models, ref["data"], output, stages.wspo, stage, checkpoints, deepspeed)
 
 
 def cpu_process_group() -> None:

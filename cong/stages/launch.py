@@ -1,4 +1,4 @@
-"""Train one stage of a run: python -m cong.training.launch STAGE --config FILE --input NAME=REF ... --output DIR
+"""Train one stage of a run: python -m cong.stages.launch STAGE --config FILE --input NAME=REF ... --output DIR
 
 Stages and their inputs (each a local path, an s3:// URI or any other reference a config accepts):
   weak_align   pairs            DPO of models.weak_base on the pairs that weak_align sampled
@@ -29,15 +29,14 @@ import tempfile
 from pathlib import Path
 
 from cong.errors import CongError
+from cong.vocabulary import TRAINING_STAGES
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from cong.training.distributed import STAGE_INPUTS
-
     parser = argparse.ArgumentParser(
-        prog="python -m cong.training.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cong.stages.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("stage", choices=list(STAGE_INPUTS))
+    parser.add_argument("stage", choices=TRAINING_STAGES)
     parser.add_argument("--config", required=True, help="the run's config (YAML or JSON; a path or an s3:// URI)")
     parser.add_argument(
         "--input", action="append", default=[], metavar="NAME=REF", help="one input of the stage (repeatable)"
@@ -74,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from cong.config import load_config
         from cong.progress import log
+        from cong.stages.step import run_training
         from cong.storage.folders import localize, publish_dir
-        from cong.training.distributed import cpu_process_group, deepspeed_config, run_stage
+        from cong.training.distributed import cpu_process_group, deepspeed_config
 
         cfg = load_config(localize(args.config) if args.config.startswith("s3://") else args.config)
         inputs = _inputs(args.input)
@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         remote = args.output.startswith("s3://")
         with tempfile.TemporaryDirectory(prefix="cong-launch-") as scratch:
             output = Path(scratch) / "model" if remote else Path(args.output)
-            metrics = run_stage(cfg, args.stage, inputs, output, args.method, deepspeed, args.checkpoints)
+            metrics = run_training(cfg, args.stage, inputs, output, args.method, deepspeed, args.checkpoints)
             if rank == 0 and remote:
                 publish_dir(output, args.output)
         if rank == 0 and args.metrics:
             args.metrics.write_text(json.dumps(metrics))
     except CongError as exc:
-        print(f"cong.training.launch: error: {exc}", file=sys.stderr)
+        print(f"cong.stages.launch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
 

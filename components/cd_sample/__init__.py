@@ -1,1 +1,0 @@
-"""The cd_sample component."""

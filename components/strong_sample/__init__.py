@@ -1,1 +1,0 @@
-"""The strong_sample component."""

@@ -1,1 +1,0 @@
-"""The weak_sample component."""

@@ -1,0 +1,228 @@
+"""Commands for a Kubeflow Pipelines cluster: `cong compile`, `submit`, `schedule`, `runs`, and `cong lineage` (a
+local run folder, or a KFP run by its id)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cong.errors import CongError
+from pipelines.cli.common import KFP_EPILOG, config_args, kfp_args, kfp_client, load
+
+
+def cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", default="cong", help="the pipeline's name in Kubeflow Pipelines (default: cong)")
+    parser.add_argument(
+        "--service-account",
+        metavar="NAME",
+        help="the Kubernetes service account the run's pods use (default: the backend's; manifests/ creates "
+        "cong-pipeline-runner)",
+    )
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipelines.compile import COMMITTED, compile_pipeline
+
+    path = compile_pipeline(load(args), args.out or COMMITTED)
+    print(f"wrote {path}")
+    return 0
+
+
+# A KFP run id (a UUID): what `cong lineage` looks up through the KFP API when it is not a local folder.
+RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from cong.storage.lineage import load, render
+
+    if RUN_ID.match(args.target) and not Path(args.target).exists():
+        print(_kfp_lineage(args))
+        return 0
+    if args.s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
+    lineage, start = load(args.target)
+    print(render(lineage, start))
+    return 0
+
+
+def _kfp_lineage(args: argparse.Namespace) -> str:
+    from cong.cluster.kfp_api import get_run, pipeline_spec
+    from cong.cluster.kfp_runs import lineage as run_lineage
+    from cong.storage.lineage import render
+
+    client = kfp_client(args)
+    run = get_run(client, args.target)
+    tree = render(run_lineage(run, pipeline_spec(client, run), client.connection.page))
+    return (
+        f"{tree}\n\nFrom the KFP API: the DAG the run executed and each task's state; artifact URIs and metadata "
+        "are on the artifact pages linked above (once the backend reports the artifact ids)."
+    )
+
+
+def _pipeline_root(cfg) -> str | None:
+    """The config's pipeline root when it names a store (s3://...); a local folder means nothing on a cluster,
+    where the namespace's default (ConfigMap kfp-launcher) applies."""
+    return cfg.pipeline_root if cfg.pipeline_root and "://" in cfg.pipeline_root else None
+
+
+def _upload(args: argparse.Namespace, cfg):
+    """Compile the pipeline for the config, upload it as a version named from its content (none is added when
+    that version exists), and find or create the experiment."""
+    from cong.cluster.kfp_api import experiment_id, upload
+    from pipelines.compile import compile_pipeline
+
+    client = kfp_client(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(cfg, Path(tmp) / "pipeline.yaml")
+        version = upload(client, args.pipeline, package, cfg.name, f"config {cfg.name}: {', '.join(cfg.methods)}")
+    state = "uploaded" if version.uploaded else "already uploaded, reused"
+    print(f"pipeline {args.pipeline}, version {version.name} ({state})")
+    experiment = experiment_id(client, args.experiment)
+    print(f"experiment {args.experiment}  {client.connection.page(f'experiments/details/{experiment}')}")
+    return client, version, experiment
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from cong.cluster.kfp_api import create_run
+
+    cfg = load(args)
+    client, version, experiment = _upload(args, cfg)
+    name = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = create_run(
+        client, experiment, version, name, {"config": cfg.as_parameter()}, _pipeline_root(cfg), args.service_account
+    )
+    print(f"run {name}  {run['run_id']}")
+    print(client.connection.page(f"runs/details/{run['run_id']}"))
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from cong.cluster.cron import to_kfp_cron
+    from cong.cluster.kfp_api import create_schedule
+
+    cron = to_kfp_cron(args.cron)
+    cfg = load(args)
+    client, version, experiment = _upload(args, cfg)
+    name = args.name or cfg.name
+    schedule = create_schedule(
+        client,
+        experiment,
+        version,
+        name,
+        cron,
+        {"config": cfg.as_parameter()},
+        catchup=args.catchup,
+        replace=args.replace,
+        pipeline_root=_pipeline_root(cfg),
+        service_account=args.service_account,
+    )
+    catchup = "catches up missed runs" if args.catchup else "no catch-up"
+    print(f"schedule {name}  {schedule['recurring_run_id']}: cron {cron!r} (seconds first; from {args.cron!r}),")
+    print(f"one run at a time, {catchup}")
+    print(client.connection.page(f"recurringrun/details/{schedule['recurring_run_id']}"))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cong.cluster.kfp_api import experiment_id, get_run, list_runs
+    from cong.cluster.kfp_runs import format_run, format_runs
+
+    if args.limit < 1:
+        raise CongError(f"--limit {args.limit}: give a number of runs, 1 or more.")
+    client = kfp_client(args)
+    now = datetime.now(UTC)
+    if args.run_id:
+        run = get_run(client, args.run_id)
+        print(format_run(run, client.connection.page(f"runs/details/{args.run_id}"), now))
+        return 0
+    experiment = experiment_id(client, args.experiment, create=False)
+    if experiment is None:
+        raise CongError(
+            f"no experiment {args.experiment!r} in namespace {client.connection.namespace or '(none)'}: nothing was "
+            "submitted there yet (`cong submit` creates it), or pass --experiment / --namespace."
+        )
+    runs = list_runs(client, experiment, args.limit)
+    print(format_runs(runs, now) if runs else f"no runs in the experiment {args.experiment!r} yet.")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this group's commands to the `cong` parser's sub-commands."""
+    comp = sub.add_parser(
+        "compile",
+        help="compile the pipeline to KFP YAML",
+        description="Compile the pipeline for a config to a KFP IR YAML file.",
+    )
+    config_args(comp)
+    comp.add_argument("--out", type=Path, help="output YAML (default: pipelines/cong_pipeline.yaml)")
+    comp.set_defaults(func=cmd_compile)
+
+    submit = sub.add_parser(
+        "submit",
+        help="start a run on Kubeflow Pipelines",
+        description="Compile the pipeline for the config, upload it to Kubeflow Pipelines (a new pipeline version "
+        "only when the compiled pipeline changed), find or create the experiment, start a run with the config as "
+        "its parameter, and print the run's URL.",
+        epilog=KFP_EPILOG,
+    )
+    config_args(submit)
+    kfp_args(submit)
+    cluster_args(submit)
+    submit.add_argument("--name", help="the run's name (default: <config>-<time>)")
+    submit.set_defaults(func=cmd_submit)
+
+    schedule = sub.add_parser(
+        "schedule",
+        help="schedule recurring runs on Kubeflow Pipelines",
+        description="Upload the pipeline for the config as `cong submit` does and create a recurring run: one run "
+        "at a time, no catch-up of missed runs unless --catchup. A schedule cannot be changed in place: --replace "
+        "deletes the one of the same name and creates it anew.",
+        epilog=KFP_EPILOG,
+    )
+    schedule.add_argument(
+        "--cron",
+        required=True,
+        help="when to run: a 5-field Unix cron `minute hour day-of-month month day-of-week` (e.g. '0 3 * * *', "
+        "daily at 03:00 in the scheduler's time zone, normally UTC; converted to the backend's 6-field form with "
+        "seconds first), a 6-field cron with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly",
+    )
+    config_args(schedule)
+    kfp_args(schedule)
+    cluster_args(schedule)
+    schedule.add_argument("--name", help="the schedule's name (default: the config's name)")
+    schedule.add_argument("--catchup", action="store_true", help="start the runs missed while paused or behind")
+    schedule.add_argument("--replace", action="store_true", help="delete a schedule of the same name first")
+    schedule.set_defaults(func=cmd_schedule)
+
+    runs = sub.add_parser(
+        "runs",
+        help="list runs on Kubeflow Pipelines, or show one",
+        description="List the experiment's most recent runs (name, id, state, created, duration), or with a run id "
+        "the run's status and the state of each of its tasks.",
+        epilog=KFP_EPILOG,
+    )
+    runs.add_argument("run_id", nargs="?", help="a run's id: show its status and tasks")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs to list (default: 20)")
+    kfp_args(runs)
+    runs.set_defaults(func=cmd_runs)
+
+    lin = sub.add_parser(
+        "lineage",
+        help="where a run's models came from",
+        description="Print the tree from a run's final models (or one published artifact) back to the base "
+        "models and data, with the settings of every step.",
+    )
+    lin.add_argument(
+        "target",
+        help="a run folder of `cong run --local`, the s3:// URI of a published artifact, or the id of a run on "
+        "Kubeflow Pipelines (looked up through the KFP API)",
+    )
+    lin.add_argument("--s3-endpoint", metavar="URL", help="the S3-compatible server (credentials from AWS_*)")
+    kfp_args(lin, experiment=False)
+    lin.epilog = KFP_EPILOG
+    lin.set_defaults(func=cmd_lineage)
