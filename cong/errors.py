@@ -44,11 +44,14 @@ def full_filesystem(paths: list[str]) -> str | None:
 
 
 def stage_step(step: Step) -> Step:
-    """A pipeline step whose running out of disk reaches the user as a message instead of a traceback.
+    """A stage's step (cong/stages/<stage>.py) whose running out of disk reaches the user as a message, named by its
+    stage, instead of a traceback.
 
     Outputs are written whole or not at all (cong.data.write_jsonl, cong.training.trainers.train_and_save, the sampling
     stages' batches), so the failed step leaves no output a later stage could take for a finished one.
     """
+
+    stage = step.__module__.rpartition(".")[2]
 
     @functools.wraps(step)
     def run(*args, **kwargs):
@@ -62,7 +65,7 @@ def stage_step(step: Step) -> Step:
             if not (disk_full(exc) or where):
                 raise
             raise CongError(
-                f"{step.__name__}: the disk filled up{f' writing {where}' if where else ''} ({exc}). No partial "
+                f"{stage}: the disk filled up{f' writing {where}' if where else ''} ({exc}). No partial "
                 "output was kept. Free space or give the stage more (its pod's ephemeral storage, or the volume "
                 "its outputs go to), then rerun: training resumes from its last complete checkpoint, sampling from "
                 "its last finished batch."

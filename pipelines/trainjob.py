@@ -11,7 +11,7 @@ holds the handler and the cleanup task. A config without multi-node stages compi
 from kfp import dsl
 
 from components.trainjob.component import delete_trainjobs
-from cong.cluster.trainjob import trainjob_keys
+from cong.cluster.trainjob_run import trainjob_keys
 from cong.config import Config
 
 

@@ -1,4 +1,5 @@
-"""Multi-node training through a Kubeflow Trainer v2 TrainJob (cong.cluster.trainjob, components/trainjob).
+"""Multi-node training through a Kubeflow Trainer v2 TrainJob (cong/cluster/: trainjob, kube, trainjob_run;
+components/trainjob).
 
 There is no Kubernetes cluster here. The tests speak the real protocols instead:
 - the Kubernetes API: a local HTTP server on 127.0.0.1 implements the endpoints the library calls (custom
@@ -23,25 +24,24 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+from cong.cluster.kube import Cluster
 from cong.cluster.trainjob import (
     API_VERSION,
     NAME_MAX,
     NEEDED,
     PLURAL,
     RUN_ANNOTATION,
-    SFT_METHODS,
-    Cluster,
     TaskSettings,
-    delete_jobs,
     job_name,
     manifest,
     trainer_command,
-    trainjob_keys,
 )
+from cong.cluster.trainjob_run import delete_jobs, trainjob_keys
 from cong.config import load_config
 from cong.errors import CongError
 from cong.storage.folders import localize, publish_dir
 from cong.storage.s3 import ensure_bucket
+from cong.vocabulary import SFT_METHODS
 from pipelines.compile import COMMITTED, compile_pipeline
 from tests.conftest import role_rules
 

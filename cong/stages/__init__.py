@@ -1,4 +1,3 @@
-"""The pipeline's stages, each a plain function from input paths/ids to output paths plus metrics.
-
-Names are the pipeline's vocabulary: weak_align, cd_sample, sft, strong_sample, pair, dpo, evaluate.
-"""
+"""The pipeline's stages, one file each (its name in cong.vocabulary): `step`, what its component calls (config
+parameter and artifact paths in, metrics and lineage metadata out), the stage function it runs, and for a training
+stage `train`, its entry on every rank (launch.py). step.py holds what every step shares."""

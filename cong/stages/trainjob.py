@@ -1,4 +1,4 @@
-"""trainjob: sft or dpo on several nodes, as a Kubeflow TrainJob (cong.cluster.trainjob), and the run's exit handler
+"""trainjob: sft or dpo on several nodes, as a Kubeflow TrainJob (cong.cluster.trainjob_run), and the run's exit handler
 that deletes the TrainJobs a run may leave."""
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ def step(
     method: str = "",
     model_store: str = "",
 ) -> StepResult:
-    """sft or dpo on several nodes, as a Kubeflow TrainJob (cong.cluster.trainjob); `task_config` is the task's
+    """sft or dpo on several nodes, as a Kubeflow TrainJob (cong.cluster.trainjob_run); `task_config` is the task's
     dsl.TaskConfig, `output` the name and local folder of the trained model."""
-    from cong.cluster.trainjob import TaskSettings, job_name, run_stage
+    from cong.cluster.trainjob import TaskSettings, job_name
+    from cong.cluster.trainjob_run import run_stage
 
     cfg = config_from_dict(config)
     target = model_dir(output[1], model_store)
@@ -67,6 +68,6 @@ def trained_with(cfg: Config, stage: str, method: str) -> dict[str, Any]:
 
 def delete_trainjobs(run_id: str, keys: list[list[str]]) -> list[str]:
     """The run's exit handler: delete the TrainJobs its training stages may have left (by name)."""
-    from cong.cluster.trainjob import delete_jobs
+    from cong.cluster.trainjob_run import delete_jobs
 
     return delete_jobs(run_id, keys)

@@ -178,7 +178,7 @@ def cluster_problems(cfg: Config) -> list[str]:
     multi_node = [stage for stage, r in cfg.resources.items() if r.nodes > 1]
     if not multi_node:
         return []
-    from cong.cluster.trainjob import Cluster
+    from cong.cluster.kube import Cluster
 
     try:
         problems = Cluster.connect().prerequisite_problems()
