@@ -139,7 +139,18 @@ def object_store(root: Path, endpoint: str | None):
 
 def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: str | None = None) -> dict:
     """Run the whole pipeline locally, its inputs and outputs through S3-compatible storage (embedded by
-    default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`."""
+    default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`.
+
+    Nothing it starts (the embedded store, the tasks, the testbed build) outlives it, however this process ends:
+    a watchdog ends them when it is killed (cong.watchdog).
+    """
+    from cong.watchdog import guard
+
+    with guard():
+        return _run_local(cfg, out_dir, verbose, s3_endpoint)
+
+
+def _run_local(cfg: Config, out_dir: Path, verbose: bool, s3_endpoint: str | None) -> dict:
     from cong.evaluation.diagnostics import run_diagnostics
     from cong.evaluation.report import build_report
     from cong.storage.lineage import LINEAGE_FILE, collect
