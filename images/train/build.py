@@ -283,22 +283,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wheels", default=os.environ.get("TORCH_WHEELS") or None, help="folder of the torch CPU wheel"
     )
-    parser.add_argument("--check-only", action="store_true", help="check the built image against the lock")
     args = parser.parse_args(argv)
     try:
         engine = choose_engine(args.engine)
         env = engine_environment(engine, Path(os.environ.get("CONG_CACHE_DIR") or ROOT / ".cache"))
         variant = choose_variant(args.variant, engine, env)
         image = f"{args.image}:{args.tag}" + ("-cpu" if variant == "cpu" else "")
-        if not args.check_only:
-            wheels = None
-            if variant == "cpu":
-                wheels = torch_wheel_folder(args.wheels)
-                make_cpu_base(engine, env)
-            started = time.monotonic()
-            if run(build_command(engine, variant, image, wheels), cwd=ROOT, env=env).returncode != 0:
-                raise BuildError(f"building {image} failed (the engine's output is above)", 1)
-            print(f"build.py: built {image} ({variant}) in {time.monotonic() - started:.1f} s", flush=True)
+        wheels = None
+        if variant == "cpu":
+            wheels = torch_wheel_folder(args.wheels)
+            make_cpu_base(engine, env)
+        started = time.monotonic()
+        if run(build_command(engine, variant, image, wheels), cwd=ROOT, env=env).returncode != 0:
+            raise BuildError(f"building {image} failed (the engine's output is above)", 1)
+        print(f"build.py: built {image} ({variant}) in {time.monotonic() - started:.1f} s", flush=True)
         check_image(engine, image, variant, args.tag, env)
     except BuildError as error:
         print(f"build.py: {error}", file=sys.stderr)
