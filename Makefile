@@ -43,8 +43,9 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-# The runs that take several minutes each (e.g. the cross-family pipeline); CI runs them after `make test`.
-test-extended: $(STAMP) qemu
+# The runs that take several minutes each (e.g. the cross-family pipeline, the micro pipeline in the training image);
+# CI runs them after `make test`. The image is built (or brought up to date with the sources) first.
+test-extended: $(STAMP) qemu engine image
 	$(BIN)/python -m pytest -q -m extended $(PYTEST_ARGS)
 
 # Debian's QEMU user-mode emulator, under which tests/test_testbed.py builds a world on another CPU; installed once.
@@ -75,7 +76,7 @@ clean:
 IMAGE ?= $(shell sed -n 's/^IMAGE = "\(.*\)"$$/\1/p' components/image.py)
 TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' cong/__init__.py)
 
-.PHONY: image image-lock
+.PHONY: image image-lock engine
 
 image:
 	$(PYTHON) images/train/build.py --image $(IMAGE) --tag $(TAG)
@@ -83,3 +84,12 @@ image:
 # Re-pins images/train/requirements*.txt to the versions installed in .venv (where `make test` passes).
 image-lock: $(STAMP)
 	$(BIN)/python images/train/lock.py
+
+# A container engine: docker where its daemon answers, else Debian's podman with what the CPU image needs on a machine
+# without a registry (runc, mmdebstrap for its base, uidmap); installed once.
+engine:
+	@{ command -v docker >/dev/null && docker info >/dev/null 2>&1; } || \
+	{ command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null; } || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends podman runc mmdebstrap uidmap; }

@@ -9,5 +9,5 @@ from cong import __version__
 
 IMAGE = "cong-train"
 BASE_IMAGE = f"{IMAGE}:{__version__}"
-# The user the image runs as (USER in images/train/Dockerfile): every pod's securityContext names it.
-IMAGE_UID = 10001
+# The image `make image` builds where no registry answers, for `cong run --local --runner container`.
+LOCAL_IMAGE = f"{BASE_IMAGE}-cpu"

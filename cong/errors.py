@@ -61,9 +61,10 @@ def stage_step(step: Step) -> Step:
             raise
         except Exception as exc:
             paths = [a for a in (*args, *kwargs.values()) if isinstance(a, str) and a.startswith("/")]
-            where = getattr(exc, "filename", None) or full_filesystem(paths)
-            if not (disk_full(exc) or where):
-                raise
+            full = full_filesystem(paths)
+            if not (disk_full(exc) or full):
+                raise  # any other error, a denied or read-only write among them, as it is
+            where = getattr(exc, "filename", None) or full
             raise CongError(
                 f"{stage}: the disk filled up{f' writing {where}' if where else ''} ({exc}). No partial "
                 "output was kept. Free space or give the stage more (its pod's ephemeral storage, or the volume "

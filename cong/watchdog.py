@@ -7,7 +7,10 @@ a zombie), it sends SIGTERM to every noted process still alive, then SIGKILL to 
 exits. A process that ends normally stops the watchdog first (`guard` does), so only an abrupt end leaves the work
 to it. Start times make a reused pid safe: a process that merely got an old pid is not touched.
 
-    python -m cong.watchdog PID     guard PID (what `guard` starts)
+What is not a descendant, a container that a container engine's monitor keeps running once the client that started
+it is gone, is ended by a cleanup command that the watchdog runs last (and `guard` runs on a normal end too).
+
+    python -m cong.watchdog PID [CLEANUP...]     guard PID, then run CLEANUP (what `guard` starts)
 """
 
 from __future__ import annotations
@@ -74,8 +77,8 @@ def end(processes: dict[int, int], grace_s: float = GRACE_S) -> None:
             return
 
 
-def watch(pid: int, poll_s: float = POLL_S) -> None:
-    """Note `pid`'s descendants until it is gone, then end them."""
+def watch(pid: int, cleanup: list[str] | None = None, poll_s: float = POLL_S) -> None:
+    """Note `pid`'s descendants until it is gone, then end them and run `cleanup`."""
     own = os.getpid()
     noted: dict[int, int] = {}
     while alive(pid):
@@ -83,13 +86,16 @@ def watch(pid: int, poll_s: float = POLL_S) -> None:
         noted.pop(own, None)
         time.sleep(poll_s)
     end(noted)
+    if cleanup:
+        subprocess.run(cleanup, stdin=subprocess.DEVNULL, capture_output=True)
 
 
 @contextlib.contextmanager
-def guard() -> Iterator[None]:
-    """While the block runs, a watchdog ends this process's descendants if this process is killed."""
+def guard(cleanup: list[str] | None = None) -> Iterator[None]:
+    """While the block runs, a watchdog ends this process's descendants, then runs `cleanup`, if this process is
+    killed. `cleanup` also runs when the block ends, however it ends."""
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "cong.watchdog", str(os.getpid())],
+        [sys.executable, "-m", "cong.watchdog", str(os.getpid()), *(cleanup or [])],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -98,8 +104,10 @@ def guard() -> Iterator[None]:
     finally:
         watchdog.kill()  # a normal end: what the block started, it stopped itself
         watchdog.wait()
+        if cleanup:
+            subprocess.run(cleanup, stdin=subprocess.DEVNULL, capture_output=True)
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl+C is for the run; the watchdog outlives it
-    watch(int(sys.argv[1]))
+    watch(int(sys.argv[1]), sys.argv[2:])

@@ -16,6 +16,7 @@ from cong.config import Config
 from cong.errors import CongError
 from cong.progress import log
 from cong.vocabulary import STAGES
+from pipelines.container import ContainerRun, container_tasks
 
 RESULT_FILES = ("results.json", "report.html", "responses.jsonl", "training_curves.json")
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
@@ -137,20 +138,32 @@ def object_store(root: Path, endpoint: str | None):
         yield store.settings()
 
 
-def run_local(cfg: Config, out_dir: Path, verbose: bool = False, s3_endpoint: str | None = None) -> dict:
+def run_local(
+    cfg: Config,
+    out_dir: Path,
+    verbose: bool = False,
+    s3_endpoint: str | None = None,
+    runner: str = "subprocess",
+    image: str | None = None,
+) -> dict:
     """Run the whole pipeline locally, its inputs and outputs through S3-compatible storage (embedded by
-    default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`.
+    default); results.json, report.html, responses.jsonl, pipeline.log in `out_dir`. `runner` "container" runs
+    every task in the training image (`image`, default the one `make image` builds here; pipelines.container).
 
-    Nothing it starts (the embedded store, the tasks, the testbed build) outlives it, however this process ends:
-    a watchdog ends them when it is killed (cong.watchdog).
+    Nothing it starts (the embedded store, the tasks, their containers, the testbed build) outlives it, however
+    this process ends: a watchdog ends them when it is killed (cong.watchdog).
     """
+    from components.image import LOCAL_IMAGE
     from cong.watchdog import guard
 
-    with guard():
-        return _run_local(cfg, out_dir, verbose, s3_endpoint)
+    containers = ContainerRun.prepare(image or LOCAL_IMAGE) if runner == "container" else None
+    with guard(containers.cleanup_command() if containers else None):
+        return _run_local(cfg, out_dir, verbose, s3_endpoint, containers)
 
 
-def _run_local(cfg: Config, out_dir: Path, verbose: bool, s3_endpoint: str | None) -> dict:
+def _run_local(
+    cfg: Config, out_dir: Path, verbose: bool, s3_endpoint: str | None, containers: ContainerRun | None
+) -> dict:
     from cong.evaluation.diagnostics import run_diagnostics
     from cong.evaluation.report import build_report
     from cong.storage.lineage import LINEAGE_FILE, collect
@@ -168,7 +181,7 @@ def _run_local(cfg: Config, out_dir: Path, verbose: bool, s3_endpoint: str | Non
     os.environ["TMPDIR"] = str(out_dir / "tmp")
     with object_store(out_dir / "objectstore", s3_endpoint) as settings:
         run_cfg, inputs = import_inputs(cfg, settings)
-        run_root = _run_pipeline(run_cfg, out_dir, verbose)
+        run_root = _run_pipeline(run_cfg, out_dir, verbose, containers)
         for name in RESULT_FILES:
             shutil.copyfile(run_root / "evaluate" / "results" / name, out_dir / name)
         results = json.loads((out_dir / "results.json").read_text())
@@ -209,8 +222,9 @@ def _gates(cfg: Config, run_root: Path) -> list[dict]:
     return world + [g for found in pair for g in found]
 
 
-def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool) -> Path:
-    """The DAG through kfp.local; returns the run's folder under out_dir/kfp."""
+def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool, containers: ContainerRun | None) -> Path:
+    """The DAG through kfp.local, each task a subprocess or, given `containers`, a container; returns the run's
+    folder under out_dir/kfp."""
     from kfp import local
 
     from pipelines.pipeline import PIPELINE_NAME, build_pipeline
@@ -219,15 +233,18 @@ def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool) -> Path:
     _resolve_artifact_oneof()
     # kfp.local gives WORKSPACE_PATH_PLACEHOLDER this folder and deletes it when the run ends, as KFP does the
     # run's workspace PVC; the stages publish the models the run evaluates before that (cong.storage.handoff).
-    workspace = str(out_dir / "workspace") if cfg.artifacts.store == "workspace" else None
+    workspace = out_dir / "workspace" if cfg.artifacts.store == "workspace" else None
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
-        workspace_root=workspace,
+        workspace_root=str(workspace) if workspace else None,
         raise_on_error=True,
     )
     log_path = out_dir / "pipeline.log"
-    with log_path.open("w") as log_file:
+    with log_path.open("w") as log_file, contextlib.ExitStack() as stack:
+        if containers:
+            containers.hand_over(root, workspace)
+            stack.enter_context(container_tasks(containers))
         log_to = FilteredLog(log_file, sys.stdout, verbose)
         try:
             with contextlib.redirect_stdout(log_to), contextlib.redirect_stderr(log_to):
@@ -238,7 +255,8 @@ def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool) -> Path:
             if log_to.user_errors:
                 raise CongError(f"{log_to.user_errors[-1]} (full log: {log_path})") from None
             tail = "\n".join(log_to.tail[-25:])
-            raise PipelineFailed(f"{exc}\n--- last lines of {log_path} ---\n{tail}") from None
+            reason = containers.failures[-1] if containers and containers.failures else exc
+            raise PipelineFailed(f"{reason}\n--- last lines of {log_path} ---\n{tail}") from None
     return sorted(root.glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)[-1]
 
 

@@ -28,7 +28,6 @@ from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
 from components.icl_refine.component import icl_refine
-from components.image import IMAGE_UID
 from components.merge_shards.component import merge_of
 from components.not_selected.component import not_selected
 from components.pair.component import pair
@@ -42,6 +41,7 @@ from components.weak_sample_shard.component import weak_sample_shard
 from components.wsd.component import wsd
 from components.wspo.component import wspo
 from cong.config import Config, seconds
+from cong.containers import IMAGE_UID
 from cong.vocabulary import RESUMABLE_STAGES, SAMPLING_STAGES, TRAINING_STAGES
 from pipelines import handoff
 from pipelines.trainjob import multi_node, with_trainjob_cleanup

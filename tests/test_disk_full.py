@@ -97,3 +97,23 @@ def test_resume_passes_over_a_checkpoint_whose_save_was_cut_short(tmp_path):
             (folder / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_a_denied_or_read_only_write_is_not_taken_for_a_full_disk(tmp_path):
+    """Only a full disk becomes the disk-full message: an error that merely names a file (a write denied, or refused by
+    a read-only root filesystem as in a pod) reaches the user as itself."""
+    from cong.errors import CongError, stage_step
+
+    def step(out: str):
+        raise PermissionError(13, "Permission denied", out)
+
+    step.__module__ = "cong.stages.plan"
+    with pytest.raises(PermissionError):
+        stage_step(step)(str(tmp_path / "out"))
+
+    def full(out: str):
+        raise OSError(28, "No space left on device", out)
+
+    full.__module__ = "cong.stages.plan"
+    with pytest.raises(CongError, match="plan: the disk filled up writing"):
+        stage_step(full)(str(tmp_path / "out"))

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from components.image import BASE_IMAGE, IMAGE
+from cong.containers import pod_constraints, source_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "images" / "train"
@@ -239,9 +240,11 @@ def test_make_image_builds_the_image_the_components_name_and_checks_it_against_t
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
     assert calls[0] == "info", "docker only when its daemon answers"
-    assert f"build -f images/train/Dockerfile -t {BASE_IMAGE} ." in calls
+    label = f"--label cong.source={source_digest(ROOT)}"
+    assert f"build -f images/train/Dockerfile -t {BASE_IMAGE} {label} ." in calls
     assert f"run --rm {BASE_IMAGE} python -m pip check" in calls
-    pod = "--read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges"
+    pod = " ".join(pod_constraints("docker"))
+    assert "--user=10001:10001" in pod and "--read-only" in pod and "--cap-drop=ALL" in pod
     assert f"run --rm {pod} {BASE_IMAGE} python -m cong.stages.launch --help" in calls
     assert "every package as the lock pins it" in result.stdout
     assert not (tmp_path / "podman.args").exists(), "docker first when both are installed"
@@ -261,7 +264,7 @@ def test_make_image_takes_image_and_tag_and_falls_back_to_podman_with_this_machi
     result = _make(
         tmp_path, {"podman": str(log)}, "IMAGE=registry.example.com/ml/cong-train", "TAG=rc1", "VARIANT=cuda"
     )
-    assert "build -f images/train/Dockerfile -t registry.example.com/ml/cong-train:rc1 ." in log.read_text()
+    assert "build -f images/train/Dockerfile -t registry.example.com/ml/cong-train:rc1 --label" in log.read_text()
     conf = (tmp_path / "cache" / "containers" / "containers.conf").read_text()
     assert re.search(r'default_ulimits = \["nofile=\d+:\d+", "nproc=\d+:\d+"\]', conf), conf
     assert "runc" not in conf, "runc is named only where it is installed (this PATH has none)"

@@ -13,9 +13,9 @@ from cong.watchdog import _stat, alive, descendants, end
 from tests.conftest import MICRO
 
 KILLED_PARENT = """
-import os, signal, subprocess, time
+import os, signal, subprocess, sys, time
 from cong.watchdog import guard
-with guard():
+with guard(sys.argv[1:] or None):
     children = [
         subprocess.Popen(["sleep", "300"]),
         subprocess.Popen(["sleep", "300"], start_new_session=True),  # as the embedded store starts
@@ -28,11 +28,11 @@ with guard():
 """
 
 
-def killed_parent() -> tuple[subprocess.Popen, dict[int, int]]:
-    """A process that starts children under `guard`, and everything it started (pid: start time); it kills
-    itself with SIGKILL once `proc.stdin` gets a line."""
+def killed_parent(*cleanup: str) -> tuple[subprocess.Popen, dict[int, int]]:
+    """A process that starts children under `guard` (with `cleanup`), and everything it started (pid: start time);
+    it kills itself with SIGKILL once `proc.stdin` gets a line."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", KILLED_PARENT, *cleanup], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     proc.stdout.readline()
     return proc, descendants(proc.pid)
@@ -60,6 +60,27 @@ def test_a_killed_process_leaves_nothing_it_started():
     assert sum("sleep 300" in _cmdline(pid) for pid in work) == 4, work  # two sleeps, a shell and its sleep
     kill(proc)
     assert _gone(work, 15) == {}
+
+
+def test_the_cleanup_runs_once_what_was_started_has_ended(tmp_path):
+    """What no process tree holds (a container kept by its engine's monitor) is left to the cleanup command, which
+    the watchdog runs after ending the killed process's descendants."""
+    done, pids = tmp_path / "cleaned", tmp_path / "pids"
+    check = (
+        "from pathlib import Path; from cong.watchdog import alive; "
+        f"left = [p for p in Path('{pids}').read_text().split() if alive(int(p))]; "
+        f"Path('{done}').write_text(' '.join(left))"
+    )
+    proc, tree = killed_parent(sys.executable, "-c", check)
+    work = {pid: start for pid, start in tree.items() if "cong.watchdog" not in _cmdline(pid)}
+    pids.write_text(" ".join(map(str, work)))
+    assert not done.exists()
+    kill(proc)
+    assert _gone(work, 15) == {}
+    deadline = time.monotonic() + 10
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert done.exists() and done.read_text() == "", "the cleanup ran, after the sleeps had ended"
 
 
 def test_a_reused_pid_is_left_alone():

@@ -39,6 +39,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cong.containers import WRITABLE
+
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
 PLURAL = "trainjobs"
@@ -90,8 +92,6 @@ SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-# What a trainer writes outside its inputs and outputs: temporary files, and caches under the image's HOME.
-WRITABLE = {"tmp": "/tmp", "home": "/home/cong"}
 
 
 def job_name(run_id: str, stage: str, method: str = "") -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,18 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # cong.containers: standard library only, like this script
+
+from cong.containers import (  # noqa: E402
+    SOURCE_LABEL,
+    choose_engine,
+    engine_environment,
+    image_exists,
+    pod_constraints,
+    source_digest,
+)
+from cong.errors import CongError  # noqa: E402
+
 DOCKERFILE = "images/train/Dockerfile"
 LOCKS = (ROOT / "images/train/requirements.txt", ROOT / "images/train/requirements-source.txt")
 CPU_BASE = "localhost/cong-base:bookworm"
@@ -34,7 +45,6 @@ SUITE = "bookworm"
 # Wheels only the CUDA build of torch loads; the cpu variant leaves them out (the Dockerfile's grep, the same list).
 CUDA_ONLY = re.compile(r"^(nvidia-|cuda-|triton$)")
 REGISTRY = "https://registry-1.docker.io/v2/"
-POD_CONSTRAINTS = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
 
 class BuildError(Exception):
@@ -61,46 +71,6 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 # ----------------------------------------------------------------------------------------------------- engine
-
-
-def choose_engine(named: str | None) -> str:
-    """CONTAINER_ENGINE if given; else docker when its daemon answers; else podman."""
-    if named:
-        if shutil.which(named) is None:
-            raise BuildError(f"CONTAINER_ENGINE={named} is not installed")
-        return named
-    if shutil.which("docker") and run(["docker", "info"], capture_output=True, timeout=30).returncode == 0:
-        return "docker"
-    if shutil.which("podman"):
-        return "podman"
-    raise BuildError(
-        "make image needs a container engine: install docker or podman (Debian: apt-get install podman runc "
-        "mmdebstrap uidmap), or name one with CONTAINER_ENGINE=..."
-    )
-
-
-def engine_environment(engine: str, cache: Path) -> dict[str, str]:
-    """The environment to call `engine` with. For podman, unless CONTAINERS_CONF is set: runc as the runtime
-    where installed (crun cannot set the open-files limit without CAP_SYS_RESOURCE, nor use hybrid cgroups) and
-    default ulimits no higher than this process's hard limits, which an unprivileged root cannot raise."""
-    env = dict(os.environ)
-    if os.path.basename(engine) != "podman" or "CONTAINERS_CONF" in env:
-        return env
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-    nproc = 32768 if nproc == resource.RLIM_INFINITY else min(nproc, 32768)
-    lines = ["[containers]", f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]']
-    if shutil.which("runc"):
-        lines += ["[engine]", 'runtime = "runc"']
-    conf = cache / "containers" / "containers.conf"
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text("\n".join(lines) + "\n")
-    env["CONTAINERS_CONF"] = str(conf)
-    return env
-
-
-def image_exists(engine: str, image: str, env: dict[str, str]) -> bool:
-    return run([engine, "image", "inspect", image], capture_output=True, env=env).returncode == 0
 
 
 def registry_answers(url: str = REGISTRY, timeout: float = 5.0) -> bool:
@@ -208,7 +178,7 @@ def locked() -> dict[str, str]:
 
 
 def build_command(engine: str, variant: str, image: str, wheels: Path | None) -> list[str]:
-    command = [engine, "build", "-f", DOCKERFILE, "-t", image]
+    command = [engine, "build", "-f", DOCKERFILE, "-t", image, "--label", f"{SOURCE_LABEL}={source_digest(ROOT)}"]
     if variant == "cpu":
         command += [
             "--build-arg",
@@ -265,7 +235,7 @@ def check_image(engine: str, image: str, variant: str, version: str, env: dict[s
         raise BuildError(f"{image} is not the lock (images/train/requirements*.txt):\n  " + "\n  ".join(drift), 1)
     # As the pods run it: its own user, a read-only root filesystem with a writable /tmp, no capabilities.
     smoke = run(
-        [engine, "run", "--rm", *POD_CONSTRAINTS, image, "python", "-m", "cong.stages.launch", "--help"],
+        [engine, "run", "--rm", *pod_constraints(engine), image, "python", "-m", "cong.stages.launch", "--help"],
         capture_output=True,
         env=env,
     )
@@ -301,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as error:
         print(f"build.py: {error}", file=sys.stderr)
         return error.exit_code
+    except CongError as error:
+        print(f"build.py: {error}", file=sys.stderr)
+        return CongError.exit_code
     return 0
 
 

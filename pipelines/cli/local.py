@@ -22,7 +22,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     cfg = load(args)
     out = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    results = run_local(cfg, out, verbose=args.verbose, s3_endpoint=args.s3_endpoint)
+    results = run_local(
+        cfg, out, verbose=args.verbose, s3_endpoint=args.s3_endpoint, runner=args.runner, image=args.image
+    )
     print(f"\n{format_table(results)}\n{decoding_note(results)}\n")
     if results.get("alpha_sweep"):
         print(f"alpha sweep (contrastive decoding on {results['alpha_sweep'][0]['prompts']} eval prompts):")
@@ -115,6 +117,15 @@ def register(sub) -> None:
         help="use this S3-compatible server (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) instead "
         "of starting the embedded one",
     )
+    run.add_argument(
+        "--runner",
+        choices=["subprocess", "container"],
+        default="subprocess",
+        help="subprocess: each task a process of this environment (default); container: each task in the training "
+        "image, as a Kubeflow pod runs it (its own user, read-only root filesystem, no capabilities; `make image` "
+        "builds it; the engine: CONTAINER_ENGINE, else docker when its daemon answers, else podman)",
+    )
+    run.add_argument("--image", help="the image of --runner container (default: the one `make image` builds here)")
     run.set_defaults(func=cmd_run)
 
     study = sub.add_parser(
