@@ -26,6 +26,7 @@ from pathlib import Path
 from cong.containers import (
     IMAGE_UID,
     SOURCE_LABEL,
+    WRITABLE,
     choose_engine,
     engine_environment,
     image_exists,
@@ -95,9 +96,13 @@ class ContainerRun:
             return [f"--userns=keep-id:uid={IMAGE_UID},gid={IMAGE_UID}"]
         return []
 
+    def task_environment(self, env_vars: dict[str, str]) -> dict[str, str]:
+        """A task's variables: those of this process that PASSED_ENV names, then the compiled pipeline's."""
+        return {**{k: v for k, v in os.environ.items() if PASSED_ENV.match(k)}, **env_vars}
+
     def command(self, full_command: list[str], env_vars: dict[str, str], name: str) -> list[str]:
-        """The engine's `run` for one task: its command as the compiled pipeline gives it."""
-        env = {**{k: v for k, v in os.environ.items() if PASSED_ENV.match(k)}, **env_vars}
+        """The engine's `run` for one task: its command as the compiled pipeline gives it. Variables are named, not
+        given: the engine takes their values from its own environment, so no credential shows in a process list."""
         mounts = [f"--volume={self.pipeline_root}:{self.pipeline_root}:rw"]
         if self.workspace is not None:
             mounts.append(f"--volume={self.workspace}:{WORKSPACE_MOUNT_PATH}:rw")
@@ -111,7 +116,7 @@ class ContainerRun:
             *pod_constraints(self.engine),
             *self.user_mapping(),
             *mounts,
-            *(f"--env={key}={value}" for key, value in sorted(env.items())),
+            *(f"--env={key}" for key in sorted(self.task_environment(env_vars))),
             self.image,
             *full_command,
         ]
@@ -125,20 +130,21 @@ class ContainerTaskHandler:
     """kfp.local's task handler interface (kfp.local.task_handler_interface.ITaskHandler) for a ContainerRun."""
 
     def __init__(self, image: str, full_command: list[str], pipeline_root: str, runner, env_vars=None, *, run):
-        self.full_command, self.env_vars, self.run_ = full_command, env_vars or {}, run
+        self.full_command, self.env_vars, self.containers = full_command, env_vars or {}, run
 
     def run(self):
         from kfp.local import status
 
-        missing_before = _expected_outputs(self.full_command)
-        task = _task_name(missing_before) or "task"
-        name = f"cong-{self.run_.token}-{task}-{uuid.uuid4().hex[:6]}"
+        run = self.containers
+        expected = _expected_outputs(self.full_command)
+        task = _task_name(expected) or "task"
+        name = f"cong-{run.token}-{task}-{uuid.uuid4().hex[:6]}"
         proc = subprocess.Popen(
-            self.run_.command(self.full_command, self.env_vars, name),
+            run.command(self.full_command, self.env_vars, name),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=self.run_.engine_env,
+            env={**run.engine_env, **run.task_environment(self.env_vars)},
             bufsize=1,
         )
         read_only = None
@@ -147,20 +153,20 @@ class ContainerTaskHandler:
             read_only = read_only or READ_ONLY.search(line)
         code = proc.wait()
         if code == 0:
-            missing = [path for path in missing_before if not Path(path).exists()]
+            missing = [path for path in expected if not Path(path).exists()]
             if not missing:
                 return status.Status.SUCCESS
             reason = f"exited 0 in the container but did not write {', '.join(missing)}"
         elif read_only:
             reason = (
-                f"wrote {read_only.group(1)}, outside the paths a pod may write (/tmp, /home/cong, its inputs and "
-                f"outputs): the image's root filesystem is read-only, as a pod's is (exit status {code})"
+                f"wrote {read_only.group(1)}, outside the paths a pod may write ({', '.join(WRITABLE.values())}, its "
+                f"inputs and outputs): the image's root filesystem is read-only, as a pod's is (exit status {code})"
             )
         elif code in (125, 126, 127):
-            reason = f"{self.run_.engine} could not start it in {self.run_.image} (exit status {code})"
+            reason = f"{run.engine} could not start it in {run.image} (exit status {code})"
         else:
             reason = f"failed in the container (exit status {code})"
-        self.run_.failures.append(f"task {task} {reason}")
+        run.failures.append(f"task {task} {reason}")
         return status.Status.FAILURE
 
 
@@ -175,7 +181,8 @@ def _expected_outputs(full_command: list[str]) -> list[str]:
     for artifacts in outputs.get("artifacts", {}).values():
         for artifact in artifacts.get("artifacts", []):
             # Metrics artifacts live in the executor output's metadata; KFP writes no file for them.
-            if not artifact.get("type", {}).get("schemaTitle", "").endswith("Metrics") and artifact["uri"].startswith("/"):
+            metrics = artifact.get("type", {}).get("schemaTitle", "").endswith("Metrics")
+            if not metrics and artifact["uri"].startswith("/"):
                 files.append(artifact["uri"])
     return files
 

@@ -79,10 +79,13 @@ def test_a_task_gets_the_stores_settings_and_nothing_else_of_this_environment(mo
     monkeypatch.setenv("CONG_S3_ADDRESSING", "path")
     monkeypatch.setenv("TMPDIR", "/runs/r/tmp")
     monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/this-machine.pem")
-    command = ContainerRun("docker", "i", {}, Path("/p")).command(["true"], {"FROM_SPEC": "1"}, "n")
-    env = sorted(a.removeprefix("--env=") for a in command if a.startswith("--env="))
-    expected = ["AWS_ENDPOINT_URL_S3=http://127.0.0.1:9", "AWS_SECRET_ACCESS_KEY=s", "CONG_S3_ADDRESSING=path"]
-    assert [e for e in env if not e.startswith(("HF_HUB", "TOKENIZERS"))] == expected + ["FROM_SPEC=1"]
+    run = ContainerRun("docker", "i", {}, Path("/p"))
+    env = run.task_environment({"FROM_SPEC": "1"})
+    expected = {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_SECRET_ACCESS_KEY": "s", "CONG_S3_ADDRESSING": "path"}
+    assert {k: v for k, v in env.items() if not k.startswith(("HF_HUB", "TOKENIZERS"))} == expected | {"FROM_SPEC": "1"}
+    command = run.command(["true"], {"FROM_SPEC": "1"}, "n")
+    assert sorted(a.removeprefix("--env=") for a in command if a.startswith("--env=")) == sorted(env)
+    assert not any("=s" in a or "127.0.0.1:9" in a for a in command), "names only: no value in the process list"
     assert not any(a.startswith("--userns") for a in command), "docker: the run's folders are handed over instead"
     assert f"--tmpfs=/tmp:rw,uid={IMAGE_UID},gid={IMAGE_UID}" in command
 
