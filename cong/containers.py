@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -37,9 +38,10 @@ def pod_constraints(engine: str) -> list[str]:
     ]
 
 
-# What images/train/Dockerfile copies of the source tree into the image (as .dockerignore lets it), and the label
-# that records their digest on the image, so that a local run can tell an image built from other sources.
-SOURCES = ("pyproject.toml", "README.md", "cong", "components", "pipelines")
+# What images/train/Dockerfile copies of the source tree into the image (as .dockerignore lets it) and the code
+# depends on (README.md goes in too, as the package's description), and the label that records their digest on the
+# image, so that a local run can tell an image built from other code.
+SOURCES = ("pyproject.toml", "cong", "components", "pipelines")
 SOURCE_LABEL = "cong.source"
 
 
@@ -66,6 +68,22 @@ def image_label(engine: str, image: str, label: str, env: dict[str, str]) -> str
     )
     value = inspected.stdout.strip()
     return value if inspected.returncode == 0 and value not in ("", "<no value>") else None
+
+
+def canonical(name: str) -> str:
+    """A Python package's name as pip compares names (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_packages(locks: list[Path]) -> dict[str, str]:
+    """name -> version of each `name==version` line of the image's lock files (images/train/requirements*.txt)."""
+    pins: dict[str, str] = {}
+    for lock in locks:
+        for line in lock.read_text().splitlines():
+            if line and not line.startswith("#"):
+                name, version = line.split("==")
+                pins[canonical(name)] = version
+    return pins
 
 
 def choose_engine(named: str | None) -> str:

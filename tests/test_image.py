@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from components.image import BASE_IMAGE, IMAGE
-from cong.containers import pod_constraints, source_digest
+from cong.containers import canonical, pod_constraints, source_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "images" / "train"
@@ -32,10 +32,6 @@ DOCKERFILE = TRAIN / "Dockerfile"
 LOCKS = (TRAIN / "requirements.txt", TRAIN / "requirements-source.txt")
 PIN = re.compile(r"^([a-z0-9]+(?:-[a-z0-9]+)*)==(\d+(?:\.\d+)*(?:(?:a|b|rc|\.post)\d+)?)$")
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|clang|make|build-essential|cmake|[a-z0-9.+-]+-dev)\b")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def instructions() -> list[tuple[str, str]]:

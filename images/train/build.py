@@ -29,9 +29,11 @@ sys.path.insert(0, str(ROOT))  # cong.containers: standard library only, like th
 
 from cong.containers import (  # noqa: E402
     SOURCE_LABEL,
+    canonical,
     choose_engine,
     engine_environment,
     image_exists,
+    locked_packages,
     pod_constraints,
     source_digest,
 )
@@ -53,10 +55,6 @@ class BuildError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def dockerfile_default(arg: str) -> str:
@@ -168,13 +166,7 @@ def torch_wheel_folder(named: str | None) -> Path:
 
 
 def locked() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for lock in LOCKS:
-        for line in lock.read_text().splitlines():
-            if line and not line.startswith("#"):
-                name, version = line.split("==")
-                pins[canonical(name)] = version
-    return pins
+    return locked_packages(LOCKS)
 
 
 def build_command(engine: str, variant: str, image: str, wheels: Path | None) -> list[str]:

@@ -22,6 +22,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+from cong.containers import canonical
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = Path(__file__).with_name("requirements.txt")
 SOURCE_LOCK = Path(__file__).with_name("requirements-source.txt")
@@ -42,10 +44,6 @@ HEADER = """\
 # from the versions the test suite passed with, resolved for CPython {python} on Linux x86_64 with torch's CUDA
 # wheels. Do not edit by hand.
 """
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirement_name(requirement: str) -> str:
