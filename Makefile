@@ -44,8 +44,10 @@ chromium:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 # The runs that take several minutes each (e.g. the cross-family pipeline, the micro pipeline in the training image);
-# CI runs them after `make test`. The image is built (or brought up to date with the sources) first.
-test-extended: $(STAMP) qemu engine image
+# CI runs them after `make test`. The CPU image, the one local container runs use, is built (or brought up to date
+# with the code) first.
+test-extended: $(STAMP) qemu engine
+	$(MAKE) image VARIANT=cpu
 	$(BIN)/python -m pytest -q -m extended $(PYTEST_ARGS)
 
 # Debian's QEMU user-mode emulator, under which tests/test_testbed.py builds a world on another CPU; installed once.
