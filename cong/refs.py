@@ -85,16 +85,22 @@ def _gguf_model(ref: str) -> str:
     return str(out)
 
 
+def hf_prompts_file(ref: str) -> Path:
+    """Where the prompts of the dataset reference `ref` (hf:org/name[:split]) are cached once loaded."""
+    from cong.testbed.build import cache_root
+
+    return cache_root() / "datasets" / (hashlib.sha256(ref.encode()).hexdigest()[:16] + ".jsonl")
+
+
 def _hf_prompts(ref: str) -> str:
     """Prompts of a Hugging Face dataset with a `prompt` column, written once to the local cache."""
     from datasets import load_dataset
 
     from cong.data import write_jsonl
-    from cong.testbed.build import cache_root
 
     name, _, split = ref.removeprefix("hf:").partition(":")
     split = split or "train"
-    out = cache_root() / "datasets" / (hashlib.sha256(ref.encode()).hexdigest()[:16] + ".jsonl")
+    out = hf_prompts_file(ref)
     if not out.is_file():
         try:
             dataset = load_dataset(name, split=split)

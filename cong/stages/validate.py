@@ -14,6 +14,7 @@ from typing import Any
 from cong.config import Config
 from cong.data import PROMPT_FIELDS, check_jsonl, problem_list
 from cong.errors import CongError
+from cong.hub import hub_problems
 from cong.storage.s3 import S3Settings
 from cong.vocabulary import SHARED_VOCAB_METHODS
 
@@ -26,26 +27,46 @@ def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = Tru
     problems = storage_problems(cfg, storage) if storage is not None else []
     if cluster:
         problems += cluster_problems(cfg)
+    # References to the hub first, in seconds: a model or prompt set the hub will not give is not loaded at all.
+    refs = _references(cfg)
+    unreachable = hub_problems(
+        [r for f, r in refs if f.startswith("models.")], [r for f, r in refs if not f.startswith("models.")]
+    )
+    problems += [f"{field} {ref!r}: {unreachable[ref]}" for field, ref in refs if ref in unreachable]
     tokenizers: dict[str, Any] = {}
     if models:
         for field in ("weak_base", "strong_base", "weak_aligned"):
             ref = getattr(cfg.models, field)
-            if ref is not None:
+            if ref is not None and ref not in unreachable:
                 tokenizer, problem = _model(ref, cfg)
                 if problem:
                     problems.append(f"models.{field} {ref!r}: {problem}")
                 else:
                     tokenizers[field] = tokenizer
         problems += _shared_tokenizer_problems(cfg, tokenizers)
-    problems += _method_problems(cfg)
-    problems += prompt_problems(cfg, tokenizers.get("strong_base"), _context(cfg) if models else None)
+    models_unreachable = any(getattr(cfg.models, f) in unreachable for f in ("weak_base", "strong_base"))
+    if not models_unreachable:  # the methods' checks compare the models' vocabularies
+        problems += _method_problems(cfg)
+    context = _context(cfg) if models and not models_unreachable else None
+    problems += prompt_problems(cfg, tokenizers.get("strong_base"), context, skip=set(unreachable))
     if problems:
         raise CongError(problem_list(f"run {cfg.name!r} cannot start", problems, "Nothing was run or published."))
 
 
-def prompt_problems(cfg: Config, tokenizer: Any = None, context: int | None = None) -> list[str]:
+def _references(cfg: Config) -> list[tuple[str, str]]:
+    """(field, reference) of every model and prompt file the run reads."""
+    refs = [(f"models.{f}", getattr(cfg.models, f)) for f in ("weak_base", "strong_base", "weak_aligned")]
+    refs += [("data.train_prompts", cfg.data.train_prompts), ("data.eval_prompts", cfg.data.eval_prompts)]
+    refs += [(f"stages.evaluate.downstream[{i}].data", t.data) for i, t in enumerate(cfg.stages.evaluate.downstream)]
+    return [(field, ref) for field, ref in refs if ref]
+
+
+def prompt_problems(
+    cfg: Config, tokenizer: Any = None, context: int | None = None, skip: set[str] = frozenset()
+) -> list[str]:
     """Every bad row of the prompt files (train, eval, the downstream tasks'), and prompts longer than the run's
-    lengths leave room for (under `tokenizer`, the strong model's)."""
+    lengths leave room for (under `tokenizer`, the strong model's); files whose reference is in `skip` are not
+    read."""
     from cong.evaluation.downstream import TASK_FIELDS
     from cong.refs import resolve
 
@@ -55,6 +76,8 @@ def prompt_problems(cfg: Config, tokenizer: Any = None, context: int | None = No
         files.append((f"stages.evaluate.downstream[{i}].data", task.data, TASK_FIELDS, (None, "")))
     problems = []
     for field, ref, required, (limit, because) in files:
+        if ref in skip:
+            continue
         try:
             path = resolve(ref, cfg)
             rows, bad = check_jsonl(path, required)

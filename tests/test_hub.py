@@ -1,0 +1,148 @@
+"""References to the Hugging Face Hub fail fast and say what to do (cong.hub, through `cong validate`).
+
+There is no hub here: the tests point HF_ENDPOINT at a closed port (no hub reachable), at a server that never
+answers, and at a local server that answers as the hub's API does for an unknown or gated repository (status and
+`X-Error-Code` header, the protocol huggingface_hub reads), with an empty Hugging Face cache.
+"""
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cong.hub import PROBE_TIMEOUT_S, hub_problems, hub_reference
+
+
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """`gated/*` models are gated, every other repository unknown."""
+
+    def _answer(self):
+        if self.path.startswith("/gated/"):
+            self.send_response(403)
+            self.send_header("X-Error-Code", "GatedRepo")
+        else:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """Yields a function that starts a server on 127.0.0.1 with a handler and returns its URL."""
+    servers = []
+
+    def start(handler) -> str:
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_port}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def validate(tmp_path: Path, raw: dict, endpoint: str, offline: str = "0") -> tuple[subprocess.CompletedProcess, float]:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": offline, "HF_HOME": str(tmp_path / "hf")}
+    env["CONG_CACHE_DIR"] = str(tmp_path / "cache")
+    started = time.monotonic()
+    command = [sys.executable, "-m", "pipelines.cli", "validate", str(config)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    return proc, time.monotonic() - started
+
+
+def test_a_paper_preset_without_hub_access_ends_in_seconds_with_the_fixes(tmp_path):
+    proc, seconds = validate(tmp_path, {"extends": "qwen2.5-3b-to-7b"}, closed_port())
+    assert proc.returncode == 2, proc.stderr
+    assert seconds < 30, seconds
+    assert "Traceback" not in proc.stderr and "Save the model again" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "cannot be reached from here" in line]
+    fields = ("models.weak_base", "models.strong_base", "data.train_prompts", "data.eval_prompts")
+    assert [line.split()[0] for line in lines] == list(fields), proc.stderr
+    for line in lines[:2]:  # the models: a local copy, a mirror, or the cache
+        assert "local model folder or an s3:// URI" in line and "HF_ENDPOINT" in line and "hf download" in line
+    for line in lines[2:]:
+        assert "local prompt file (JSONL)" in line and "HF_ENDPOINT" in line
+
+
+def test_unknown_and_gated_references_are_named_as_such(tmp_path, server):
+    raw = {
+        "extends": "qwen2.5-3b-to-7b",
+        "models": {"weak_base": "gated/llama-3b", "strong_base": "nobody/no-such-model"},
+        "data": {"train_prompts": "hf:nobody/no-such-prompts:train", "eval_prompts": "hf:nobody/no-such-prompts:test"},
+    }
+    proc, seconds = validate(tmp_path, raw, server(FakeHub))
+    assert proc.returncode == 2 and seconds < 30, proc.stderr
+    assert "models.weak_base 'gated/llama-3b': gated/llama-3b is gated on the hub" in proc.stderr
+    assert "HF_TOKEN" in proc.stderr
+    assert "no folder nobody/no-such-model here, and the hub" in proc.stderr
+    assert "has no dataset nobody/no-such-prompts" in proc.stderr
+
+
+def test_a_hub_that_never_answers_is_given_up_on(server, monkeypatch):
+    class Silent(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            time.sleep(PROBE_TIMEOUT_S * 4)
+
+        def log_message(self, *args):
+            pass
+
+    from huggingface_hub import constants
+
+    url = server(Silent)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    started = time.monotonic()
+    found = hub_problems(["org/model"], [])
+    assert time.monotonic() - started < PROBE_TIMEOUT_S + 3
+    assert "cannot be reached from here" in found["org/model"], found
+
+
+def test_offline_the_cache_decides(tmp_path, monkeypatch):
+    """With HF_HUB_OFFLINE, a model in the cache needs nothing more; one that is not there is named."""
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "models--org--cached" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--org--cached" / "refs").mkdir()
+    (tmp_path / "models--org--cached" / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    found = hub_problems(["org/cached", "org/absent"], [])
+    assert list(found) == ["org/absent"]
+    assert "HF_HUB_OFFLINE is set" in found["org/absent"] and "hf download org/absent" in found["org/absent"]
+
+
+def test_only_hub_references_are_probed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "local").mkdir(parents=True)
+    assert hub_reference("org/local", True) is None, "a folder here"
+    assert hub_reference("org/name", True) == ("model", "org/name")
+    assert hub_reference("data/train.jsonl", False) is None, "a prompt file is never a hub model"
+    for ref in ("testbed:weak", "s3://b/m", "gguf:pkg/m.gguf", "./m", "/abs/m"):
+        assert hub_reference(ref, True) is None, ref
+    assert hub_reference("hf:org/ds:train", False) == ("dataset", "org/ds")
