@@ -95,6 +95,12 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
                 if metadata["stage"] == "sft":
                     sft_methods.add(metadata["method"])
     assert sft_methods == set(SFT_METHODS)
+    # evaluate's Metrics, what the Kubeflow UI compares across runs: each row's reward and win rate, with intervals.
+    shown = json.loads((run / "evaluate" / "executor_output.json").read_text())["artifacts"]["metrics"]
+    figures = [f"{f}{s}" for f in ("reward_mean", "win_rate_vs_base") for s in ("", "_ci95_low", "_ci95_high")]
+    assert shown["artifacts"][0]["metadata"] == {
+        f"{m}.{f}": results["methods"][m][f] for m in results["methods"] for f in figures
+    }
     assert len(run_ids) == 1 and "{{" not in run_ids.pop(), "every output names the run, resolved by KFP"
     cfg = load_config(MICRO, overrides={"stages": {"alpha_sweep": {"alphas": [0.0, 0.5, 1.0]}}})
     assert results["settings"] == cfg.training_stages().model_dump(mode="json")

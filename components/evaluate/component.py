@@ -16,7 +16,7 @@ def evaluate(
     cong: Input[Model],
     wsd: Input[Dataset],
     alpha_sweep: Input[Artifact],
-    results: Output[Artifact],
+    results: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
@@ -39,9 +39,10 @@ def evaluate(
         cong: the ConG model.
         wsd: WSD responses on the eval prompts (a decode-time method: no model).
         alpha_sweep: the alpha sweep's points (shown in the report when the sweep ran).
-        results: folder with results.json, responses.jsonl and report.html.
+        results: the whole table: a folder with results.json, responses.jsonl and report.html.
         report: the comparison table and plots as HTML (shown inline in the Kubeflow UI).
-        metrics: `<method>.<metric>` scalars, comparable across runs in the UI.
+        metrics: per method, its reward and win rate over the base with their 95% intervals
+            (`<method>.reward_mean`, `<method>.win_rate_vs_base_ci95_low`, ...), compared across runs in the UI.
         weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.

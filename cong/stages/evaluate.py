@@ -36,6 +36,8 @@ from cong.storage.handoff import follow
 from cong.vocabulary import METHODS
 
 STAGE = "evaluate"
+# The figures of a method's row that its Metrics artifact shows in the Kubeflow UI.
+HEADLINE = ("reward_mean", "win_rate_vs_base")
 
 
 def _joined_responses(path: str, rows: list[dict], method: str, field: str) -> list[str]:
@@ -244,7 +246,15 @@ def step(
         run_settings=cfg.training_stages().model_dump(mode="json"),
     )
     shutil.copyfile(Path(results) / "report.html", report)
-    metrics = {f"{m}.{k}": v for m, row in out["methods"].items() for k, v in row.items()}
+    # The UI's run comparison: the two figures the paper compares methods by, with their intervals, per method. The
+    # whole table (57 figures per method) is in the `results` dataset and the report.
+    metrics = {
+        f"{m}.{figure}": row[figure]
+        for m, row in out["methods"].items()
+        for name in HEADLINE
+        for figure in (name, f"{name}_ci95_low", f"{name}_ci95_high")
+        if figure in row
+    }
     return {
         "metrics": metrics,
         "metadata": {
