@@ -126,15 +126,19 @@ def image_exists(engine: str, image: str, env: dict[str, str]) -> bool:
     return subprocess.run([engine, "image", "inspect", image], capture_output=True, env=env).returncode == 0
 
 
-def remove_labelled(engine: str, label: str, env: dict[str, str] | None = None) -> list[str]:
-    """Remove (forcibly) every container carrying `label` (KEY=VALUE); returns their ids."""
+def labelled(engine: str, label: str, env: dict[str, str] | None = None) -> list[str]:
+    """The ids of every container carrying `label` (KEY or KEY=VALUE), whatever its state."""
     listed = subprocess.run(
         [engine, "ps", "--all", "--quiet", "--filter", f"label={label}"], capture_output=True, text=True, env=env
     )
-    ids = listed.stdout.split()
+    return listed.stdout.split()
+
+
+def remove_labelled(engine: str, label: str, env: dict[str, str] | None = None) -> None:
+    """Remove (forcibly) every container carrying `label`."""
+    ids = labelled(engine, label, env)
     if ids:
         subprocess.run([engine, "rm", "--force", *ids], capture_output=True, env=env)
-    return ids
 
 
 if __name__ == "__main__":

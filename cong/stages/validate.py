@@ -54,9 +54,10 @@ def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = Tru
 
 
 def _references(cfg: Config) -> list[tuple[str, str]]:
-    """(field, reference) of every model and prompt file the run reads."""
-    refs = [(f"models.{f}", getattr(cfg.models, f)) for f in ("weak_base", "strong_base", "weak_aligned")]
-    refs += [("data.train_prompts", cfg.data.train_prompts), ("data.eval_prompts", cfg.data.eval_prompts)]
+    """(field, reference) of every model and prompt file the run reads: its inputs, and the downstream tasks' data."""
+    from cong.storage.publish import INPUT_FIELDS
+
+    refs = [(f"{section}.{name}", getattr(getattr(cfg, section), name)) for section, name in INPUT_FIELDS]
     refs += [(f"stages.evaluate.downstream[{i}].data", t.data) for i, t in enumerate(cfg.stages.evaluate.downstream)]
     return [(field, ref) for field, ref in refs if ref]
 

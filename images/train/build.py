@@ -49,8 +49,8 @@ CUDA_ONLY = re.compile(r"^(nvidia-|cuda-|triton$)")
 REGISTRY = "https://registry-1.docker.io/v2/"
 
 
-class BuildError(Exception):
-    """A message for the user; `exit_code` 2 for bad input, 1 for a failed build or check."""
+class BuildError(CongError):
+    """A message for the user; `exit_code` 2 for bad input (as every CongError), 1 for a failed build or check."""
 
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
@@ -147,7 +147,7 @@ def make_cpu_base(engine: str, env: dict[str, str]) -> None:
 
 def torch_wheel_folder(named: str | None) -> Path:
     """The folder holding the locked torch's CPU wheel for Python 3.11: --wheels, else pip's find-links."""
-    version = locked()["torch"]
+    version = locked_packages(LOCKS)["torch"]
     pattern = f"torch-{version}+cpu-cp311-cp311-*linux*_x86_64.whl"
     folders = [named] if named else os.environ.get("PIP_FIND_LINKS", "").split()
     if not named:
@@ -163,10 +163,6 @@ def torch_wheel_folder(named: str | None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- build, check
-
-
-def locked() -> dict[str, str]:
-    return locked_packages(LOCKS)
 
 
 def build_command(engine: str, variant: str, image: str, wheels: Path | None) -> list[str]:
@@ -187,7 +183,7 @@ def build_command(engine: str, variant: str, image: str, wheels: Path | None) ->
 
 
 def expected_packages(variant: str, version: str) -> dict[str, str]:
-    pins = {name: v for name, v in locked().items() if variant == "cuda" or not CUDA_ONLY.match(name)}
+    pins = {name: v for name, v in locked_packages(LOCKS).items() if variant == "cuda" or not CUDA_ONLY.match(name)}
     if variant == "cpu":
         pins["torch"] += "+cpu"
     return {**pins, "cong": version}
@@ -225,7 +221,8 @@ def check_image(engine: str, image: str, variant: str, version: str, env: dict[s
     drift = lock_drift(freeze.stdout, expected_packages(variant, version))
     if drift:
         raise BuildError(f"{image} is not the lock (images/train/requirements*.txt):\n  " + "\n  ".join(drift), 1)
-    # As the pods run it: its own user, a read-only root filesystem with a writable /tmp, no capabilities.
+    # As the pods run it: its own user, a read-only root filesystem (/tmp and the home folder writable), no
+    # capabilities.
     smoke = run(
         [engine, "run", "--rm", *pod_constraints(engine), image, "python", "-m", "cong.stages.launch", "--help"],
         capture_output=True,
@@ -260,12 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError(f"building {image} failed (the engine's output is above)", 1)
         print(f"build.py: built {image} ({variant}) in {time.monotonic() - started:.1f} s", flush=True)
         check_image(engine, image, variant, args.tag, env)
-    except BuildError as error:
+    except CongError as error:  # BuildError among them
         print(f"build.py: {error}", file=sys.stderr)
         return error.exit_code
-    except CongError as error:
-        print(f"build.py: {error}", file=sys.stderr)
-        return CongError.exit_code
     return 0
 
 
