@@ -117,3 +117,17 @@ def _unreachable(kind: str, repo_id: str, reason: str) -> str:
         f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached from here ({reason}). Fix: {local}; or point "
         f"HF_ENDPOINT at a mirror of the hub{cache}."
     )
+
+
+def hub_revision(repo_id: str) -> str | None:
+    """The commit a hub model id stands for now: the hub's answer, or offline the one this machine's cache holds
+    (None when neither says)."""
+    from huggingface_hub import HfApi, constants
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().model_info(repo_id, timeout=PROBE_TIMEOUT_S).sha
+        except Exception:  # the run's check (hub_problems) has named what stops the hub; the digest is then unknown
+            return None
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None

@@ -17,8 +17,13 @@ from pathlib import Path
 from cong.config import Config
 from cong.errors import CongError
 
+# What an input of the config becomes inside a task that was not given it (cong.stages.step.imported).
+NOT_IMPORTED = "not-imported:"
+
 
 def resolve(ref: str, config: Config) -> str:
+    if ref.startswith(NOT_IMPORTED):
+        refuse(ref)
     if ref.startswith("testbed:"):
         from cong.testbed import TESTBED_REFS, build_testbed
 
@@ -113,3 +118,12 @@ def _hf_prompts(ref: str) -> str:
             ({"id": row.get("prompt_id") or f"{split}-{i}", "prompt": row["prompt"]} for i, row in enumerate(dataset)),
         )
     return str(out)
+
+
+def refuse(ref: str) -> None:
+    """A stage read an input the DAG did not give it: a bug of the pipeline's wiring, named."""
+    stage, _, field = ref.removeprefix(NOT_IMPORTED).partition(":")
+    raise CongError(
+        f"{stage} read the input {field}, which the pipeline does not give it as an artifact: add {field!r} to "
+        f"STAGE_INPUTS[{stage!r}] (cong.vocabulary) and to its component's inputs."
+    )

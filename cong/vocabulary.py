@@ -22,6 +22,7 @@ STAGES = (
     "evaluate",
     "promote",
     "merge_shards",
+    "lineage",
 )
 # Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher.
 METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "cong_s", "cong")
@@ -53,7 +54,7 @@ SHARDED_STAGES = ("weak_sample", "cd_sample", "strong_sample")
 # finished batches.
 RESUMABLE_STAGES = (*TRAINING_STAGES, *SHARDED_STAGES)
 # Stages that never touch a model: one core and no GPU unless the config says otherwise.
-LIGHT_STAGES = ("plan", "pair", "merge_shards")
+LIGHT_STAGES = ("plan", "pair", "merge_shards", "lineage")
 # Stages whose output is a model: in a shared store their artifact is a pointer to the weights.
 MODEL_WRITERS = TRAINING_STAGES
 # Stages that read a model made by the run (through a pointer in a shared store).
@@ -61,3 +62,50 @@ MODEL_READERS = (*SHARDED_STAGES, "dpo", "wspo", "wsd", "alpha_sweep", "evaluate
 # Stages that draw with temperature: a cached result would be a stale draw, not the same computation (promote also
 # reads the champion, which changes between runs).
 SAMPLING_STAGES = ("weak_align", *SHARDED_STAGES, "alpha_sweep", "evaluate", "promote")
+
+# The run's external inputs as (config section, field): each enters the DAG through a dsl.importer, as a Model
+# (the models) or a Dataset (the prompt sets), and the stages read it from that artifact.
+INPUT_FIELDS = (
+    ("models", "weak_base"),
+    ("models", "strong_base"),
+    ("models", "weak_aligned"),
+    ("data", "train_prompts"),
+    ("data", "eval_prompts"),
+)
+MODEL_INPUTS = ("weak_base", "strong_base", "weak_aligned")
+# The external inputs each stage reads, besides the aligned weak model: stages that read that one take it as
+# weak_align's output, or as the imported `models.weak_aligned` when the config supplies it. A stage that reads an
+# input not listed here fails, naming it (cong.inputs.imported).
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "plan": (),
+    "weak_align": ("weak_base", "train_prompts"),
+    "weak_sample": ("weak_base", "train_prompts"),
+    "cd_sample": ("weak_base", "train_prompts"),
+    "merge_shards": ("train_prompts",),
+    "sft": ("strong_base",),
+    "strong_sample": ("train_prompts",),
+    "pair": (),
+    "dpo": (),
+    "auxconf": ("strong_base",),
+    "wspo": ("weak_base", "strong_base"),
+    "icl_refine": ("strong_base",),
+    "wsd": ("strong_base", "train_prompts", "eval_prompts"),
+    "alpha_sweep": ("weak_base", "eval_prompts"),
+    "evaluate": ("weak_base", "strong_base", "eval_prompts"),
+    "promote": ("eval_prompts",),
+    # It reads no input's content: it lists every input with what its importer registered.
+    "lineage": ("weak_base", "strong_base", "train_prompts", "eval_prompts"),
+}
+# Each method as the paper names it (the Kubeflow UI's task names).
+METHOD_TITLES = {
+    "base": "Base",
+    "weak_aligned": "Weak aligned",
+    "weak_sft": "WeakSFT",
+    "auxconf": "AuxConf",
+    "wspo": "WSPO",
+    "icl_refine": "ICL-Refine",
+    "wsd": "WSD",
+    "wsd_sft": "WSD-SFT",
+    "cong_s": "ConG-S",
+    "cong": "ConG",
+}

@@ -166,7 +166,7 @@ def _run_local(
 ) -> dict:
     from cong.evaluation.diagnostics import run_diagnostics
     from cong.evaluation.report import build_report
-    from cong.storage.lineage import LINEAGE_FILE, collect
+    from cong.storage.lineage import LINEAGE_FILE, published_view
     from cong.storage.publish import import_inputs, publish_results, publish_run
     from cong.testbed.build import world_summary
 
@@ -204,7 +204,8 @@ def _run_local(
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         build_report(out_dir)  # again, now with the world and its gates
         run = {"id": run_root.name, "config": cfg.name, "published": artifacts["run"]}
-        lineage = collect(run_root, artifacts["outputs"], inputs, run, results["sources"])
+        built = json.loads((run_root / "lineage" / "lineage" / LINEAGE_FILE).read_text())  # the lineage task's
+        lineage = published_view(built, artifacts["outputs"], run)
         (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
         publish_results(out_dir, (*RESULT_FILES, LINEAGE_FILE), artifacts, settings)
     log("storage", f"published to {artifacts['run']}")

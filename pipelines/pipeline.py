@@ -28,6 +28,7 @@ from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
 from components.icl_refine.component import icl_refine
+from components.lineage.component import lineage
 from components.merge_shards.component import merge_of
 from components.not_selected.component import not_selected
 from components.pair.component import pair
@@ -42,8 +43,9 @@ from components.wsd.component import wsd
 from components.wspo.component import wspo
 from cong.config import Config, seconds
 from cong.containers import IMAGE_UID
-from cong.vocabulary import RESUMABLE_STAGES, SAMPLING_STAGES, TRAINING_STAGES
+from cong.vocabulary import METHOD_TITLES, RESUMABLE_STAGES, SAMPLING_STAGES, STAGE_INPUTS, TRAINING_STAGES
 from pipelines import handoff
+from pipelines.imports import import_inputs, importers
 from pipelines.trainjob import multi_node, with_trainjob_cleanup
 
 PIPELINE_NAME = "cong"
@@ -51,6 +53,32 @@ CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SETTING_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "CONG_S3_ADDRESSING")
 # Resolved by KFP at run time (the run's id in the Kubeflow UI); every stage records it on its outputs.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+# What the Kubeflow UI's graph calls each stage's task: the paper's steps. `cong lineage RUN_ID` matches the tasks
+# the API reports to the compiled spec by these names.
+TASK_TITLES = {
+    "plan": "plan: check inputs, choose methods",
+    "weak_align": "align the weak model (DPO)",
+    "weak_sample": "weak labels",
+    "cd_sample": "contrastive decoding",
+    "strong_sample": "ConG-S samples",
+    "pair": "ConG pairs: CD chosen, ConG-S rejected",
+    "dpo": "ConG: DPO of ConG-S",
+    "auxconf": "AuxConf",
+    "wspo": "WSPO",
+    "icl_refine": "ICL refinement of the weak labels",
+    "alpha_sweep": "alpha sweep of contrastive decoding",
+    "evaluate": "evaluate: the comparison table",
+    "promote": "promote: challenger vs champion",
+    "lineage": "lineage: every artifact back to the inputs",
+}
+# What each branch switch of the plan stands for.
+SWITCH_TITLES = {**METHOD_TITLES, "weak_samples": "weak labels", "alpha_sweep": "alpha sweep"}
+SFT_TITLES = {
+    "cong_s": "ConG-S: SFT on CD responses",
+    "weak_sft": "WeakSFT: SFT on weak labels",
+    "icl_refine": "ICL-Refine: SFT on refined labels",
+    "wsd_sft": "WSD-SFT: SFT on WSD responses",
+}
 
 
 def place(task: dsl.PipelineTask, cfg: Config, stage: str) -> dsl.PipelineTask:
@@ -97,9 +125,10 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
     """
     supplied_aligned = cfg.models.weak_aligned is not None
     store = handoff.store_input(cfg)  # where model stages write and read models, when not as artifacts
+    external = importers(cfg)
 
     def schedule(task: dsl.PipelineTask, stage: str, name: str | None = None) -> dsl.PipelineTask:
-        task.set_display_name(name or stage)
+        task.set_display_name(name or TASK_TITLES[stage])
         place(task, cfg, stage)
         task.set_caching_options(stage not in SAMPLING_STAGES)
         # Stages load s3:// inputs themselves (cong.storage.folders), so every pod gets the store's settings and the
@@ -112,7 +141,8 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
         return task
 
     def skipped(method: str) -> dsl.PipelineTask:
-        return schedule(not_selected(method=method), "plan", f"{method} (not selected)")
+        # KFP's dsl.OneOf needs an output from every branch; this stand-in says which method the run leaves out.
+        return schedule(not_selected(method=method), "plan", f"{SWITCH_TITLES[method]}: not in this run")
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -122,85 +152,78 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
     def cong_pipeline(config: dict = cfg.as_parameter()):
         planned = schedule(plan(config=config), "plan")
         switches = planned.outputs
+        imports = import_inputs(external, planned)
+
+        def stage_task(component, stage: str, name: str | None = None, /, **arguments) -> dsl.PipelineTask:
+            """`component` given the config, the run's id and the imported inputs `stage` reads
+            (cong.vocabulary.STAGE_INPUTS) besides `arguments`, scheduled as `stage`."""
+            inputs = {field: imports[field] for field in STAGE_INPUTS[stage]}
+            return schedule(component(config=config, run_id=RUN_ID, **inputs, **arguments), stage, name)
 
         def branch(switch: str, build, kind: str):
             """`build()`'s output when the plan switches `switch` on, else a placeholder of that kind."""
-            with dsl.If(switches[switch] == True, name=switch):  # noqa: E712 (a kfp condition, not a bool)
+            with dsl.If(switches[switch] == True, name=SWITCH_TITLES[switch]):  # noqa: E712 (a kfp condition)
                 produced = build()
-            with dsl.Else(name=f"no-{switch}"):
+            with dsl.Else(name=f"{SWITCH_TITLES[switch]}: off"):
                 placeholder = skipped(switch).outputs[kind]
             return dsl.OneOf(produced, placeholder)
 
-        def sharded(stage: str, shard_task) -> dsl.PipelineTask:
-            """`shard_task(index)` for each shard index the plan lists for `stage`, then the merge of them all."""
-            with dsl.ParallelFor(switches[f"{stage}_shards"], name=f"{stage} shards") as index:
-                shards = schedule(shard_task(index), stage, f"{stage} (shard)")
+        def sharded(stage: str, shard_component, **arguments) -> dsl.PipelineTask:
+            """A shard task of `stage` for each shard index the plan lists for it, then the merge of them all."""
+            with dsl.ParallelFor(switches[f"{stage}_shards"], name=f"{TASK_TITLES[stage]}: shards") as index:
+                shards = stage_task(shard_component, stage, f"{TASK_TITLES[stage]} (shard)", shard=index, **arguments)
                 if shard_threads:
                     shards.set_env_variable("OMP_NUM_THREADS", str(shard_threads))
-            merged = merge_of(stage)(
-                config=config, stage=stage, run_id=RUN_ID, shards=dsl.Collected(shards.outputs["responses"])
+            merged = stage_task(
+                merge_of(stage),
+                "merge_shards",
+                TASK_TITLES[stage],
+                stage=stage,
+                shards=dsl.Collected(shards.outputs["responses"]),
             )
             # Uncached like the shards: a cache hit would pair stale responses with fresh shards.
-            return schedule(merged, "merge_shards", stage).set_caching_options(False)
+            return merged.set_caching_options(False)
 
-        aligned = {}
-        if not supplied_aligned:
-            # After the plan: a config whose methods do not fit its models fails before any training.
-            weak = schedule(weak_align(config=config, run_id=RUN_ID, **store).after(planned), "weak_align")
+        if supplied_aligned:
+            aligned = {"weak_aligned": imports["weak_aligned"]}
+        else:
+            # After the plan (its outputs name the inputs): a config whose methods do not fit its models fails
+            # before any training.
+            weak = stage_task(weak_align, "weak_align", **store)
             aligned = {"weak_aligned": weak.outputs["weak_aligned"]}
 
         def train_sft(data, method: str):
             train = sft_trainjob if multi_node(cfg, "sft") else sft
-            return schedule(
-                train(config=config, run_id=RUN_ID, data=data, method=method, **store), "sft", f"sft ({method})"
-            ).outputs["model"]
+            return stage_task(train, "sft", SFT_TITLES[method], data=data, method=method, **store).outputs["model"]
 
         weak_samples = branch(
             "weak_samples",
-            lambda: sharded(
-                "weak_sample",
-                lambda index: weak_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned, **store),
-            ).outputs["responses"],
+            lambda: sharded("weak_sample", weak_sample_shard, **aligned, **store).outputs["responses"],
             "data",
         )
+        wspo_data = weak_samples if supplied_aligned else weak.outputs["pairs"]
         models = {
             "weak_sft": branch("weak_sft", lambda: train_sft(weak_samples, "weak_sft"), "model"),
             "auxconf": branch(
-                "auxconf",
-                lambda: schedule(auxconf(config=config, run_id=RUN_ID, data=weak_samples, **store), "auxconf").outputs[
-                    "model"
-                ],
-                "model",
+                "auxconf", lambda: stage_task(auxconf, "auxconf", data=weak_samples, **store).outputs["model"], "model"
             ),
             "wspo": branch(
                 "wspo",
-                lambda: schedule(
-                    wspo(
-                        config=config,
-                        run_id=RUN_ID,
-                        data=weak_samples if supplied_aligned else weak.outputs["pairs"],
-                        **aligned,
-                        **store,
-                    ),
-                    "wspo",
-                ).outputs["model"],
+                lambda: stage_task(wspo, "wspo", data=wspo_data, **aligned, **store).outputs["model"],
                 "model",
             ),
             "icl_refine": branch(
                 "icl_refine",
                 lambda: train_sft(
-                    schedule(icl_refine(config=config, run_id=RUN_ID, data=weak_samples), "icl_refine").outputs[
-                        "responses"
-                    ],
-                    "icl_refine",
+                    stage_task(icl_refine, "icl_refine", data=weak_samples).outputs["responses"], "icl_refine"
                 ),
                 "model",
             ),
             "wsd_sft": branch(
                 "wsd_sft",
                 lambda: train_sft(
-                    schedule(
-                        wsd(config=config, run_id=RUN_ID, split="train", **aligned, **store), "wsd", "wsd (train)"
+                    stage_task(
+                        wsd, "wsd", "WSD responses to the training prompts", split="train", **aligned, **store
                     ).outputs["responses"],
                     "wsd_sft",
                 ),
@@ -209,61 +232,48 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
         }
         wsd_rows = branch(
             "wsd",
-            lambda: schedule(
-                wsd(config=config, run_id=RUN_ID, split="eval", **aligned, **store), "wsd", "wsd (eval)"
-            ).outputs["responses"],
+            lambda: stage_task(wsd, "wsd", "WSD: held-out responses", split="eval", **aligned, **store).outputs[
+                "responses"
+            ],
             "data",
         )
 
         def cong_s_model():
-            cd = sharded(
-                "cd_sample",
-                lambda index: cd_sample_shard(config=config, run_id=RUN_ID, shard=index, **aligned, **store),
-            )
+            cd = sharded("cd_sample", cd_sample_shard, **aligned, **store)
             return cd, train_sft(cd.outputs["responses"], "cong_s")
 
-        with dsl.If(switches["cong_mode"] == "cong", name="cong"):
+        with dsl.If(switches["cong_mode"] == "cong", name="ConG and ConG-S"):
             cd, cong_s = cong_s_model()
-            strong = sharded(
-                "strong_sample",
-                lambda index: strong_sample_shard(config=config, run_id=RUN_ID, shard=index, model=cong_s, **store),
-            )
-            pairs = schedule(
-                pair(
-                    config=config, run_id=RUN_ID, chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]
-                ),
-                "pair",
-            )
+            strong = sharded("strong_sample", strong_sample_shard, model=cong_s, **store)
+            pairs = stage_task(
+                pair, "pair", chosen=cd.outputs["responses"], rejected=strong.outputs["responses"]
+            ).outputs["pairs"]
             train_dpo = dpo_trainjob if multi_node(cfg, "dpo") else dpo
-            cong = schedule(
-                train_dpo(config=config, run_id=RUN_ID, model=cong_s, pairs=pairs.outputs["pairs"], **store), "dpo"
-            ).outputs["aligned"]
-        with dsl.Elif(switches["cong_mode"] == "cong_s", name="cong-s-only"):
+            cong = stage_task(train_dpo, "dpo", model=cong_s, pairs=pairs, **store).outputs["aligned"]
+        with dsl.Elif(switches["cong_mode"] == "cong_s", name="ConG-S only"):
             _, cong_s_only = cong_s_model()
             cong_skipped = skipped("cong").outputs["model"]
-        with dsl.Else(name="no-cong"):
+        with dsl.Else(name="ConG and ConG-S: off"):
             neither_cong_s, neither_cong = skipped("cong_s").outputs["model"], skipped("cong").outputs["model"]
         models["cong_s"] = dsl.OneOf(cong_s, cong_s_only, neither_cong_s)
         models["cong"] = dsl.OneOf(cong, cong_skipped, neither_cong)
 
         sweep = branch(
             "alpha_sweep",
-            lambda: schedule(alpha_sweep(config=config, run_id=RUN_ID, **aligned, **store), "alpha_sweep").outputs[
-                "points"
-            ],
+            lambda: stage_task(alpha_sweep, "alpha_sweep", **aligned, **store).outputs["points"],
             "points",
         )
-        evaluated = schedule(
-            evaluate(config=config, run_id=RUN_ID, **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned, **store),
-            "evaluate",
-        )
+        evaluated = stage_task(evaluate, "evaluate", **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned, **store)
         judge = cfg.stages.evaluate.judge
         if judge is not None and judge.secret:
             # The judge's endpoint and key by reference, as the store's credentials; a judge may need no key.
             kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.endpoint_env: judge.endpoint_env})
             kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.api_key_env: judge.api_key_env}, optional=True)
+        supplied = {"weak_aligned": imports["weak_aligned"]} if supplied_aligned else {}
+        # Uncached: it reads what this run's stages recorded.
+        stage_task(lineage, "lineage", results=evaluated.outputs["results"], **supplied).set_caching_options(False)
         if cfg.promotion.enabled:
             # It samples two models as evaluate does: evaluate's resources unless the config gives it its own.
-            schedule(promote(config=config, run_id=RUN_ID, challenger=models[cfg.promotion.method], **store), "promote")
+            stage_task(promote, "promote", challenger=models[cfg.promotion.method], **store)
 
     return with_trainjob_cleanup(cfg, cong_pipeline, RUN_ID)

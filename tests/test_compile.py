@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from components.image import BASE_IMAGE
+from cong.cluster.kfp_runs import SpecDag
 from cong.config import load_config
 from cong.errors import CongError
 from cong.vocabulary import MODEL_METHODS, SAMPLING_STAGES, SHARDED_STAGES, STAGES, TRAINED_BRANCHES, TRAINING_STAGES
@@ -32,6 +33,11 @@ STAGE_EXECUTORS = (
     "alpha-sweep",
     "evaluate",
 )
+
+
+def _containers(spec) -> dict[str, dict]:
+    """The executors that run a container: all but the importers, which KFP's driver runs itself (no pod spec)."""
+    return {name: e for name, e in spec["deploymentSpec"]["executors"].items() if "container" in e}
 
 
 def _spec(cfg, tmp_path):
@@ -101,7 +107,7 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
     for stage in STAGE_EXECUTORS:
         assert f"exec-{stage}" in executors, stage
 
-    for name, executor in executors.items():
+    for name, executor in _containers(pipeline).items():
         stage = _stage(name)
         r, pool, spec = cfg.resources_for(stage), cfg.pool_for(stage), k8s[name]
         container = executor["container"]
@@ -147,7 +153,8 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
         if stage not in STAGES:
             continue  # conditions, loops
         retried.update([stage] if "retryPolicy" in body else [])
-        uncached = stage in SAMPLING or stage == "merge_shards"
+        # Sampling draws anew; a merge and the lineage read what this run's other tasks wrote.
+        uncached = stage in SAMPLING or stage in ("merge_shards", "lineage")
         assert body.get("cachingOptions") == ({} if uncached else {"enableCache": True}), task
         retry = body.get("retryPolicy")
         if stage not in TRAINING | SHARDED:
@@ -190,7 +197,9 @@ def test_branches_switch_on_the_plan_at_run_time(tmp_path):
         source = evaluate["inputs"]["artifacts"][method]["taskOutputArtifact"]
         assert source["producerTask"].startswith("condition-branches-"), method
         assert "oneof" in source["outputArtifactKey"], method
-    assert tasks["weak-align"][1]["dependentTasks"] == ["plan"], "a config the plan refuses must stop training"
+    # A config the plan refuses must stop training: weak_align waits for the inputs that the plan describes.
+    for upstream in tasks["weak-align"][1]["dependentTasks"]:
+        assert tasks[upstream][1]["dependentTasks"] == ["plan"], upstream
 
 
 def test_supplied_aligned_weak_model_skips_weak_align(tmp_path):
@@ -211,7 +220,7 @@ def test_every_task_gets_storage_settings_and_credentials_by_reference(tmp_path)
     cfg = load_config(preset="tiny")
     docs = list(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(executors) == set(docs[0]["deploymentSpec"]["executors"])
+    assert set(executors) == set(_containers(docs[0]))
     for name, spec in executors.items():
         (secret,) = spec["secretAsEnv"]
         assert secret["secretName"] == "cong-s3-credentials", name
@@ -260,8 +269,85 @@ def test_every_pod_runs_as_the_images_non_root_user(tmp_path):
     (user,) = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.MULTILINE)
     docs = list(yaml.safe_load_all(compile_pipeline(load_config(preset="tiny"), tmp_path / "p.yaml").read_text()))
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(executors) == set(docs[0]["deploymentSpec"]["executors"])
+    assert set(executors) == set(_containers(docs[0]))
     for name, spec in executors.items():
         context = spec["securityContext"]
         assert context["runAsNonRoot"] is True, name
         assert (str(context["runAsUser"]), str(context["runAsGroup"])) == user, name
+
+
+def _importers_reached(dag: SpecDag, executors: dict, task_key: str) -> set[str]:
+    """The external inputs (by field) whose importers feed `task_key`, through every branch but placeholders."""
+    reached = set()
+    for name in dag.tasks[task_key]["artifact_inputs"]:
+        for source, _ in dag.sources(task_key, name):
+            task = dag.tasks[source]
+            executor = executors[dag.components[task["component"]]["executorLabel"]]
+            if "importer" in executor:
+                reached.add(source.split("/")[0].removeprefix("import-").replace("-", "_"))
+            elif task["stage"] != "not_selected":
+                reached |= _importers_reached(dag, executors, source)
+    return reached
+
+
+@pytest.mark.parametrize("supplied", [False, True], ids=["weak-align", "supplied-aligned"])
+def test_every_method_traces_back_to_the_imported_inputs(tmp_path, supplied):
+    """One importer per external input in the IR, registered with the plan's description of it; from each of
+    evaluate's method inputs the artifact chain (through conditions, loops, dsl.OneOf and the import sub-pipelines)
+    reaches the strong base model, the training prompts and a weak model (the weak base, through weak_align, or the
+    supplied aligned weak model), and evaluate reads the held-out prompts."""
+    overrides = {"models": {"weak_aligned": "/models/weak-dpo"}} if supplied else {}
+    spec = _spec(load_config(preset="tiny", overrides=overrides), tmp_path)
+    executors = spec["deploymentSpec"]["executors"]
+    dag = SpecDag(spec)
+    importers = {key: dag.tasks[key] for key in dag.tasks if key.endswith("/importer")}
+    fields = {"weak_base", "strong_base", "train_prompts", "eval_prompts"} | ({"weak_aligned"} if supplied else set())
+    assert {key.split("/")[0] for key in importers} == {f"import-{f.replace('_', '-')}" for f in fields}
+    for key, task in importers.items():
+        importer = executors[dag.components[task["component"]]["executorLabel"]]["importer"]
+        assert importer["artifactUri"] == {"runtimeParameter": "uri"}, key
+        assert {"reference", "uri", "digest"} <= set(importer["metadata"]), key
+        schema = importer["typeSchema"]["schemaTitle"]
+        assert schema == ("system.Model" if "base" in key or "aligned" in key else "system.Dataset"), key
+        assert ("vocab_size" in importer["metadata"]) == (schema == "system.Model"), key
+        outer = dag.tasks[key.split("/")[0]]["spec"]["inputs"]["parameters"]["uri"]["taskOutputParameter"]
+        assert outer["producerTask"] == "plan" and outer["outputParameterKey"].endswith("_uri"), key
+
+    evaluate = next(key for key, task in dag.tasks.items() if task["stage"] == "evaluate")
+    for method in (*MODEL_METHODS, "wsd"):
+        reached = set()
+        for source, _ in dag.sources(evaluate, method):
+            if dag.tasks[source]["stage"] != "not_selected":
+                reached |= _importers_reached(dag, executors, source)
+        assert {"strong_base", "train_prompts"} <= reached and reached & {"weak_base", "weak_aligned"}, method
+        assert ("weak_aligned" in reached) == supplied, method
+        if not supplied:
+            assert "weak_base" in reached, method
+    direct = {dag.sources(evaluate, f)[0][0].split("/")[0] for f in ("weak_base", "strong_base", "eval_prompts")}
+    assert direct == {"import-weak-base", "import-strong-base", "import-eval-prompts"}
+
+
+def test_readme_names_every_task_the_ui_shows():
+    """The README's table of the run's graph lists exactly the display names of the committed IR's tasks (those
+    that run a container, plus the input sub-pipelines), so what it tells a user to look for is what the UI shows."""
+    spec = next(yaml.safe_load_all(COMMITTED.read_text()))
+    executors = spec["deploymentSpec"]["executors"]
+    dag = SpecDag(spec)
+    shown = set()
+    for task in dag.tasks.values():
+        component = dag.components[task["component"]]
+        if "executorLabel" in component and "container" in executors[component["executorLabel"]]:
+            shown.add(task["display"])
+    inputs = {task["display"] for key, task in dag.tasks.items() if key.startswith("import-") and "/" not in key}
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### What the Kubeflow UI shows of a run", 1)[1].split("\n#", 1)[0]
+    listed = set()
+    for cell in re.findall(r"^\| ([^|]+) \|", section, re.M):
+        listed.update(re.findall(r"`([^`]+)`", cell))
+    stand_ins = {name for name in shown if name.endswith(": not in this run")}
+    assert shown - stand_ins - {"promote: challenger vs champion"} <= listed, shown - listed
+    assert "<method>: not in this run" in listed and stand_ins
+    # Tasks the tiny preset's IR has not: promotion and multi-node training are off there.
+    assert listed - shown == {"<method>: not in this run", "promote: challenger vs champion", "delete trainjobs"}
+    assert inputs == {"weak base model", "strong base model", "training prompts", "held-out prompts"}
+    assert all(f"`{name}`" in section for name in inputs)

@@ -46,6 +46,7 @@ def _executors() -> dict[str, dict]:
     return {
         name: {**e["container"], **kubernetes.get(name, {})}
         for name, e in pipeline["deploymentSpec"]["executors"].items()
+        if "container" in e  # importers run no container
     }
 
 

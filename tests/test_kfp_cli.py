@@ -30,6 +30,7 @@ from pipelines.compile import COMMITTED
 
 API = "/apis/v2beta1"
 TOKEN = "test-bearer-token"
+SESSION = "authservice_session=MTcwMDAwMDAwMHxEdi1CQkFFQ180SUFBUkFCRUFBQV8t"
 # The server answers at most this many items per page (as a server may), so every list is read page by page.
 SERVER_PAGE = 2
 
@@ -97,7 +98,8 @@ def make_handler(kfp: FakeKfp):
             kfp.requests.append(record)
             if (method, url.path) in kfp.fail:
                 return self.answer(*kfp.fail[(method, url.path)])
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            # As a multi-user Kubeflow's gateway: a bearer token, or the login proxy's session cookie.
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}" and self.headers.get("Cookie") != SESSION:
                 return self.error(401, "Unauthenticated: missing or invalid bearer token")
             path = url.path.removeprefix(API)
             for pattern, route in ROUTES:
@@ -250,7 +252,7 @@ def kfp(monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    for name in ("KFP_HOST", "KFP_NAMESPACE", "KFP_UI_URL", "KFP_EXPERIMENT"):
+    for name in ("KFP_HOST", "KFP_NAMESPACE", "KFP_UI_URL", "KFP_EXPERIMENT", "KFP_COOKIES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KFP_TOKEN", TOKEN)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", "/nonexistent/token")
@@ -519,8 +521,16 @@ def test_missing_token_and_unreachable_host(kfp, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("KFP_TOKEN")
     code, out, err = cong(capsys, "runs", "--host", kfp.url)
     assert code == 2
-    assert "HTTP 401 Unauthorized: Unauthenticated" in err and "Set KFP_TOKEN" in err
+    assert "HTTP 401 Unauthorized: Unauthenticated" in err and "Set KFP_TOKEN" in err and "KFP_COOKIES" in err
     assert "Authorization" not in kfp.requests[-1]["headers"]
+
+    # A multi-user Kubeflow behind its login proxy: the browser session's cookie, as kfp.Client(cookies=...) sends it.
+    monkeypatch.setenv("KFP_COOKIES", SESSION)
+    code, out, err = cong(capsys, "runs", "--host", kfp.url)
+    assert "no experiment 'cong'" in err, "the session cookie authenticates"
+    assert kfp.requests[-1]["headers"]["Cookie"] == SESSION and "Authorization" not in kfp.requests[-1]["headers"]
+    assert SESSION not in out + err
+    monkeypatch.delenv("KFP_COOKIES")
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -542,28 +552,31 @@ def test_missing_token_and_unreachable_host(kfp, capsys, monkeypatch, tmp_path):
     assert code == 2 and "pass --host URL or set KFP_HOST" in err
 
 
-def spec_tasks(spec: dict) -> dict[str, str]:
-    """Every task of a compiled spec (nested DAGs included) and its component."""
+def spec_tasks(spec: dict) -> dict[str, tuple[str, str]]:
+    """Every task of a compiled spec (nested DAGs included): its key -> (component, display name)."""
     found = {}
     for dag in [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]:
-        found.update({key: task["componentRef"]["name"] for key, task in dag["tasks"].items()})
+        found.update(
+            {key: (task["componentRef"]["name"], task["taskInfo"]["name"]) for key, task in dag["tasks"].items()}
+        )
     return found
 
 
 def test_lineage_of_a_cluster_run_follows_the_dag_it_ran(kfp, capsys):
+    """The backend reports each task by its display name (the spec's taskInfo.name), as KFP's API does."""
     code, out, err = cong(capsys, "submit", "--preset", "tiny", "--methods", "base,cong_s,cong", "--host", kfp.url)
     assert code == 0, err
     ((run_id, run),) = kfp.runs.items()
     (version,) = kfp.versions.values()
     tasks = spec_tasks(version["pipeline_spec"])
-    by_component = {component.removeprefix("comp-"): key for key, component in tasks.items()}
-    dpo, pair, weak = by_component["dpo"], by_component["pair"], by_component["weak-align"]
+    by_component = {component.removeprefix("comp-"): (key, shown) for key, (component, shown) in tasks.items()}
+    (dpo, dpo_shown), (pair, pair_shown), (weak, weak_shown) = (by_component[c] for c in ("dpo", "pair", "weak-align"))
     run["state"] = "SUCCEEDED"
     run["run_details"] = {
         "task_details": [
-            {"display_name": dpo, "state": "SUCCEEDED", "outputs": {"aligned": {"artifact_ids": ["41"]}}},
-            {"display_name": pair, "state": "SUCCEEDED"},
-            {"display_name": weak, "state": "SUCCEEDED", "outputs": {"weak_aligned": {"artifact_ids": ["7"]}}},
+            {"display_name": dpo_shown, "state": "SUCCEEDED", "outputs": {"aligned": {"artifact_ids": ["41"]}}},
+            {"display_name": pair_shown, "state": "SUCCEEDED"},
+            {"display_name": weak_shown, "state": "SUCCEEDED", "outputs": {"weak_aligned": {"artifact_ids": ["7"]}}},
         ]
     }
     code, out, err = cong(capsys, "lineage", run_id, "--host", kfp.url, "--ui-url", "https://kf.example.com/pipeline")

@@ -15,6 +15,7 @@ from cong.storage.embedded import EmbeddedObjectStore
 from cong.storage.folders import fetch_dir, read_manifest
 from cong.vocabulary import METHODS, MODEL_METHODS, SFT_METHODS
 from tests.conftest import MICRO, ROOT
+from tests.test_kfp_cli import kfp  # noqa: F401 (the fake KFP API, a fixture)
 from tests.test_report import assert_report_renders
 
 
@@ -36,12 +37,16 @@ def run_config(raw: dict, tmp_path: Path) -> tuple[Path, str]:
     return out, proc.stdout
 
 
-def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
+def test_cong_run_local_all_methods(tmp_path, micro_testbed, store, kfp):  # noqa: F811 (the fixture imported above)
     """`--methods all` with an alpha sweep: every method's branch runs and gets its row.
 
     The run uses a server of the user's (`--s3-endpoint`, credentials in AWS_* variables): nothing is started,
     the run's inputs and outputs go to that server, and no credential value appears in any file of the run, its
     log, its output or the compiled pipeline. (The other local runs start the embedded store.)
+
+    The same run as a cluster would report it: a fake KFP API (tests/test_kfp_cli.py) that knows the run by its KFP
+    id, and the real store, where the run's lineage task published lineage.json: `cong lineage RUN_ID` prints the
+    same tree as `cong lineage <run folder>`, but for where the artifacts are.
     """
     out = tmp_path / "run"
     secrets = [store.access_key_id, store.secret_access_key]
@@ -83,6 +88,7 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
     assert sum(name.startswith("cd-sample") for name in executed) == 1
     assert sum(name.startswith("wsd") for name in executed) == 2
     sft_methods, run_ids = set(), set()
+    cfg = load_config(MICRO, overrides={"stages": {"alpha_sweep": {"alphas": [0.0, 0.5, 1.0]}}})
     for task in executed:
         executor = json.loads((run / task / "executor_output.json").read_text()).get("artifacts", {})
         for name, output in executor.items():
@@ -91,6 +97,7 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
                 assert metadata, f"{task} logged no metrics"
             else:
                 assert metadata["stage"] == re.sub(r"-\d+$", "", task).replace("-", "_"), task
+                assert_metadata_schema(metadata, cfg, f"{task}/{name}")
                 run_ids.add(metadata["run_id"])
                 if metadata["stage"] == "sft":
                     sft_methods.add(metadata["method"])
@@ -102,7 +109,6 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
         f"{m}.{f}": results["methods"][m][f] for m in results["methods"] for f in figures
     }
     assert len(run_ids) == 1 and "{{" not in run_ids.pop(), "every output names the run, resolved by KFP"
-    cfg = load_config(MICRO, overrides={"stages": {"alpha_sweep": {"alphas": [0.0, 0.5, 1.0]}}})
     assert results["settings"] == cfg.training_stages().model_dump(mode="json")
     assert results["settings"]["dpo"]["train"]["learning_rate"] == pytest.approx(100 * 6e-7)  # paper rate x 100
     assert results["settings"]["cd_sample"]["sampling"]["repetition_penalty"] == 1.2
@@ -134,14 +140,40 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
     lineage = json.loads((out / "lineage.json").read_text())
     assert set(lineage["run"]["methods"]) == set(results["methods"]) - {"base"}
     assert_wiring(lineage)
-    for key, node in lineage["artifacts"].items():
+    # The imported inputs: each with its reference, URI and digest (a model's also its vocabulary size), as the
+    # plan described it and its importer registered it; every stage that read one recorded that digest.
+    imported = {key: node for key, node in lineage["artifacts"].items() if node["metadata"]["stage"] == "import"}
+    assert set(imported) == {f"inputs/{f}" for f in ("weak_base", "strong_base", "train_prompts", "eval_prompts")}
+    for key, node in imported.items():
         metadata = node["metadata"]
-        settings = cfg.stage_settings(metadata["stage"], metadata.get("method"))
-        assert metadata.get("settings", {}) == settings, f"{key} records its stage's resolved settings"
+        assert metadata["uri"] == node["uri"] == results["artifacts"]["inputs"][key.split("/")[1]]["uri"], key
+        assert metadata["reference"].startswith("testbed:") and re.fullmatch(r"sha256:[0-9a-f]{64}", metadata["digest"])
+        assert ("vocab_size" in metadata) == key.endswith("_base"), key
+    readers = [
+        node for node in lineage["artifacts"].values() if any(k.startswith("inputs/") for k in node["inputs"].values())
+    ]
+    assert len(readers) > 10
     tree = cong_lineage(str(out), env)
+    for key, node in imported.items():
+        assert f"{key.split('/')[1]}: {key}  {node['uri']}" in tree, key
+        assert f"digest={node['metadata']['digest'][:23]}..." in tree, key
     assert "cong: dpo/aligned" in tree and "pairs: pair/pairs" in tree and "(testbed:strong)" in tree
     assert "wsd: wsd" in tree and "stage=wsd" in tree
     assert "weak_aligned: weak-align/weak_aligned" in tree and "(testbed:weak)" in tree
+    submitted = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "submit", "--config", str(MICRO), "--host", kfp.url],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    ((_, submitted_run),) = kfp.runs.items()
+    kfp_id = lineage["run"]["kfp_run_id"]
+    kfp.runs[kfp_id] = {**submitted_run, "run_id": kfp_id, "state": "SUCCEEDED"}
+    cluster = cong_lineage(kfp_id, env, "--host", kfp.url, "--s3-endpoint", store.endpoint_url)
+    assert f"The run's lineage.json: s3://cong/runs/{kfp_id}/results/lineage.json" in cluster
+    assert f"kfp run id {kfp_id}" in cluster.splitlines()[0]
+    assert without_locations(cluster) == without_locations(tree)
     published = cong_lineage(results["artifacts"]["methods"]["wsd"], env, "--s3-endpoint", store.endpoint_url)
     assert published.splitlines()[2].endswith(results["artifacts"]["methods"]["wsd"])
     assert "(testbed:train)" in published
@@ -163,6 +195,31 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store):
         assert secret not in proc.stdout + proc.stderr
         leaks = [p for p in written if secret.encode() in p.read_bytes()]
         assert not leaks, f"a credential in {leaks}"
+
+
+def metadata_schema() -> dict[str, str]:
+    """The README's table of what every output artifact records: key -> when (`always`, or a condition)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Artifact metadata", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M)
+    return {key: when.strip() for key, when in rows}
+
+
+def assert_metadata_schema(metadata: dict, cfg, where: str) -> None:
+    """One output's metadata against the README's schema: every `always` key, the stage's resolved settings, each
+    input by URI (an imported one, and any output of the run, also by digest), and no input replaced by the marker
+    of one the stage was not given."""
+    from cong.refs import NOT_IMPORTED
+
+    schema = metadata_schema()
+    assert {k for k, when in schema.items() if when == "always"} <= set(metadata), where
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", metadata["digest"]), where
+    assert metadata.get("settings", {}) == cfg.stage_settings(metadata["stage"], metadata.get("method")), where
+    for name, source in metadata.get("inputs", {}).items():
+        assert set(source) <= {"uri", "digest"} and source["uri"], (where, name)
+        if name in ("weak_base", "strong_base", "train_prompts", "eval_prompts"):
+            assert source["digest"].startswith("sha256:"), (where, name)
+    assert NOT_IMPORTED not in json.dumps(metadata), where
 
 
 def assert_wiring(lineage: dict) -> None:
@@ -190,7 +247,10 @@ def assert_wiring(lineage: dict) -> None:
     assert made(weak_labels, "weak_sample")["weak_aligned"] == weak_aligned
     assert made(rows["auxconf"], "auxconf")["data"] == weak_labels
     wspo = made(rows["wspo"], "wspo")
-    assert wspo["weak_aligned"] == weak_aligned and made(wspo["data"], "weak_align") == {}
+    assert wspo["weak_aligned"] == weak_aligned and set(made(wspo["data"], "weak_align")) == {
+        "weak_base",
+        "train_prompts",
+    }
     assert made(made(rows["icl_refine"], "sft", "icl_refine")["data"], "icl_refine")["data"] == weak_labels
     wsd_labels = made(rows["wsd_sft"], "sft", "wsd_sft")["data"]
     assert made(wsd_labels, "wsd")["weak_aligned"] == weak_aligned
@@ -332,6 +392,13 @@ def test_cross_family_strong_model_through_the_pipeline(tmp_path, micro_testbed)
     sft = next(d for d in run.iterdir() if d.name.startswith("sft"))
     with (sft / "model" / "config.json").open() as f:
         assert json.load(f)["vocab_size"] == 49152
+
+
+def without_locations(tree: str) -> list[str]:
+    """A printed lineage tree without its header, its closing note and the artifacts' locations (a local run's
+    published copies, a cluster run's pipeline root)."""
+    lines = tree.split("\n\nThe run's lineage.json")[0].splitlines()[1:]
+    return [re.sub(r"  (s3://|/)\S*$", "", line) for line in lines]
 
 
 def cong_lineage(target, env, *extra):

@@ -321,7 +321,10 @@ def test_local_run_with_two_shards_gives_the_unsplit_datasets(tmp_path, pair_ref
         metadata = executor["responses"]["artifacts"][0]["metadata"]
         assert metadata["stage"] == task.replace("-", "_") and metadata["shards"] == 2 and metadata["greedy"]
     strong = json.loads((run / "strong-sample" / "executor_output.json").read_text())["artifacts"]["responses"]
-    assert strong["artifacts"][0]["metadata"]["inputs"] == {"model": cong_s}, "the merge's lineage is the shards'"
+    read = strong["artifacts"][0]["metadata"]["inputs"]
+    assert set(read) == {"model", "train_prompts"} and read["model"]["uri"] == cong_s, (
+        "the merge's lineage is the shards'"
+    )
 
     with EmbeddedObjectStore(out / "objectstore") as server:
         keys = [o["Key"] for o in server.settings().client().list_objects_v2(Bucket="cong").get("Contents", [])]

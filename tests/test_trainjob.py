@@ -39,6 +39,7 @@ from cong.cluster.trainjob import (
 from cong.cluster.trainjob_run import delete_jobs, trainjob_keys
 from cong.config import load_config
 from cong.errors import CongError
+from cong.stages.step import imported
 from cong.storage.folders import localize, publish_dir
 from cong.storage.s3 import ensure_bucket
 from cong.vocabulary import SFT_METHODS
@@ -351,10 +352,16 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     Path(data.path).parent.mkdir(parents=True)
     Path(data.path).write_text('{"prompt": "p", "response": "r"}\n')
     model, metrics = dsl.Model(uri=str(tmp_path / "kfp" / "model")), dsl.Metrics(uri=str(tmp_path / "kfp" / "metrics"))
-    with FakeKubernetes(trainer=a_training_node(settings, cfg.as_parameter(), Path(data.path))) as kube:
+    # The imported strong base: on the cluster the launcher made no copy that the training nodes could read, so the
+    # config they get names its URI.
+    strong_base = dsl.Model(uri="s3://cong/inputs/strong_base-0123", metadata={"digest": "sha256:0123"})
+    expected = imported(cfg.as_parameter(), "sft", local_copies=False, strong_base=strong_base)
+    assert expected["models"]["strong_base"] == strong_base.uri
+    with FakeKubernetes(trainer=a_training_node(settings, expected, Path(data.path))) as kube:
         in_a_pod["kube"] = kube
         sft_trainjob.python_func(
             config=cfg.as_parameter(),
+            strong_base=strong_base,
             data=data,
             model=model,
             metrics=metrics,
@@ -421,7 +428,11 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     assert metrics.metadata["nodes"] == 4 and metrics.metadata["procs_per_node"] == 8
     lineage = model.metadata
     assert (lineage["stage"], lineage["method"], lineage["trainjob"], lineage["nodes"]) == ("sft", "weak_sft", name, 4)
-    assert lineage["run_id"] == RUN_ID and lineage["inputs"] == {"data": data.uri}
+    assert lineage["run_id"] == RUN_ID
+    assert lineage["inputs"] == {
+        "strong_base": {"uri": strong_base.uri, "digest": "sha256:0123"},
+        "data": {"uri": data.uri},
+    }
     assert delete["path"] == f"{JOBS}/{name}" and delete["query"]["propagationPolicy"] == ["Foreground"]
     err = capfd.readouterr().err
     rank0 = f"{name}-node-0-0-x7k2p"

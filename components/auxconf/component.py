@@ -7,6 +7,7 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def auxconf(
     config: dict,
+    strong_base: Input[Model],
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
@@ -20,11 +21,14 @@ def auxconf(
         data: weak labels (JSONL: id, prompt, response).
         model: the trained strong model (Hugging Face folder).
         metrics: training loss and steps.
+        strong_base: the strong base model (imported: `models.strong_base`).
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import auxconf
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "auxconf", strong_base=strong_base)
 
     result = auxconf.step(config, data=data.path, model=model.path, model_store=model_store, run_id=run_id)
-    record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
+    record(config, result, metrics, run_id=run_id, inputs={"strong_base": strong_base, "data": data}, model=model)

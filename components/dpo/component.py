@@ -26,9 +26,11 @@ def dpo(
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import dpo
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "dpo")
 
     result = dpo.step(
         config, model=model.path, pairs=pairs.path, aligned=aligned.path, model_store=model_store, run_id=run_id
     )
-    record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
+    record(config, result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)

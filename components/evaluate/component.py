@@ -7,6 +7,10 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(
     config: dict,
+    weak_base: Input[Model],
+    strong_base: Input[Model],
+    eval_prompts: Input[Dataset],
+    weak_aligned: Input[Model],
     weak_sft: Input[Model],
     auxconf: Input[Model],
     wspo: Input[Model],
@@ -19,7 +23,6 @@ def evaluate(
     results: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
-    weak_aligned: Input[Model] = None,
     run_id: str = "",
     model_store: str = "",
 ):
@@ -43,18 +46,23 @@ def evaluate(
         report: the comparison table and plots as HTML (shown inline in the Kubeflow UI).
         metrics: per method, its reward and win rate over the base with their 95% intervals
             (`<method>.reward_mean`, `<method>.win_rate_vs_base_ci95_low`, ...), compared across runs in the UI.
-        weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        weak_aligned: the aligned weak model: weak_align's, or the imported `models.weak_aligned`.
+        weak_base: the weak base model pi_w (imported: `models.weak_base`).
+        strong_base: the strong base model (imported: `models.strong_base`).
+        eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import evaluate
-    from cong.stages.step import record
+    from cong.stages.step import imported, location, record
+
+    config = imported(config, "evaluate", weak_base=weak_base, strong_base=strong_base, eval_prompts=eval_prompts)
 
     models = {"weak_sft": weak_sft, "auxconf": auxconf, "wspo": wspo, "icl_refine": icl_refine}
     models.update({"wsd_sft": wsd_sft, "cong_s": cong_s, "cong": cong})
     result = evaluate.step(
         config,
-        weak_aligned=weak_aligned.path if weak_aligned is not None else None,
+        weak_aligned=location(weak_aligned),
         models={name: artifact.path for name, artifact in models.items()},
         responses_of={"wsd": wsd.path},
         alpha_sweep_points=alpha_sweep.path,
@@ -63,4 +71,5 @@ def evaluate(
         model_store=model_store,
     )
     inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned}
-    record(result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)
+    inputs.update({"weak_base": weak_base, "strong_base": strong_base, "eval_prompts": eval_prompts})
+    record(config, result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)

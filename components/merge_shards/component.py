@@ -10,6 +10,7 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def merge_shards(
     config: dict,
+    train_prompts: Input[Dataset],
     stage: str,
     shards: Input[list[Dataset]],
     responses: Output[Dataset],
@@ -27,10 +28,13 @@ def merge_shards(
         shards: every shard's responses (dsl.Collected over the ParallelFor).
         responses: JSONL rows id, prompt, response, in the prompt file's order.
         metrics: row count, response lengths, shard count.
+        train_prompts: the training prompts (imported: `data.train_prompts`).
         run_id: the KFP run's id, recorded for lineage; the shards' finished batches kept for this run are deleted.
     """
     from cong.stages import merge_shards
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "merge_shards", train_prompts=train_prompts)
 
     result = merge_shards.step(
         config,
@@ -40,7 +44,7 @@ def merge_shards(
         responses=responses.path,
         run_id=run_id,
     )
-    record(result, metrics, run_id=run_id, responses=responses)
+    record(config, result, metrics, run_id=run_id, inputs={"train_prompts": train_prompts}, responses=responses)
 
 
 def merge_of(stage: str) -> PythonComponent:

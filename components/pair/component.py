@@ -24,7 +24,9 @@ def pair(
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong.stages import pair
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "pair")
 
     result = pair.step(config, chosen=chosen.path, rejected=rejected.path, pairs=pairs.path)
-    record(result, metrics, run_id=run_id, inputs={"chosen": chosen, "rejected": rejected}, pairs=pairs)
+    record(config, result, metrics, run_id=run_id, inputs={"chosen": chosen, "rejected": rejected}, pairs=pairs)

@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.image import BASE_IMAGE
 
@@ -7,6 +7,7 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def promote(
     config: dict,
+    eval_prompts: Input[Dataset],
     challenger: Input[Model],
     decision: Output[Artifact],
     metrics: Output[Metrics],
@@ -26,11 +27,14 @@ def promote(
         challenger: this run's model of `promotion.method`.
         decision: JSON: promoted or not and why, win rate and its interval, the champion before and after.
         metrics: promoted (1 or 0), win rate, its interval, both models' mean reward, threshold, prompts.
+        eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
         run_id: the KFP run's id, recorded on every output and in the champion's record (the pipeline passes it).
         model_store: where the run's models are when they do not travel as artifacts (cong.storage.handoff), else empty.
     """
     from cong.stages import promote
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "promote", eval_prompts=eval_prompts)
 
     result = promote.step(
         config,
@@ -40,4 +44,11 @@ def promote(
         run_id=run_id,
         model_store=model_store,
     )
-    record(result, metrics, run_id=run_id, inputs={"challenger": challenger}, decision=decision)
+    record(
+        config,
+        result,
+        metrics,
+        run_id=run_id,
+        inputs={"eval_prompts": eval_prompts, "challenger": challenger},
+        decision=decision,
+    )

@@ -7,6 +7,7 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def sft(
     config: dict,
+    strong_base: Input[Model],
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
@@ -24,11 +25,14 @@ def sft(
         model: the fine-tuned strong model (Hugging Face folder).
         metrics: training loss and steps.
         method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
+        strong_base: the strong base model (imported: `models.strong_base`).
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import sft
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "sft", strong_base=strong_base)
 
     result = sft.step(config, data=data.path, model=model.path, method=method, model_store=model_store, run_id=run_id)
-    record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
+    record(config, result, metrics, run_id=run_id, inputs={"strong_base": strong_base, "data": data}, model=model)

@@ -8,6 +8,7 @@ from components.image import BASE_IMAGE
 def strong_sample_shard(
     config: dict,
     shard: int,
+    train_prompts: Input[Dataset],
     model: Input[Model],
     responses: Output[Dataset],
     metrics: Output[Metrics],
@@ -23,13 +24,23 @@ def strong_sample_shard(
         model: the policy to sample from.
         responses: this shard's responses (JSONL: id, prompt, response); `strong_sample` merges the shards.
         metrics: row count, response lengths, batches found done by an earlier try.
+        train_prompts: the training prompts (imported: `data.train_prompts`).
         run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import strong_sample
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "strong_sample", train_prompts=train_prompts)
 
     result = strong_sample.step(
         config, model=model.path, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    record(result, metrics, run_id=run_id, inputs={"model": model}, responses=responses)
+    record(
+        config,
+        result,
+        metrics,
+        run_id=run_id,
+        inputs={"train_prompts": train_prompts, "model": model},
+        responses=responses,
+    )

@@ -19,6 +19,7 @@ PASSTHROUGHS = [
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, task_config_passthroughs=PASSTHROUGHS)
 def sft_trainjob(
     config: dict,
+    strong_base: Input[Model],
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
@@ -37,12 +38,15 @@ def sft_trainjob(
         metrics: nodes, processes per node and the TrainJob's duration.
         task_config: the task's resources, environment, scheduling and volumes, forwarded to the TrainJob.
         method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
+        strong_base: the strong base model (imported: `models.strong_base`).
         run_id: the KFP run's id: it names the TrainJob, and is recorded on every output for lineage.
         image: the training nodes' image.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import trainjob
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "sft", local_copies=False, strong_base=strong_base)
 
     result = trainjob.step(
         config,
@@ -55,7 +59,7 @@ def sft_trainjob(
         method=method,
         model_store=model_store,
     )
-    record(result, metrics, run_id=run_id, inputs={"data": data}, model=model)
+    record(config, result, metrics, run_id=run_id, inputs={"strong_base": strong_base, "data": data}, model=model)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, task_config_passthroughs=PASSTHROUGHS)
@@ -84,7 +88,9 @@ def dpo_trainjob(
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import trainjob
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "dpo", local_copies=False)
 
     result = trainjob.step(
         config,
@@ -96,7 +102,7 @@ def dpo_trainjob(
         output=("aligned", aligned.path),
         model_store=model_store,
     )
-    record(result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
+    record(config, result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

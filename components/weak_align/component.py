@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.image import BASE_IMAGE
 
@@ -7,6 +7,8 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def weak_align(
     config: dict,
+    weak_base: Input[Model],
+    train_prompts: Input[Dataset],
     pairs: Output[Dataset],
     weak_aligned: Output[Model],
     metrics: Output[Metrics],
@@ -20,13 +22,25 @@ def weak_align(
         pairs: preference pairs (JSONL: id, prompt, chosen, rejected, chosen_reward, rejected_reward).
         weak_aligned: the aligned weak model pi_r (Hugging Face folder).
         metrics: pair counts, reward margin, training loss.
+        weak_base: the weak base model pi_w (imported: `models.weak_base`).
+        train_prompts: the training prompts (imported: `data.train_prompts`).
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import weak_align
-    from cong.stages.step import record
+    from cong.stages.step import imported, record
+
+    config = imported(config, "weak_align", weak_base=weak_base, train_prompts=train_prompts)
 
     result = weak_align.step(
         config, pairs=pairs.path, weak_aligned=weak_aligned.path, model_store=model_store, run_id=run_id
     )
-    record(result, metrics, run_id=run_id, pairs=pairs, weak_aligned=weak_aligned)
+    record(
+        config,
+        result,
+        metrics,
+        run_id=run_id,
+        inputs={"weak_base": weak_base, "train_prompts": train_prompts},
+        pairs=pairs,
+        weak_aligned=weak_aligned,
+    )

@@ -8,9 +8,11 @@ from components.image import BASE_IMAGE
 def weak_sample_shard(
     config: dict,
     shard: int,
+    weak_base: Input[Model],
+    train_prompts: Input[Dataset],
+    weak_aligned: Input[Model],
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    weak_aligned: Input[Model] = None,
     run_id: str = "",
     model_store: str = "",
 ):
@@ -22,15 +24,26 @@ def weak_sample_shard(
         shard: this shard's index, from 0.
         responses: this shard's responses (JSONL: id, prompt, response); `weak_sample` merges the shards.
         metrics: row count, response lengths, batches found done by an earlier try.
-        weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        weak_aligned: the aligned weak model: weak_align's, or the imported `models.weak_aligned`.
+        weak_base: the weak base model pi_w (imported: `models.weak_base`).
+        train_prompts: the training prompts (imported: `data.train_prompts`).
         run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import weak_sample
-    from cong.stages.step import record
+    from cong.stages.step import imported, location, record
 
-    aligned = weak_aligned.path if weak_aligned is not None else None
+    config = imported(config, "weak_sample", weak_base=weak_base, train_prompts=train_prompts)
+
+    aligned = location(weak_aligned)
     result = weak_sample.step(
         config, weak_aligned=aligned, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)
+    record(
+        config,
+        result,
+        metrics,
+        run_id=run_id,
+        inputs={"weak_base": weak_base, "train_prompts": train_prompts, "weak_aligned": weak_aligned},
+        responses=responses,
+    )

@@ -7,10 +7,13 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def wsd(
     config: dict,
+    strong_base: Input[Model],
+    train_prompts: Input[Dataset],
+    eval_prompts: Input[Dataset],
+    weak_aligned: Input[Model],
     split: str,
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    weak_aligned: Input[Model] = None,
     run_id: str = "",
     model_store: str = "",
 ):
@@ -21,13 +24,30 @@ def wsd(
         split: `eval` for the method's row in the comparison, `train` for the wsd_sft targets.
         responses: one WSD response per prompt (JSONL: id, prompt, response).
         metrics: draft lengths, how often the strong model took over, timing.
-        weak_aligned: the aligned weak model (the drafter); when absent, `models.weak_aligned` is used.
+        weak_aligned: the aligned weak model: weak_align's, or the imported `models.weak_aligned`.
+        strong_base: the strong base model (imported: `models.strong_base`).
+        train_prompts: the training prompts (imported: `data.train_prompts`).
+        eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import wsd
-    from cong.stages.step import record
+    from cong.stages.step import imported, location, record
 
-    aligned = weak_aligned.path if weak_aligned is not None else None
+    config = imported(config, "wsd", strong_base=strong_base, train_prompts=train_prompts, eval_prompts=eval_prompts)
+
+    aligned = location(weak_aligned)
     result = wsd.step(config, weak_aligned=aligned, split=split, responses=responses.path, model_store=model_store)
-    record(result, metrics, run_id=run_id, inputs={"weak_aligned": weak_aligned}, responses=responses)
+    record(
+        config,
+        result,
+        metrics,
+        run_id=run_id,
+        inputs={
+            "strong_base": strong_base,
+            "train_prompts": train_prompts,
+            "eval_prompts": eval_prompts,
+            "weak_aligned": weak_aligned,
+        },
+        responses=responses,
+    )

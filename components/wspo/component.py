@@ -7,10 +7,12 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def wspo(
     config: dict,
+    weak_base: Input[Model],
+    strong_base: Input[Model],
+    weak_aligned: Input[Model],
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    weak_aligned: Input[Model] = None,
     run_id: str = "",
     model_store: str = "",
 ):
@@ -21,15 +23,26 @@ def wspo(
         data: the weak preference pairs (WSPO trains on their chosen responses) or weak samples.
         model: the trained strong model (Hugging Face folder).
         metrics: training loss and steps.
-        weak_aligned: the aligned weak model; when absent, `models.weak_aligned` of the config is used.
+        weak_aligned: the aligned weak model: weak_align's, or the imported `models.weak_aligned`.
+        weak_base: the weak base model pi_w (imported: `models.weak_base`).
+        strong_base: the strong base model (imported: `models.strong_base`).
         run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import wspo
-    from cong.stages.step import record
+    from cong.stages.step import imported, location, record
 
-    aligned = weak_aligned.path if weak_aligned is not None else None
+    config = imported(config, "wspo", weak_base=weak_base, strong_base=strong_base)
+
+    aligned = location(weak_aligned)
     result = wspo.step(
         config, data=data.path, weak_aligned=aligned, model=model.path, model_store=model_store, run_id=run_id
     )
-    record(result, metrics, run_id=run_id, inputs={"data": data, "weak_aligned": weak_aligned}, model=model)
+    record(
+        config,
+        result,
+        metrics,
+        run_id=run_id,
+        inputs={"weak_base": weak_base, "strong_base": strong_base, "data": data, "weak_aligned": weak_aligned},
+        model=model,
+    )

@@ -1,9 +1,12 @@
 """The Kubeflow Pipelines v2beta1 REST API, as `cong submit`, `cong schedule`, `cong runs` and `cong lineage` use it.
 
 Plain HTTP (requests) rather than `kfp.Client`: every call is one request with a JSON body we build (so the
-tests assert exactly what the backend receives), authentication is one bearer header, and every failure (an
-unreachable host, an HTTP error with the server's message, a login page instead of JSON) becomes one CongError
-line. Request and response fields are the v2beta1 protos' JSON names (snake_case), as in kfp-server-api.
+tests assert exactly what the backend receives), authentication is a bearer token or the login proxy's session
+cookie, and every failure (an unreachable host, an HTTP error with the server's message, a login page instead of
+JSON) becomes one CongError line. kfp.Client follows an auth proxy's redirect to its login page and reads the
+page as an empty answer: behind Dex with an expired session, its `list_experiments()` returns no experiments
+rather than an error (measured with kfp 2.17; the README's "Run it on a cluster" has the comparison). Request and
+response fields are the v2beta1 protos' JSON names (snake_case), as in kfp-server-api.
 """
 
 from __future__ import annotations
@@ -26,26 +29,37 @@ UI_ENV = "KFP_UI_URL"
 NAMESPACE_ENV = "KFP_NAMESPACE"
 EXPERIMENT_ENV = "KFP_EXPERIMENT"
 TOKEN_ENV = "KFP_TOKEN"
+# The session cookie of a multi-user Kubeflow's login proxy, as kfp.Client's `cookies` takes it:
+# `authservice_session=...` (oidc-authservice, Dex) or `_oauth2_proxy=...` (oauth2-proxy).
+COOKIES_ENV = "KFP_COOKIES"
 # The projected service-account token a pod gets for the KFP API (the variable and path kfp's own client reads).
 TOKEN_FILE_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 TOKEN_FILE = "/var/run/secrets/kubeflow/pipelines/token"
 PAGE_SIZE = 100
+LOGIN_HINT = (
+    f"Set {TOKEN_ENV} to a bearer token the KFP API accepts, or {COOKIES_ENV} to your login's session cookie (from "
+    "the browser, logged in to Kubeflow: authservice_session=... for Dex/oidc-authservice, _oauth2_proxy=... for "
+    "oauth2-proxy)."
+)
 # A run that has not finished reports this time (the protobuf zero timestamp).
 UNSET_TIME = "1970-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
 class Connection:
-    """Where the KFP API is and who we are: host, optional UI address, namespace (multi-user Kubeflow), token."""
+    """Where the KFP API is and who we are: host, optional UI address, namespace (multi-user Kubeflow), a bearer
+    token and/or the login proxy's session cookie."""
 
     host: str
     namespace: str | None = None
     ui: str | None = None
     token: str | None = field(default=None, repr=False)
+    cookies: str | None = field(default=None, repr=False)
 
     @classmethod
     def resolve(cls, host: str | None = None, namespace: str | None = None, ui: str | None = None) -> Connection:
-        """Flags first, then KFP_HOST / KFP_NAMESPACE / KFP_UI_URL; the token from KFP_TOKEN or the token file."""
+        """Flags first, then KFP_HOST / KFP_NAMESPACE / KFP_UI_URL; the token from KFP_TOKEN or the token file, the
+        session cookie from KFP_COOKIES (secrets come from the environment, never from a command line)."""
         host = host or os.environ.get(HOST_ENV)
         if not host:
             raise CongError(
@@ -65,6 +79,7 @@ class Connection:
             namespace=namespace or os.environ.get(NAMESPACE_ENV) or None,
             ui=(ui or os.environ.get(UI_ENV) or host).rstrip("/"),
             token=token,
+            cookies=os.environ.get(COOKIES_ENV) or None,
         )
 
     def page(self, route: str) -> str:
@@ -84,6 +99,8 @@ class KfpClient:
         self.session.headers["Accept"] = "application/json"
         if connection.token:
             self.session.headers["Authorization"] = f"Bearer {connection.token}"
+        if connection.cookies:
+            self.session.headers["Cookie"] = connection.cookies
 
     def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         import requests
@@ -101,11 +118,11 @@ class KfpClient:
         if 300 <= response.status_code < 400:
             raise CongError(
                 f"{where}: redirected to {response.headers.get('Location', '?')} (HTTP {response.status_code}): the "
-                f"endpoint wants a login. Set {TOKEN_ENV} to a bearer token the KFP API accepts."
+                f"endpoint wants a login. {LOGIN_HINT}"
             )
         if response.status_code >= 400:
             hint = {
-                401: f" Set {TOKEN_ENV} to a valid bearer token.",
+                401: f" {LOGIN_HINT}",
                 403: f" The token's identity may not act in namespace {self.connection.namespace or '(none)'}.",
             }.get(response.status_code, "")
             raise CongError(

@@ -4,7 +4,7 @@ The v2beta1 API reports a run (state, times, runtime config) and its tasks (name
 ML Metadata ids of their input and output artifacts where the backend fills them in); it does not report
 artifact URIs or metadata, which the UI's artifact pages show. So the lineage of a cluster run is the DAG it
 ran, read from its compiled pipeline spec (which task's output fed which task), with each task's state and
-artifact id from the run's task details (matched to the spec's tasks by name) and each artifact's UI page.
+artifact id from the run's task details (matched to the spec's tasks by display name) and each artifact's UI page.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str
     """The lineage of a cluster run in the shape `cong.storage.lineage.render` prints: from each of the config's methods
     (an input of the evaluate task) back through the tasks whose outputs fed it. `page(route)` gives a UI URL."""
     config = run_config(run, spec)
-    dag = _Dag(spec)
+    dag = SpecDag(spec)
     reported = {t.get("display_name"): t for t in (run.get("run_details") or {}).get("task_details") or []}
     evaluate = next((key for key, task in dag.tasks.items() if task["stage"] == ROOT_STAGE), None)
     if evaluate is None:
@@ -131,7 +131,7 @@ def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str
         if key in artifacts:
             return key
         task = dag.tasks[task_key]
-        detail = reported.get(task_key, {})
+        detail = reported.get(task["display"], {})
         ids = ((detail.get("outputs") or {}).get(output) or {}).get("artifact_ids") or []
         metadata = {"stage": task["stage"], **task["constants"], "config": config["name"]}
         if detail.get("state"):
@@ -168,25 +168,34 @@ def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str
     return {"run": header, "inputs": inputs, "artifacts": artifacts}
 
 
-class _Dag:
-    """The tasks of a compiled pipeline spec (nested DAGs of conditions and loops flattened; task names are
-    unique in a compiled pipeline) and where each executor's input artifacts come from."""
+class SpecDag:
+    """The tasks of a compiled pipeline spec (nested DAGs of conditions, loops and sub-pipelines flattened) and where
+    each executor's input artifacts come from. A task keeps its name as its key, unless another DAG has a task of
+    that name (each input's sub-pipeline has an `importer`): then it is `<enclosing task>/<name>`."""
 
     def __init__(self, spec: dict[str, Any]):
         self.components = spec.get("components", {})
         self.tasks: dict[str, dict[str, Any]] = {}
-        self._walk(spec.get("root", {}).get("dag", {}), parent=None)
+        self._keys: dict[tuple[str | None, str], str] = {}
+        found: list[tuple[str | None, str, dict[str, Any]]] = []
+        self._walk(spec.get("root", {}).get("dag", {}), None, found)
+        names = [name for _, name, _ in found]
+        for parent, name, task in found:
+            key = name if names.count(name) == 1 else f"{parent}/{name}"
+            self._keys[(parent, name)] = key
+            self.tasks[key] = {**task, "parent": parent}
 
-    def _walk(self, dag: dict[str, Any], parent: str | None) -> None:
-        for key, task in dag.get("tasks", {}).items():
-            name = task["componentRef"]["name"]
-            component = self.components.get(name, {})
+    def _walk(self, dag: dict[str, Any], parent: str | None, found: list) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            component_name = task["componentRef"]["name"]
+            component = self.components.get(component_name, {})
             parameters = task.get("inputs", {}).get("parameters", {})
-            self.tasks[key] = {
+            entry = {
                 "spec": task,
-                "component": name,
-                "parent": parent,
-                "stage": re.sub(r"-\d+$", "", name.removeprefix("comp-")).replace("-", "_"),
+                "component": component_name,
+                "name": name,
+                "display": task.get("taskInfo", {}).get("name", name),
+                "stage": re.sub(r"-\d+$", "", component_name.removeprefix("comp-")).replace("-", "_"),
                 "constants": {
                     p: v["runtimeValue"]["constant"]
                     for p, v in parameters.items()
@@ -194,33 +203,48 @@ class _Dag:
                 },
                 "artifact_inputs": list(task.get("inputs", {}).get("artifacts", {})),
             }
+            found.append((parent, name, entry))
             if "dag" in component:
-                self._walk(component["dag"], parent=key)
+                # Names inside a DAG are unique there; the enclosing task's own key is settled once all are found.
+                self._walk(component["dag"], self._pending(parent, name), found)
+
+    @staticmethod
+    def _pending(parent: str | None, name: str) -> str:
+        return name if parent is None else f"{parent}/{name}"
+
+    def key(self, parent: str | None, name: str) -> str:
+        return self._keys[(parent, name)]
 
     def source(self, task_key: str, name: str, reported: dict[str, Any]) -> tuple[str, str] | None:
         """The executor task and output that fed input `name` of `task_key`. Of the branches a dsl.OneOf joins,
         the placeholder of an unselected method is not a source; where several remain, the one that succeeded."""
-        candidates = [c for c in self._sources(task_key, name) if self.tasks[c[0]]["stage"] != PLACEHOLDER_STAGE]
-        ran = [c for c in candidates if reported.get(c[0], {}).get("state") == "SUCCEEDED"]
+        candidates = [c for c in self.sources(task_key, name) if self.tasks[c[0]]["stage"] != PLACEHOLDER_STAGE]
+        ran = [c for c in candidates if reported.get(self.tasks[c[0]]["display"], {}).get("state") == "SUCCEEDED"]
         chosen = ran or candidates
         return chosen[0] if chosen else None
 
-    def _sources(self, task_key: str, name: str) -> list[tuple[str, str]]:
+    def sources(self, task_key: str, name: str) -> list[tuple[str, str]]:
+        """Every executor task and output that may feed input `name` of `task_key` (all branches of a dsl.OneOf)."""
         task = self.tasks[task_key]
         spec = task["spec"].get("inputs", {}).get("artifacts", {}).get(name, {})
         if "taskOutputArtifact" in spec:
             out = spec["taskOutputArtifact"]
-            return self._outputs(out["producerTask"], out["outputArtifactKey"])
+            return self._outputs(self.key(task["parent"], out["producerTask"]), out["outputArtifactKey"])
         if "componentInputArtifact" in spec and task["parent"] is not None:
-            return self._sources(task["parent"], spec["componentInputArtifact"])
+            return self.sources(self._by_path(task["parent"]), spec["componentInputArtifact"])
         return []
+
+    def _by_path(self, path: str) -> str:
+        parent, _, name = path.rpartition("/")
+        return self.key(parent or None, name)
 
     def _outputs(self, task_key: str, output: str) -> list[tuple[str, str]]:
         component = self.components.get(self.tasks[task_key]["component"], {})
         if "dag" not in component:
             return [(task_key, output)]
         selected = component["dag"].get("outputs", {}).get("artifacts", {}).get(output, {})
+        inner = self._pending(self.tasks[task_key]["parent"], self.tasks[task_key]["name"])
         found = []
         for selector in selected.get("artifactSelectors", []):
-            found += self._outputs(selector["producerSubtask"], selector["outputArtifactKey"])
+            found += self._outputs(self.key(inner, selector["producerSubtask"]), selector["outputArtifactKey"])
         return found

@@ -56,6 +56,11 @@ class Config(Strict):
         description="the one learning-rate rule: every training stage trains at its stated learning rate (the "
         "paper's, by default) times this factor, so that models far smaller than the paper's keep its ratios",
     )
+    input_origins: dict[str, str] = Field(
+        {},
+        description="set by `cong run` when it publishes local inputs to the store: each input field's reference "
+        "as the user gave it, which its artifact in the DAG records",
+    )
     allow_failed_gates: bool = Field(
         False, description="run on a world or weak pair that fails a gate (cong.evaluation.gates); every output says so"
     )

@@ -56,7 +56,7 @@ def alpha_sweep(
 
 
 @stage_step
-def step(config: dict, weak_aligned: str | None, points: str, model_store: str = "") -> StepResult:
+def step(config: dict, weak_aligned: str, points: str, model_store: str = "") -> StepResult:
     cfg = config_from_dict(config)
     s = cfg.stages.alpha_sweep
     metrics = alpha_sweep(

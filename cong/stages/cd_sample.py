@@ -46,21 +46,19 @@ def cd_sample(
 
 
 def sampled_fields(cfg: Config) -> dict[str, Any]:
-    """What the responses' lineage records of the CD settings and the pair (cong.stages.step.sampled_lineage)."""
+    """What the responses' lineage records of the CD settings (cong.stages.step.sampled_lineage); the weak pair and
+    the prompts are the inputs it records."""
     s = cfg.stages.cd_sample
     return {
         "alpha": s.alpha,
         "relative_top": s.relative_top,
         "score_form": s.score_form,
-        "weak_base": cfg.models.weak_base,
-        "weak_aligned": cfg.models.weak_aligned or "weak_align output",
-        "prompts": cfg.data.train_prompts,
     }
 
 
 @stage_step
 def step(
-    config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
+    config: dict, weak_aligned: str, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
     """Shard `shard` of the CD responses (cong.stages.shards); `merge_shards` makes the stage's dataset."""
     cfg = config_from_dict(config)

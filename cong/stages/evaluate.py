@@ -217,7 +217,7 @@ def evaluate(
 @stage_step
 def step(
     config: dict,
-    weak_aligned: str | None,
+    weak_aligned: str,
     models: dict[str, str],
     responses_of: dict[str, str],
     alpha_sweep_points: str | None,

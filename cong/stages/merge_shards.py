@@ -15,7 +15,7 @@ from cong.vocabulary import SHARDED_STAGES
 
 @stage_step
 def step(
-    config: dict, stage: str, shards: list[str], shard_inputs: list[dict[str, str]], responses: str, run_id: str = ""
+    config: dict, stage: str, shards: list[str], shard_inputs: list[dict[str, dict]], responses: str, run_id: str = ""
 ) -> StepResult:
     """The sampling stage's dataset from its shards' responses (each prompt exactly once, in prompt order).
 
@@ -30,7 +30,7 @@ def step(
     if run_id:
         FinishedBatches(progress_location(cfg.storage, run_id, stage)).clear()
     made = sampled_lineage(cfg, stage, metrics["rows"])
-    inputs = {name: uri for read in shard_inputs for name, uri in read.items()}
+    inputs = {name: source for read in shard_inputs for name, source in read.items()}
     if inputs:
         made["inputs"] = inputs
     return {"metrics": metrics, "metadata": {"responses": made}}

@@ -11,7 +11,8 @@ from typing import Any
 
 from cong.config import Config, config_from_dict
 from cong.errors import stage_step
-from cong.vocabulary import TRAINED_BRANCHES, WEAK_LABEL_METHODS
+from cong.inputs import IMPORT_KEYS, describe, reference
+from cong.vocabulary import INPUT_FIELDS, MODEL_INPUTS, TRAINED_BRANCHES, WEAK_LABEL_METHODS
 
 
 def method_plan(cfg: Config) -> dict[str, Any]:
@@ -42,4 +43,17 @@ def step(config: dict) -> dict[str, Any]:
     stored = [r for r in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned) if r]
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
     check_run(cfg, S3Settings.from_env(), models=not any(r.startswith("s3://") for r in stored), cluster=in_cluster)
-    return {**method_plan(cfg), **shard_items(cfg)}
+    return {**method_plan(cfg), **shard_items(cfg), **import_items(cfg)}
+
+
+def import_items(cfg: Config) -> dict[str, Any]:
+    """What the DAG's importers register for each external input (cong.inputs.describe), as `<field>_<key>` outputs;
+    an input the config leaves out (a weak_aligned it does not supply) has empty ones."""
+    found = {}
+    for _, field in INPUT_FIELDS:
+        described = describe(cfg, field) if reference(cfg, field) is not None else {}
+        for key in IMPORT_KEYS:
+            found[f"{field}_{key}"] = described.get(key, "")
+        if field in MODEL_INPUTS:
+            found[f"{field}_vocab_size"] = described.get("vocab_size", 0)
+    return found

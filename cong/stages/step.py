@@ -8,20 +8,45 @@ here). A stage is found by its name (cong.vocabulary) as the module of that name
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import cong
-from cong.config import Config
+from cong.config import Config, config_from_dict
 from cong.errors import CongError
-from cong.refs import resolve
+from cong.inputs import HUB_SCHEME
+from cong.refs import NOT_IMPORTED, resolve
 from cong.stages.shards import Shard, progress_location, shard_progress
-from cong.storage.handoff import follow
+from cong.storage.handoff import POINTER_FILE, follow
 from cong.training import distributed
-from cong.vocabulary import TRAINING_INPUTS
+from cong.vocabulary import INPUT_FIELDS, TRAINING_INPUTS
 
 StepResult = dict[str, Any]
+
+
+def location(artifact: Any, local_copies: bool = True) -> str:
+    """What a task loads for an imported artifact: the launcher's (or the workspace's) copy when there is one here
+    and `local_copies`, else the reference its URI stands for (fetched and cached by the stage, cong.refs)."""
+    if local_copies and artifact.path and Path(artifact.path).exists():
+        return artifact.path
+    return artifact.uri.removeprefix(HUB_SCHEME)
+
+
+def imported(config: dict, stage: str, local_copies: bool = True, **artifacts: Any) -> dict:
+    """The config a stage runs with: each input in `artifacts` (name -> kfp artifact) replaced by what it names, and
+    every other input replaced by a marker that `cong.refs.resolve` refuses, naming the stage.
+
+    `local_copies`: False where the config goes to other pods (a TrainJob's), which cannot read this pod's copies.
+    """
+    config = {**config, "models": dict(config["models"]), "data": dict(config["data"])}
+    for section, field in INPUT_FIELDS:
+        if field in artifacts and artifacts[field] is not None:
+            config[section][field] = location(artifacts[field], local_copies)
+        elif config[section].get(field) is not None:
+            config[section][field] = f"{NOT_IMPORTED}{stage}:{field}"
+    return config
 
 
 def stage_module(stage: str) -> ModuleType:
@@ -49,9 +74,10 @@ def lineage(cfg: Config, stage: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def aligned_weak(cfg: Config, weak_aligned: str | None, model_store: str = "") -> str:
-    """The aligned weak model: the weak_align output, or the one the config supplies."""
-    return follow(weak_aligned, model_store) if weak_aligned else resolve(cfg.models.weak_aligned, cfg)
+def aligned_weak(cfg: Config, weak_aligned: str, model_store: str = "") -> str:
+    """The aligned weak model a task was given (weak_align's output, or the imported `models.weak_aligned`: a folder,
+    a pointer into the run's model store, or a reference), as a folder here."""
+    return resolve(follow(weak_aligned, model_store), cfg)
 
 
 def sampled_lineage(cfg: Config, stage: str, rows: float, **extra: Any) -> dict[str, Any]:
@@ -125,23 +151,58 @@ def train_stage(
 
 
 def record(
-    result: StepResult, metrics: Any, run_id: str = "", inputs: dict[str, Any] | None = None, **artifacts: Any
+    config: dict,
+    result: StepResult,
+    metrics: Any,
+    run_id: str = "",
+    inputs: dict[str, Any] | None = None,
+    **artifacts: Any,
 ) -> None:
     """Write a step's metrics onto an Output[Metrics] and its metadata onto the named output artifacts.
 
-    Each output also records the run's id, the URIs of the input artifacts it was made from (what
-    `cong lineage` follows) and, for a single-file output such as a dataset, its sha256.
+    Besides what the step says of an output (its lineage: stage, settings, code version, ...), each records the
+    KFP run's id, the URI and digest of every input artifact it was made from (what `cong lineage` and the
+    Kubeflow UI follow), and its own digest (`output_digest`); the README's "Artifact metadata" lists the keys.
+    With a run id, a copy of each output's metadata goes to the run's records in the store, which the run's
+    lineage task gathers (cong.storage.lineage).
     """
-    from cong.storage.folders import sha256_file
+    from cong.storage.lineage import record_output
 
     for key, value in result["metrics"].items():
         metrics.log_metric(key, float(value))
-    sources = {name: artifact.uri for name, artifact in (inputs or {}).items() if artifact is not None}
+    sources = {name: source_of(artifact) for name, artifact in (inputs or {}).items() if artifact is not None}
     for name, artifact in artifacts.items():
         artifact.metadata.update(result["metadata"].get(name, {}))
+        if sources:
+            # Beside what the step itself names (a merged dataset: what its shards read).
+            artifact.metadata["inputs"] = {**artifact.metadata.get("inputs", {}), **sources}
+        artifact.metadata["digest"] = output_digest(Path(artifact.path))
         if run_id:
             artifact.metadata["run_id"] = run_id
-        if sources:
-            artifact.metadata["inputs"] = sources
-        if Path(artifact.path).is_file():
-            artifact.metadata["sha256"] = sha256_file(Path(artifact.path))
+            record_output(records_of(config, run_id), artifact.uri, dict(artifact.metadata))
+
+
+def records_of(config: dict, run_id: str) -> str:
+    """Where a run's outputs keep their lineage records: `<storage>/runs/<KFP run id>/records`."""
+    from cong.storage.lineage import RECORDS
+
+    return config_from_dict(config).storage.uri("runs", run_id, RECORDS)
+
+
+def source_of(artifact: Any) -> dict[str, str]:
+    """An input artifact as an output records it: its URI, and its digest when it has one (a placeholder of a
+    method the run leaves out has none)."""
+    digest = artifact.metadata.get("digest")
+    return {"uri": artifact.uri, **({"digest": digest} if digest else {})}
+
+
+def output_digest(path: Path) -> str:
+    """`sha256:<hex>` of an output: of a file, its sha256; of a folder, the `listing_digest` of its files, and of a
+    pointer into the run's model store (cong.storage.handoff), of the folder it names."""
+    from cong.storage.folders import folder_digest, sha256_file
+
+    pointer = path / POINTER_FILE
+    if pointer.is_file():
+        target = Path(json.loads(pointer.read_text())["location"])
+        path = target if target.is_dir() else path
+    return f"sha256:{sha256_file(path) if path.is_file() else folder_digest(path)}"

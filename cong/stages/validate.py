@@ -16,7 +16,7 @@ from cong.data import PROMPT_FIELDS, check_jsonl, problem_list
 from cong.errors import CongError
 from cong.hub import hub_problems
 from cong.storage.s3 import S3Settings
-from cong.vocabulary import SHARED_VOCAB_METHODS
+from cong.vocabulary import INPUT_FIELDS, SHARED_VOCAB_METHODS
 
 
 def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = True, cluster: bool = False) -> None:
@@ -55,8 +55,6 @@ def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = Tru
 
 def _references(cfg: Config) -> list[tuple[str, str]]:
     """(field, reference) of every model and prompt file the run reads: its inputs, and the downstream tasks' data."""
-    from cong.storage.publish import INPUT_FIELDS
-
     refs = [(f"{section}.{name}", getattr(getattr(cfg, section), name)) for section, name in INPUT_FIELDS]
     refs += [(f"stages.evaluate.downstream[{i}].data", t.data) for i, t in enumerate(cfg.stages.evaluate.downstream)]
     return [(field, ref) for field, ref in refs if ref]

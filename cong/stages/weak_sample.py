@@ -21,7 +21,7 @@ def sampled_fields(cfg: Config) -> dict[str, Any]:
 
 @stage_step
 def step(
-    config: dict, weak_aligned: str | None, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
+    config: dict, weak_aligned: str, responses: str, shard: int = 0, run_id: str = "", model_store: str = ""
 ) -> StepResult:
     """Shard `shard` of the weak labels (cong.stages.shards); `merge_shards` makes the stage's dataset."""
     cfg = config_from_dict(config)

@@ -53,7 +53,7 @@ def wsd(
 
 
 @stage_step
-def step(config: dict, weak_aligned: str | None, split: str, responses: str, model_store: str = "") -> StepResult:
+def step(config: dict, weak_aligned: str, split: str, responses: str, model_store: str = "") -> StepResult:
     """WSD responses on the eval prompts (a method row) or the train prompts (targets for wsd_sft)."""
     cfg = config_from_dict(config)
     s = cfg.stages.wsd

@@ -132,9 +132,7 @@ def train(
 
 
 @stage_step
-def step(
-    config: dict, data: str, weak_aligned: str | None, model: str, model_store: str = "", run_id: str = ""
-) -> StepResult:
+def step(config: dict, data: str, weak_aligned: str, model: str, model_store: str = "", run_id: str = "") -> StepResult:
     cfg = config_from_dict(config)
     s = cfg.training_stages().wspo
     target = model_dir(model, model_store)

@@ -118,6 +118,11 @@ class Manifest:
     def digest(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
 
+    @property
+    def content_digest(self) -> str:
+        """The digest of what the folder holds (`listing_digest`), the same as of the local folder it came from."""
+        return listing_digest((entry.path, entry.sha256) for entry in self.files)
+
     @classmethod
     def create(cls, files: Iterable[FileEntry]) -> Manifest:
         entries = [dataclasses.asdict(entry) for entry in files]
@@ -144,6 +149,21 @@ class Manifest:
             if entry.path.startswith("/") or ".." in parts or "" in parts or entry.path == MANIFEST_NAME:
                 raise CongError(f"{where} lists the unsafe path {entry.path!r}; publish the folder again.")
         return manifest
+
+
+def listing_digest(files: Iterable[tuple[str, str]]) -> str:
+    """sha256 over a folder's (relative name, sha256) pairs in name order: its content, wherever it is stored."""
+    digest = hashlib.sha256()
+    for name, sha256 in sorted(files):
+        digest.update(f"{name}\0{sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def folder_digest(path: Path) -> str:
+    """`listing_digest` of a local folder (or of one file, listed by its name)."""
+    if not path.is_dir():
+        return listing_digest([(path.name, sha256_file(path))])
+    return listing_digest((f.relative_to(path).as_posix(), sha256_file(f)) for f in path.rglob("*") if f.is_file())
 
 
 def sha256_file(path: Path) -> str:
@@ -407,6 +427,31 @@ def fetch_dir(
         f"({manifest.total_bytes / MiB / max(elapsed, 1e-6):.1f} MB/s)",
     )
     return folder
+
+
+# Files a model's tokenizer and config never live in: its weights.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx")
+
+
+def fetch_light(uri: str, dest: Path, *, settings: S3Settings | None = None) -> Path:
+    """The files of the published folder `uri` that are not weights (its config and tokenizer), checked against the
+    manifest, into `dest`: what a tokenizer needs, without downloading a model."""
+    settings = settings or S3Settings.from_env()
+    source = parse_s3_uri(uri)
+    client = settings.client()
+    manifest = _read_manifest(client, settings, source)
+    for entry in manifest.files:
+        if entry.path.endswith(WEIGHT_SUFFIXES):
+            continue
+        (dest / entry.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            client.download_file(source.bucket, source.key(entry.path), str(dest / entry.path))
+        except Exception as exc:
+            raise storage_error(exc, settings, f"downloading {source}/{entry.path}", source.bucket) from None
+        problem = _check_file(dest, entry, source)
+        if problem:
+            raise CongError(f"{source} is corrupted: {problem}. Publish the folder again.")
+    return dest
 
 
 def _check_file(folder: Path, entry: FileEntry, source: S3Uri) -> str | None:

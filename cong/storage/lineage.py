@@ -1,21 +1,27 @@
 """Where a run's models and datasets came from: the graph of its artifacts, and that graph as a tree.
 
-Every stage records on its outputs the URIs of the artifacts it read (`inputs`) beside its settings
-(`cong.stages.step.record`). After a local run, `collect` gathers them from the kfp run folder into `lineage.json`,
-which is published with the results; `render` prints the tree from each final model back to the base models
-and prompt sets, with the settings of every step on the way.
+Every stage records on its outputs the URIs and digests of the artifacts it read (`inputs`) beside its settings
+(`cong.stages.step.record`), and keeps a copy of each output's metadata in the store (`record_output`), under the
+KFP run's id: KFP's API reports no artifact metadata, so this is how the run's last task (`lineage`) sees every
+output. That task assembles them with the imported inputs into the run's `lineage.json` (`assemble`) and publishes
+it at `<storage>/runs/<KFP run id>/results/`, where `cong lineage RUN_ID` reads it. A local run adds each output's
+published URI (`published_view`). `render` prints the tree from each final model back to the base models and
+prompt sets, with the settings of every step on the way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from cong.errors import CongError
+from cong.vocabulary import METHODS
 
 LINEAGE_FILE = "lineage.json"
+RECORDS = "records"
 # The fields a reader needs to tell two models apart, in the order they are printed (the last two: a cluster
 # run's task state and ML Metadata artifact id, see cong.cluster.kfp_runs).
 SHOWN = (
@@ -41,12 +47,14 @@ SHOWN = (
     "seed",
     "rows",
     "train_rows",
-    "sha256",
+    "vocab_size",
+    "digest",
     "config",
     "code_version",
     "state",
     "artifact_id",
 )
+IMPORT_STAGE = "import"
 
 
 def run_outputs(run_root: Path) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -63,32 +71,82 @@ def run_outputs(run_root: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     return found
 
 
-def collect(
-    run_root: Path, published: dict[str, str], inputs: dict[str, Any], run: dict[str, Any], sources: dict[str, str]
-) -> dict:
-    """The lineage of a finished kfp run folder: every output artifact (`<task>/<output>`) with its metadata,
-    its published URI and the artifacts it was made from. `published` maps those keys to URIs, `inputs` the
-    run's imported inputs, `sources` each method to the local path of its model (or responses)."""
+def record_output(records: str, uri: str, metadata: dict[str, Any]) -> None:
+    """Keep an output's metadata at `records` (an s3:// folder of the run), one small object per output."""
+    from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
+
+    settings = S3Settings.from_env()
+    folder = parse_s3_uri(records)
+    key = folder.key(f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json")
+    body = json.dumps({"uri": uri, "metadata": metadata}, sort_keys=True).encode()
+    try:
+        settings.client().put_object(Bucket=folder.bucket, Key=key, Body=body)
+    except Exception as exc:
+        raise storage_error(exc, settings, f"recording the lineage of {uri}", folder.bucket) from None
+
+
+def read_records(records: str) -> list[dict[str, Any]]:
+    """Every output's record that the run's stages kept at `records`."""
+    from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
+
+    settings = S3Settings.from_env()
+    folder = parse_s3_uri(records)
+    client = settings.client()
+    found = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=folder.bucket, Prefix=folder.key("")):
+            for item in page.get("Contents", []):
+                found.append(json.loads(client.get_object(Bucket=folder.bucket, Key=item["Key"])["Body"].read()))
+    except Exception as exc:
+        raise storage_error(exc, settings, f"reading the lineage records at {records}", folder.bucket) from None
+    return found
+
+
+def assemble(records: list[dict[str, Any]], imports: dict[str, dict[str, Any]], run: dict[str, Any]) -> dict:
+    """A run's lineage: its imported inputs (`inputs/<field>`: URI and the importer's metadata) and every output its
+    stages recorded (`<task>/<output>`, from the artifact's URI; a sampling shard is left out, its stage's merged
+    dataset records what the shards read), each with the artifacts it was made from; `run["methods"]` the output
+    of each method's row, as evaluate read them."""
     artifacts: dict[str, dict[str, Any]] = {}
-    by_uri: dict[str, str] = {}
-    for key, (local, metadata) in run_outputs(run_root).items():
-        metadata = dict(metadata)
-        artifacts[key] = {
-            "uri": published.get(key),
-            "local": local,
-            "inputs": metadata.pop("inputs", {}),
-            "metadata": metadata,
-        }
-        by_uri[local] = key
-        if "location" in metadata:  # a pointer (cong.storage.handoff): evaluate names the folder it points to
-            by_uri[metadata["location"]] = key
+    for field, imported in imports.items():
+        metadata = {"stage": IMPORT_STAGE, **imported["metadata"]}
+        if "vocab_size" in metadata:
+            metadata["vocab_size"] = int(metadata["vocab_size"])  # a placeholder KFP may resolve as a string
+        artifacts[f"inputs/{field}"] = {"uri": imported["uri"], "inputs": {}, "metadata": metadata}
+    for record in sorted(records, key=lambda r: r["uri"]):
+        metadata = dict(record["metadata"])
+        if "shard" not in metadata:
+            inputs = metadata.pop("inputs", {})
+            artifacts[_key(record["uri"], artifacts)] = {"uri": record["uri"], "inputs": inputs, "metadata": metadata}
+    by_uri = {node["uri"]: key for key, node in artifacts.items()}
     for node in artifacts.values():
-        # Inputs that no task made are placeholders of methods the run left out.
-        node["inputs"] = {name: by_uri[uri] for name, uri in node["inputs"].items() if uri in by_uri}
-    methods = {method: by_uri[path] for method, path in sources.items() if path in by_uri}
-    kfp_ids = {node["metadata"]["run_id"] for node in artifacts.values() if "run_id" in node["metadata"]}
-    run = {**run, "methods": methods, **({"kfp_run_id": kfp_ids.pop()} if len(kfp_ids) == 1 else {})}
-    return {"run": run, "inputs": inputs, "artifacts": artifacts}
+        # Inputs that no stage made and no importer registered are placeholders of methods the run leaves out.
+        node["inputs"] = {n: by_uri[s["uri"]] for n, s in node["inputs"].items() if s["uri"] in by_uri}
+    evaluate = next((n for n in artifacts.values() if n["metadata"]["stage"] == "evaluate"), None)
+    read = evaluate["inputs"] if evaluate else {}
+    methods = {method: read[method] for method in METHODS if method in read}
+    inputs = {f: {"uri": i["uri"], "from": i["metadata"].get("reference", i["uri"])} for f, i in imports.items()}
+    return {"run": {**run, "methods": methods}, "inputs": inputs, "artifacts": artifacts}
+
+
+def _key(uri: str, taken: dict[str, Any]) -> str:
+    """`<task>/<output>`: the last two parts of an output's URI (KFP writes outputs at
+    `<pipeline root>/<pipeline>/<run id>/<task>/<output>`), longer where two would share it."""
+    parts = uri.rstrip("/").split("/")
+    for length in range(2, len(parts) + 1):
+        key = "/".join(parts[-length:])
+        if key not in taken:
+            return key
+    return uri
+
+
+def published_view(lineage: dict, published: dict[str, str], run: dict[str, Any]) -> dict:
+    """A local run's lineage: the DAG's own, each output's URI the copy the run published (`published`, by key),
+    its local path kept as `local`, and the run's header (`run`) over the DAG's."""
+    for key, node in lineage["artifacts"].items():
+        if node["metadata"]["stage"] != IMPORT_STAGE:
+            node["local"], node["uri"] = node["uri"], published.get(key)
+    return {**lineage, "run": {**lineage["run"], **run}}
 
 
 def load(target: str) -> tuple[dict, str | None]:
@@ -157,7 +215,7 @@ def _tree(artifacts: dict, key: str, label: str, origin: dict, lead: str, indent
     for name in SHOWN:
         if name in node["metadata"]:
             value = node["metadata"][name]
-            value = f"{value[:16]}..." if name == "sha256" else value
+            value = f"{value[:23]}..." if name == "digest" and len(value) > 23 else value
             fields.append(f"{name}={value}" + (f" ({origin[value]})" if value in origin else ""))
     children = list(node["inputs"].items())
     bar = "│   " if children else "    "

@@ -11,35 +11,23 @@ After the run, every model and dataset the run made is published under
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from cong.config import Config, config_from_dict
 from cong.progress import log
 from cong.refs import resolve
-from cong.storage.folders import find_manifest, publish_path, sha256_file
+from cong.storage.folders import find_manifest, folder_digest, publish_path
 from cong.storage.lineage import run_outputs
 from cong.storage.s3 import S3Settings, ensure_bucket
+from cong.vocabulary import INPUT_FIELDS
 
-INPUT_FIELDS = (
-    ("models", "weak_base"),
-    ("models", "strong_base"),
-    ("models", "weak_aligned"),
-    ("data", "train_prompts"),
-    ("data", "eval_prompts"),
-)
 RESULTS = "results"
 
 
 def content_digest(path: Path) -> str:
     """A short sha256 over the relative names and contents of a folder's files (or of one file)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
-        digest.update(f"{name}\0{sha256_file(file)}\n".encode())
-    return digest.hexdigest()[:16]
+    return folder_digest(path)[:16]
 
 
 def import_inputs(cfg: Config, settings: S3Settings) -> tuple[Config, dict[str, dict[str, str]]]:
@@ -62,6 +50,7 @@ def import_inputs(cfg: Config, settings: S3Settings) -> tuple[Config, dict[str, 
         else:
             log("storage", f"{field}: {ref} is already in the store at {uri}")
         raw[section][field] = named
+        raw["input_origins"][field] = ref
         imported[field] = {"from": ref, "uri": named}
     return config_from_dict(raw), imported
 

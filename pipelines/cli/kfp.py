@@ -4,6 +4,7 @@ local run folder, or a KFP run by its id)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import tempfile
@@ -40,7 +41,8 @@ RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 def cmd_lineage(args: argparse.Namespace) -> int:
     from cong.storage.lineage import load, render
 
-    if RUN_ID.match(args.target) and not Path(args.target).exists():
+    local = Path(args.target).exists() or args.target.startswith("s3://")
+    if not local and (RUN_ID.match(args.target) or args.host):
         print(_kfp_lineage(args))
         return 0
     if args.s3_endpoint:
@@ -51,17 +53,33 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def _kfp_lineage(args: argparse.Namespace) -> str:
+    """The run's lineage.json, which its lineage task published to the store; without it (a run that has not
+    finished, or no access to the store from here), the DAG from the pipeline spec and the task states."""
     from cong.cluster.kfp_api import get_run, pipeline_spec
     from cong.cluster.kfp_runs import lineage as run_lineage
-    from cong.storage.lineage import render
+    from cong.cluster.kfp_runs import run_config
+    from cong.stages.lineage import published_at
+    from cong.storage.folders import fetch_dir
+    from cong.storage.lineage import LINEAGE_FILE, render
 
+    if args.s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
     client = kfp_client(args)
     run = get_run(client, args.target)
-    tree = render(run_lineage(run, pipeline_spec(client, run), client.connection.page))
-    return (
-        f"{tree}\n\nFrom the KFP API: the DAG the run executed and each task's state; artifact URIs and metadata "
-        "are on the artifact pages linked above (once the backend reports the artifact ids)."
-    )
+    spec = pipeline_spec(client, run)
+    page = client.connection.page(f"runs/details/{run.get('run_id')}")
+    results = "the store"
+    try:
+        results = published_at(run_config(run, spec), run.get("run_id", args.target))
+        lineage = json.loads((fetch_dir(results) / LINEAGE_FILE).read_text())
+    except CongError as exc:
+        tree = render(run_lineage(run, spec, client.connection.page))
+        return (
+            f"{tree}\n\nNo lineage.json at {results} ({exc}). From the KFP API instead: the DAG the run executed and "
+            "each task's state; artifact URIs and metadata are on the artifact pages linked above."
+        )
+    lineage["run"].update({"id": run.get("display_name") or lineage["run"]["id"], "published": page})
+    return f"{render(lineage)}\n\nThe run's lineage.json: {results}/{LINEAGE_FILE}"
 
 
 def _pipeline_root(cfg) -> str | None:

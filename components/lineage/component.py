@@ -1,0 +1,42 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def lineage(
+    config: dict,
+    results: Input[Dataset],
+    weak_base: Input[Model],
+    strong_base: Input[Model],
+    train_prompts: Input[Dataset],
+    eval_prompts: Input[Dataset],
+    lineage: Output[Artifact],
+    metrics: Output[Metrics],
+    weak_aligned: Input[Model] = None,
+    run_id: str = "",
+):
+    """The run's lineage.json: every output of the run with its metadata and the artifacts it was made from, back to
+    the imported inputs; published at `<storage>/runs/<run id>/results/`, where `cong lineage RUN_ID` reads it.
+
+    Args:
+        config: the run's configuration; `storage` says where the run's lineage records are.
+        results: evaluate's results (the last stage: the lineage is of a finished run).
+        weak_base: the weak base model (imported: `models.weak_base`).
+        strong_base: the strong base model (imported: `models.strong_base`).
+        train_prompts: the training prompts (imported: `data.train_prompts`).
+        eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
+        lineage: a folder with lineage.json.
+        metrics: how many artifacts and method rows it holds.
+        weak_aligned: the supplied aligned weak model (imported: `models.weak_aligned`), when the config gives one.
+        run_id: the KFP run's id, under which the stages kept their lineage records (the pipeline passes it).
+    """
+    from cong.stages import lineage as stage
+    from cong.stages.step import record
+
+    given = {"weak_base": weak_base, "strong_base": strong_base, "train_prompts": train_prompts}
+    given.update({"eval_prompts": eval_prompts, "weak_aligned": weak_aligned})
+    imports = {name: {"uri": a.uri, "metadata": dict(a.metadata)} for name, a in given.items() if a is not None}
+    result = stage.step(config, run_id=run_id, imports=imports, tree=lineage.path)
+    record(config, result, metrics, run_id=run_id, inputs={**given, "results": results}, lineage=lineage)
