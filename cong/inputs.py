@@ -1,4 +1,4 @@
-"""The run's external inputs as the DAG imports them, and as a task reads them.
+"""The run's external inputs as the DAG imports them.
 
 The plan task describes every input the config names (`describe`): the reference the user gave, the URI its
 importer registers, a digest of its content and, for a model, its tokenizer's vocabulary size. The pipeline
@@ -27,6 +27,7 @@ SECTIONS = {field: section for section, field in INPUT_FIELDS}
 
 
 def reference(cfg: Config, field: str) -> str | None:
+    """The config's reference for an input field (`weak_base`, `train_prompts`, ...); None when it names none."""
     return getattr(getattr(cfg, SECTIONS[field]), field)
 
 
@@ -45,15 +46,10 @@ def digest(ref: str, cfg: Config) -> str:
     here or from its manifest in the store), or `revision:<commit>` of a hub model; empty when the hub cannot say."""
     from cong.hub import hub_revision
     from cong.refs import resolve
-    from cong.storage.folders import HubId, find_manifest, folder_digest, parse_location, parse_s3_uri, sha256_file
+    from cong.storage.folders import HubId, folder_digest, parse_location, sha256_file
 
     if ref.startswith("s3://"):
-        manifest = find_manifest(ref)
-        if manifest is not None:
-            return f"sha256:{manifest.content_digest}"
-        folder, _, name = ref.rstrip("/").rpartition("/")
-        entries = {entry.path: entry.sha256 for entry in (find_manifest(parse_s3_uri(folder)) or _none(ref)).files}
-        return f"sha256:{entries[name]}" if name in entries else _none(ref)
+        return f"sha256:{_stored_digest(ref)}"
     local = resolve(ref, cfg)
     location = parse_location(local)
     if isinstance(location, HubId):
@@ -63,10 +59,19 @@ def digest(ref: str, cfg: Config) -> str:
     return f"sha256:{sha256_file(path) if path.is_file() else folder_digest(path)}"
 
 
-def _none(ref: str):
-    from cong.storage.folders import NotPublished
+def _stored_digest(uri: str) -> str:
+    """The digest of a published folder, or of one file of one, read from the folder's manifest."""
+    from cong.storage.folders import NotPublished, find_manifest, parse_s3_uri
 
-    raise NotPublished(f"{ref} is not published: no manifest names it. Publish it (again) or fix the URI.")
+    manifest = find_manifest(uri)
+    if manifest is not None:
+        return manifest.content_digest
+    folder, _, name = uri.rstrip("/").rpartition("/")
+    holder = find_manifest(parse_s3_uri(folder)) if folder.count("/") >= 3 else None
+    files = {entry.path: entry.sha256 for entry in holder.files} if holder else {}
+    if name not in files:
+        raise NotPublished(f"{uri} is not published: no manifest names it. Publish it (again) or fix the URI.")
+    return files[name]
 
 
 def vocabulary_size(ref: str, cfg: Config) -> int:
