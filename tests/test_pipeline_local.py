@@ -216,7 +216,8 @@ def assert_metadata_schema(metadata: dict, cfg, where: str) -> None:
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", metadata["digest"]), where
     assert metadata.get("settings", {}) == cfg.stage_settings(metadata["stage"], metadata.get("method")), where
     for name, source in metadata.get("inputs", {}).items():
-        assert set(source) <= {"uri", "digest"} and source["uri"], (where, name)
+        assert set(source) <= {"uri", "digest", "run_id"} and source["uri"], (where, name)
+        assert source.get("run_id", metadata["run_id"]) == metadata["run_id"], (where, name)
         if name in ("weak_base", "strong_base", "train_prompts", "eval_prompts"):
             assert source["digest"].startswith("sha256:"), (where, name)
     assert NOT_IMPORTED not in json.dumps(metadata), where

@@ -11,9 +11,9 @@ from typing import Any
 
 from cong.config import config_from_dict
 from cong.errors import stage_step
-from cong.stages.step import StepResult, lineage
+from cong.stages.step import StepResult, lineage, records_of
 from cong.storage.folders import publish_path
-from cong.storage.lineage import LINEAGE_FILE, RECORDS, assemble, read_records
+from cong.storage.lineage import LINEAGE_FILE, assemble, read_records
 
 
 def published_at(config: dict, run_id: str) -> str:
@@ -26,7 +26,7 @@ def step(config: dict, run_id: str, imports: dict[str, dict[str, Any]], tree: st
     """Write the run's lineage.json into the folder `tree` and publish it; `imports` holds each imported input's URI
     and the metadata its importer registered."""
     cfg = config_from_dict(config)
-    records = read_records(cfg.storage.uri("runs", run_id, RECORDS))
+    records = read_records(records_of(config, run_id), lambda earlier: records_of(config, earlier))
     built = assemble(records, imports, {"id": run_id, "config": cfg.name, "kfp_run_id": run_id})
     folder = Path(tree)
     folder.mkdir(parents=True, exist_ok=True)

@@ -190,10 +190,9 @@ def records_of(config: dict, run_id: str) -> str:
 
 
 def source_of(artifact: Any) -> dict[str, str]:
-    """An input artifact as an output records it: its URI, and its digest when it has one (a placeholder of a
-    method the run leaves out has none)."""
-    digest = artifact.metadata.get("digest")
-    return {"uri": artifact.uri, **({"digest": digest} if digest else {})}
+    """An input artifact as an output records it: its URI, its digest and the run that made it, where it has them
+    (an imported input names no run, a placeholder of a method the run leaves out has neither)."""
+    return {"uri": artifact.uri, **{k: artifact.metadata[k] for k in ("digest", "run_id") if artifact.metadata.get(k)}}
 
 
 def output_digest(path: Path) -> str:

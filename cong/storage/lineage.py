@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,18 @@ def run_outputs(run_root: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     return found
 
 
+def _record_name(uri: str) -> str:
+    return f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json"
+
+
 def record_output(records: str, uri: str, metadata: dict[str, Any]) -> None:
-    """Keep an output's metadata at `records` (an s3:// folder of the run), one small object per output."""
+    """Keep an output's metadata at `records` (an s3:// folder of the run), one small object per output, named by
+    its URI."""
     from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
 
     settings = S3Settings.from_env()
     folder = parse_s3_uri(records)
-    key = folder.key(f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json")
+    key = folder.key(_record_name(uri))
     body = json.dumps({"uri": uri, "metadata": metadata}, sort_keys=True).encode()
     try:
         settings.client().put_object(Bucket=folder.bucket, Key=key, Body=body)
@@ -85,18 +91,31 @@ def record_output(records: str, uri: str, metadata: dict[str, Any]) -> None:
         raise storage_error(exc, settings, f"recording the lineage of {uri}", folder.bucket) from None
 
 
-def read_records(records: str) -> list[dict[str, Any]]:
-    """Every output's record that the run's stages kept at `records`."""
+def read_records(records: str, records_of: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Every output's record that the run's stages kept at `records`, and the records of the outputs they read that
+    an earlier run made: a task that KFP's cache answered ran in that run (its outputs say which, as `run_id`) and
+    recorded them there (`records_of(run id)` is where)."""
     from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
 
     settings = S3Settings.from_env()
     folder = parse_s3_uri(records)
     client = settings.client()
-    found = []
+
+    def get(bucket: str, key: str) -> dict[str, Any]:
+        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=folder.bucket, Prefix=folder.key("")):
-            for item in page.get("Contents", []):
-                found.append(json.loads(client.get_object(Bucket=folder.bucket, Key=item["Key"])["Body"].read()))
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=folder.bucket, Prefix=folder.key(""))
+        found = [get(folder.bucket, item["Key"]) for page in pages for item in page.get("Contents", [])]
+        known = {record["uri"] for record in found}
+        pending = list(found)
+        while pending:
+            for source in pending.pop()["metadata"].get("inputs", {}).values():
+                if source["uri"] not in known and source.get("run_id"):
+                    earlier = parse_s3_uri(records_of(source["run_id"]))
+                    found.append(get(earlier.bucket, earlier.key(_record_name(source["uri"]))))
+                    known.add(source["uri"])
+                    pending.append(found[-1])
     except Exception as exc:
         raise storage_error(exc, settings, f"reading the lineage records at {records}", folder.bucket) from None
     return found
