@@ -1,11 +1,16 @@
 """The weak-to-strong DAG: every method of the comparison table, branching by the run's `methods`.
 
-    plan -> weak_align -> [weak_sample] -> weak_sft | auxconf | wspo | icl_refine -> sft
+    plan -> import-<input> (the base models, the prompt sets[, a supplied aligned weak model])
+         -> weak_align -> [weak_sample] -> weak_sft | auxconf | wspo | icl_refine -> sft
                        -> wsd (eval rows) | wsd (train) -> sft
                        -> cd_sample -> sft (ConG-S) -> strong_sample -> pair -> dpo (ConG)
                        -> [alpha_sweep]
-                                                                    -> evaluate (one row per method)
+                                                                    -> evaluate (one row per method) -> lineage
                                                    [promotion.enabled] -> promote (challenger vs champion)
+
+Every stage takes the imported inputs it reads (pipelines/imports.py, cong.vocabulary.STAGE_INPUTS); the last
+task, `lineage`, publishes the run's lineage.json (cong.stages.lineage). The UI shows each task by the name the
+paper would give it (TASK_TITLES).
 
 `plan` reads the config parameter at run time and switches each branch on or off (dsl.If), so the method
 set stays a pipeline parameter. A branch that is off runs `not_selected` instead, which gives dsl.OneOf

@@ -2,9 +2,11 @@
 
 The v2beta1 API reports a run (state, times, runtime config) and its tasks (name, state, times, and the
 ML Metadata ids of their input and output artifacts where the backend fills them in); it does not report
-artifact URIs or metadata, which the UI's artifact pages show. So the lineage of a cluster run is the DAG it
-ran, read from its compiled pipeline spec (which task's output fed which task), with each task's state and
-artifact id from the run's task details (matched to the spec's tasks by display name) and each artifact's UI page.
+artifact URIs or metadata, which the UI's artifact pages show. A finished run publishes its own lineage.json
+(cong.stages.lineage), which `cong lineage RUN_ID` prints; before that, or without access to the store, `lineage`
+here gives the DAG the run executed, read from its compiled pipeline spec (which task's output fed which task), with
+each task's state and artifact id from the run's task details (matched to the spec's tasks by display name) and
+each artifact's UI page.
 """
 
 from __future__ import annotations
