@@ -12,21 +12,21 @@ import re
 import threading
 from pathlib import Path
 
+from cong.refs import HUB_ID, hf_prompts_file, pinned
+
 # The hub answers a metadata request in well under a second; a machine that cannot reach it learns so in this time.
 PROBE_TIMEOUT_S = 5.0
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def hub_reference(ref: str, is_model: bool) -> tuple[str, str] | None:
     """("model" or "dataset", repo id) when `ref` names the hub: `hf:org/name[:split]` a dataset whose prompts are
-    not cached yet; for a model, `org/name` that is no folder here (transformers takes it for a hub id too); None
-    for anything else."""
+    not cached yet; for a model, `org/name[@revision]` that is no folder here (transformers takes it for a hub id
+    too); None for anything else."""
     if ref.startswith("hf:"):
-        from cong.refs import hf_prompts_file
-
         name = ref.removeprefix("hf:").partition(":")[0]
         return None if hf_prompts_file(ref).is_file() else ("dataset", name)
-    if not is_model or ref.startswith(("/", ".", "~")) or ":" in ref or Path(ref).exists() or not HUB_ID.match(ref):
+    repo, _ = pinned(ref)
+    if not is_model or ref.startswith(("/", ".", "~")) or ":" in ref or Path(ref).exists() or not HUB_ID.match(repo):
         return None
     return ("model", ref)
 
@@ -54,23 +54,35 @@ def hub_problems(models: list[str], files: list[str]) -> dict[str, str]:
     return found
 
 
-def _problem(kind: str, repo_id: str) -> str | None:
+def _problem(kind: str, ref: str) -> str | None:
     from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
+    repo_id, revision = pinned(ref)
     if constants.HF_HUB_OFFLINE:
-        if kind == "dataset" or _cached(repo_id):
+        if kind == "dataset" or _cached(ref):
             return None  # datasets looks in its own cache, and says so when the dataset is not there
         return (
             f"HF_HUB_OFFLINE is set and this machine's Hugging Face cache ({constants.HF_HUB_CACHE}) has no copy of "
             f"it. Fix: give a local model folder or an s3:// URI; or download it once where the hub is reachable "
-            f"(`hf download {repo_id}`, with HF_HOME naming this cache); or unset HF_HUB_OFFLINE."
+            f"(`{_download(ref)}`, with HF_HOME naming this cache); or unset HF_HUB_OFFLINE."
         )
     try:
         if kind == "model":
-            get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=PROBE_TIMEOUT_S)
+            get_hf_file_metadata(hf_hub_url(repo_id, "config.json", revision=revision), timeout=PROBE_TIMEOUT_S)
         else:
             HfApi().dataset_info(repo_id, timeout=PROBE_TIMEOUT_S)
+    except RevisionNotFoundError:
+        return (
+            f"{repo_id} on the hub has no revision {revision!r}. Fix: after the @, a branch, tag or commit it has "
+            f"({constants.ENDPOINT}/{repo_id}/commits/main lists the commits)."
+        )
     except GatedRepoError:
         return (
             f"{repo_id} is gated on the hub. Fix: accept its conditions at {constants.ENDPOINT}/{repo_id} while "
@@ -95,10 +107,16 @@ def _problem(kind: str, repo_id: str) -> str | None:
     return None
 
 
-def _cached(repo_id: str) -> bool:
+def _cached(ref: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    repo_id, revision = pinned(ref)
+    return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+
+
+def _download(ref: str) -> str:
+    repo_id, revision = pinned(ref)
+    return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
 
 
 def _unreachable(kind: str, repo_id: str, reason: str) -> str:
@@ -109,25 +127,39 @@ def _unreachable(kind: str, repo_id: str, reason: str) -> str:
         cache = ""
     elif _cached(repo_id):
         local = "give a local model folder or an s3:// URI"
-        cache = f"; or set HF_HUB_OFFLINE=1: this machine's cache ({constants.HF_HUB_CACHE}) has a copy"
+        commit = cached_commit(repo_id)
+        pin = f" (pin the copy it has: {pinned(repo_id)[0]}@{commit})" if commit else ""
+        cache = f"; or set HF_HUB_OFFLINE=1: this machine's cache ({constants.HF_HUB_CACHE}) has a copy{pin}"
     else:
         local = "give a local model folder or an s3:// URI"
-        cache = f"; or download it once where the hub is reachable (`hf download {repo_id}`), then set HF_HUB_OFFLINE=1"
+        cache = f"; or download it once where the hub is reachable (`{_download(repo_id)}`), then set HF_HUB_OFFLINE=1"
     return (
         f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached from here ({reason}). Fix: {local}; or point "
         f"HF_ENDPOINT at a mirror of the hub{cache}."
     )
 
 
-def hub_revision(repo_id: str) -> str | None:
-    """The commit a hub model id stands for now: the hub's answer, or offline the one this machine's cache holds
-    (None when neither says)."""
+def hub_revision(ref: str) -> str | None:
+    """The commit a hub model reference stands for (`org/name`, or pinned `org/name@revision`): the hub's answer,
+    or offline the one this machine's cache holds (None when neither says)."""
     from huggingface_hub import HfApi, constants
 
+    repo_id, revision = pinned(ref)
     if not constants.HF_HUB_OFFLINE:
         try:
-            return HfApi().model_info(repo_id, timeout=PROBE_TIMEOUT_S).sha
+            return HfApi().model_info(repo_id, revision=revision, timeout=PROBE_TIMEOUT_S).sha
         except Exception:  # the run's check (hub_problems) has named what stops the hub; the digest is then unknown
             return None
-    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
-    return ref.read_text().strip() if ref.is_file() else None
+    return cached_commit(ref)
+
+
+def cached_commit(ref: str) -> str | None:
+    """The commit of a hub model that this machine's Hugging Face cache holds for its revision (`main` unless
+    pinned); a pinned commit is its own."""
+    from huggingface_hub import constants
+
+    repo_id, revision = pinned(ref)
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    refs = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
+    return refs.read_text().strip() if refs.is_file() else None

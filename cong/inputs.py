@@ -50,12 +50,10 @@ def digest(ref: str, cfg: Config) -> str:
 
     if ref.startswith("s3://"):
         return f"sha256:{_stored_digest(ref)}"
-    local = resolve(ref, cfg)
-    location = parse_location(local)
-    if isinstance(location, HubId):
-        revision = hub_revision(local)
+    if not ref.startswith(SELF_BUILT) and isinstance(parse_location(ref), HubId):
+        revision = hub_revision(ref)
         return f"revision:{revision}" if revision else ""
-    path = Path(location)
+    path = Path(parse_location(resolve(ref, cfg)))
     return f"sha256:{sha256_file(path) if path.is_file() else folder_digest(path)}"
 
 
@@ -87,7 +85,7 @@ def vocabulary_size(ref: str, cfg: Config) -> int:
     if ref.startswith("s3://"):
         with tempfile.TemporaryDirectory(prefix="cong-tokenizer-") as folder:
             return len(AutoTokenizer.from_pretrained(fetch_light(ref, Path(folder))))
-    return len(AutoTokenizer.from_pretrained(resolve(ref, cfg)))
+    return len(AutoTokenizer.from_pretrained(resolve(ref, cfg, weights=False)))
 
 
 def describe(cfg: Config, field: str) -> dict[str, Any]:

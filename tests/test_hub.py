@@ -146,3 +146,75 @@ def test_only_hub_references_are_probed(tmp_path, monkeypatch):
     for ref in ("testbed:weak", "s3://b/m", "gguf:pkg/m.gguf", "./m", "/abs/m"):
         assert hub_reference(ref, True) is None, ref
     assert hub_reference("hf:org/ds:train", False) == ("dataset", "org/ds")
+
+
+def fake_cache(root: Path, repo: str, commits: dict[str, Path], refs: dict[str, str]) -> None:
+    """A Hugging Face cache as huggingface_hub lays it out: a snapshot folder per commit, a file per ref."""
+    import shutil
+
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    for commit, model in commits.items():
+        shutil.copytree(model, repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir(parents=True)
+    for name, commit in refs.items():
+        (repo_dir / "refs" / name).write_text(commit)
+
+
+def test_a_pinned_revision_is_the_one_loaded(tmp_path, micro_testbed):
+    """`org/name@revision` loads that revision's snapshot, not `main`'s: offline, from a cache holding two commits of
+    one model (the micro testbed's weak and strong models). The run's digest names the pinned commit, `cong
+    validate` passes the pinned model, and a revision the cache lacks is named with its download command."""
+    old, new = "a" * 40, "b" * 40
+    cache = tmp_path / "hf" / "hub"
+    fake_cache(
+        cache, "org/tiny", {old: micro_testbed / "weak", new: micro_testbed / "strong"}, {"main": new, "v1": old}
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(cache)}
+    probe = (
+        "import sys; from cong.config import load_config; from cong.refs import resolve; "
+        "from cong.inputs import digest; cfg = load_config(sys.argv[1]); "
+        "print(resolve('org/tiny@v1', cfg)); print(digest('org/tiny@v1', cfg)); print(digest('org/tiny', cfg))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(Path(__file__).parent / "configs" / "micro.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.split()
+    assert out == [str(cache / "models--org--tiny" / "snapshots" / old), f"revision:{old}", f"revision:{new}"]
+
+    raw = yaml.safe_load((Path(__file__).parent / "configs" / "micro.yaml").read_text())
+    raw["models"] = {**raw.get("models", {}), "weak_base": f"org/tiny@{old}", "strong_base": "org/tiny@v2"}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "validate", str(config)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "models.weak_base" not in proc.stderr, "the pinned commit is in the cache"
+    assert "models.strong_base 'org/tiny@v2': HF_HUB_OFFLINE is set" in proc.stderr
+    assert "hf download org/tiny --revision v2" in proc.stderr
+    assert hub_reference(f"org/tiny@{old}", True) == ("model", f"org/tiny@{old}")
+
+
+def test_without_a_hub_a_cached_copy_is_offered_with_the_commit_to_pin(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    commit = "c" * 40
+    snapshot = tmp_path / "models--org--cached" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--org--cached" / "refs").mkdir()
+    (tmp_path / "models--org--cached" / "refs" / "main").write_text(commit)
+    url = closed_port()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    found = hub_problems(["org/cached"], [])
+    assert "cannot be reached from here" in found["org/cached"]
+    assert (
+        f"HF_HUB_OFFLINE=1: this machine's cache ({tmp_path}) has a copy (pin the copy it has: org/cached@{commit})"
+        in found["org/cached"]
+    )

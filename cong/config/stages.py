@@ -304,7 +304,8 @@ class StageSettings(Strict):
 
 
 class ModelSettings(Strict):
-    """Model references: a local directory, a Hugging Face id, or `testbed:weak` / `testbed:strong`."""
+    """Model references: a local directory, an s3:// URI, a Hugging Face id (pinned with `@<branch, tag or commit>`),
+    or `testbed:weak` / `testbed:strong`."""
 
     weak_base: str = Field(min_length=1)
     weak_aligned: str | None = Field(None, description="supply an aligned weak model to skip weak_align")

@@ -114,7 +114,8 @@ def _context(cfg: Config) -> int | None:
     windows = []
     for ref in (cfg.models.weak_base, cfg.models.strong_base):
         try:
-            windows.append(getattr(AutoConfig.from_pretrained(resolve(ref, cfg)), "max_position_embeddings", None))
+            config = AutoConfig.from_pretrained(resolve(ref, cfg, weights=False))
+            windows.append(getattr(config, "max_position_embeddings", None))
         except (OSError, ValueError, CongError):
             continue
     return min((w for w in windows if w), default=None)
@@ -150,7 +151,7 @@ def _model(ref: str, cfg: Config) -> tuple[Any, str | None]:
     from cong.refs import resolve
 
     try:
-        path = resolve(ref, cfg)
+        path = resolve(ref, cfg, weights=False)
     except CongError as exc:
         return None, str(exc)
     if (path.startswith(("/", ".", "~")) or Path(path).exists()) and not is_model_dir(path):
@@ -232,7 +233,7 @@ def _vocabulary(ref: str, cfg: Config) -> dict[str, int]:
     from cong.refs import resolve
 
     try:
-        return AutoTokenizer.from_pretrained(resolve(ref, cfg)).get_vocab()
+        return AutoTokenizer.from_pretrained(resolve(ref, cfg, weights=False)).get_vocab()
     except OSError as exc:
         raise CongError(f"cannot load a tokenizer from {ref!r}: {exc}") from None
 

@@ -50,7 +50,8 @@ class HubId:
     repo_id: str
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+# `org/name`, optionally pinned to a revision (`org/name@v1.0`, `org/name@<commit>`).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?(@[\w./-]+)?$")
 
 
 def parse_location(ref: str) -> S3Uri | Path | HubId:
