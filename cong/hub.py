@@ -101,9 +101,9 @@ def _problem(kind: str, ref: str) -> str | None:
         return f"{repo_id} on the hub has no config.json: it is not a transformers model. Fix: name a model repository."
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "no status"
-        return _unreachable(kind, repo_id, f"it answered {status}")
+        return _unreachable(kind, ref, f"it answered {status}")
     except Exception as exc:  # connection refused, a name that does not resolve, a timeout: the hub's client has many
-        return _unreachable(kind, repo_id, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return _unreachable(kind, ref, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     return None
 
 
@@ -119,20 +119,20 @@ def _download(ref: str) -> str:
     return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
 
 
-def _unreachable(kind: str, repo_id: str, reason: str) -> str:
+def _unreachable(kind: str, ref: str, reason: str) -> str:
     from huggingface_hub import constants
 
     if kind == "dataset":
         local = "give a local prompt file (JSONL) or an s3:// URI of one"
         cache = ""
-    elif _cached(repo_id):
+    elif _cached(ref):
         local = "give a local model folder or an s3:// URI"
-        commit = cached_commit(repo_id)
-        pin = f" (pin the copy it has: {pinned(repo_id)[0]}@{commit})" if commit else ""
+        commit = cached_commit(ref)
+        pin = f" (pin the copy it has: {pinned(ref)[0]}@{commit})" if commit else ""
         cache = f"; or set HF_HUB_OFFLINE=1: this machine's cache ({constants.HF_HUB_CACHE}) has a copy{pin}"
     else:
         local = "give a local model folder or an s3:// URI"
-        cache = f"; or download it once where the hub is reachable (`{_download(repo_id)}`), then set HF_HUB_OFFLINE=1"
+        cache = f"; or download it once where the hub is reachable (`{_download(ref)}`), then set HF_HUB_OFFLINE=1"
     return (
         f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached from here ({reason}). Fix: {local}; or point "
         f"HF_ENDPOINT at a mirror of the hub{cache}."

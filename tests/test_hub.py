@@ -212,8 +212,11 @@ def test_without_a_hub_a_cached_copy_is_offered_with_the_commit_to_pin(tmp_path,
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
-    found = hub_problems(["org/cached"], [])
+    found = hub_problems(["org/cached", "org/absent@v3"], [])
     assert "cannot be reached from here" in found["org/cached"]
+    assert "(`hf download org/absent --revision v3`)" in found["org/absent@v3"], (
+        "the download names the pinned revision"
+    )
     assert (
         f"HF_HUB_OFFLINE=1: this machine's cache ({tmp_path}) has a copy (pin the copy it has: org/cached@{commit})"
         in found["org/cached"]

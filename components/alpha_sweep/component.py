@@ -30,15 +30,9 @@ def alpha_sweep(
     from cong.stages import alpha_sweep
     from cong.stages.step import imported, location, record
 
-    config = imported(config, "alpha_sweep", weak_base=weak_base, eval_prompts=eval_prompts)
+    given = {"weak_base": weak_base, "eval_prompts": eval_prompts}
+    config = imported(config, "alpha_sweep", **given)
 
     aligned = location(weak_aligned)
     result = alpha_sweep.step(config, weak_aligned=aligned, points=points.path, model_store=model_store)
-    record(
-        config,
-        result,
-        metrics,
-        run_id=run_id,
-        inputs={"weak_base": weak_base, "eval_prompts": eval_prompts, "weak_aligned": weak_aligned},
-        points=points,
-    )
+    record(config, result, metrics, run_id=run_id, inputs={**given, "weak_aligned": weak_aligned}, points=points)

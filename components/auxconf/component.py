@@ -28,7 +28,8 @@ def auxconf(
     from cong.stages import auxconf
     from cong.stages.step import imported, record
 
-    config = imported(config, "auxconf", strong_base=strong_base)
+    given = {"strong_base": strong_base}
+    config = imported(config, "auxconf", **given)
 
     result = auxconf.step(config, data=data.path, model=model.path, model_store=model_store, run_id=run_id)
-    record(config, result, metrics, run_id=run_id, inputs={"strong_base": strong_base, "data": data}, model=model)
+    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, model=model)

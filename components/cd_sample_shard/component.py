@@ -34,17 +34,11 @@ def cd_sample_shard(
     from cong.stages import cd_sample
     from cong.stages.step import imported, location, record
 
-    config = imported(config, "cd_sample", weak_base=weak_base, train_prompts=train_prompts)
+    given = {"weak_base": weak_base, "train_prompts": train_prompts}
+    config = imported(config, "cd_sample", **given)
 
     aligned = location(weak_aligned)
     result = cd_sample.step(
         config, weak_aligned=aligned, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    record(
-        config,
-        result,
-        metrics,
-        run_id=run_id,
-        inputs={"weak_base": weak_base, "train_prompts": train_prompts, "weak_aligned": weak_aligned},
-        responses=responses,
-    )
+    record(config, result, metrics, run_id=run_id, inputs={**given, "weak_aligned": weak_aligned}, responses=responses)

@@ -56,7 +56,8 @@ def evaluate(
     from cong.stages import evaluate
     from cong.stages.step import imported, location, record
 
-    config = imported(config, "evaluate", weak_base=weak_base, strong_base=strong_base, eval_prompts=eval_prompts)
+    given = {"weak_base": weak_base, "strong_base": strong_base, "eval_prompts": eval_prompts}
+    config = imported(config, "evaluate", **given)
 
     models = {"weak_sft": weak_sft, "auxconf": auxconf, "wspo": wspo, "icl_refine": icl_refine}
     models.update({"wsd_sft": wsd_sft, "cong_s": cong_s, "cong": cong})
@@ -70,6 +71,5 @@ def evaluate(
         report=report.path,
         model_store=model_store,
     )
-    inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned}
-    inputs.update({"weak_base": weak_base, "strong_base": strong_base, "eval_prompts": eval_prompts})
+    inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned, **given}
     record(config, result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)

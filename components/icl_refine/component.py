@@ -26,9 +26,8 @@ def icl_refine(
     from cong.stages import icl_refine
     from cong.stages.step import imported, record
 
-    config = imported(config, "icl_refine", strong_base=strong_base)
+    given = {"strong_base": strong_base}
+    config = imported(config, "icl_refine", **given)
 
     result = icl_refine.step(config, data=data.path, responses=responses.path)
-    record(
-        config, result, metrics, run_id=run_id, inputs={"strong_base": strong_base, "data": data}, responses=responses
-    )
+    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, responses=responses)

@@ -34,7 +34,8 @@ def merge_shards(
     from cong.stages import merge_shards
     from cong.stages.step import imported, record
 
-    config = imported(config, "merge_shards", train_prompts=train_prompts)
+    given = {"train_prompts": train_prompts}
+    config = imported(config, "merge_shards", **given)
 
     result = merge_shards.step(
         config,
@@ -44,7 +45,7 @@ def merge_shards(
         responses=responses.path,
         run_id=run_id,
     )
-    record(config, result, metrics, run_id=run_id, inputs={"train_prompts": train_prompts}, responses=responses)
+    record(config, result, metrics, run_id=run_id, inputs=given, responses=responses)
 
 
 def merge_of(stage: str) -> PythonComponent:

@@ -34,7 +34,8 @@ def promote(
     from cong.stages import promote
     from cong.stages.step import imported, record
 
-    config = imported(config, "promote", eval_prompts=eval_prompts)
+    given = {"eval_prompts": eval_prompts}
+    config = imported(config, "promote", **given)
 
     result = promote.step(
         config,
@@ -44,11 +45,4 @@ def promote(
         run_id=run_id,
         model_store=model_store,
     )
-    record(
-        config,
-        result,
-        metrics,
-        run_id=run_id,
-        inputs={"eval_prompts": eval_prompts, "challenger": challenger},
-        decision=decision,
-    )
+    record(config, result, metrics, run_id=run_id, inputs={**given, "challenger": challenger}, decision=decision)

@@ -32,7 +32,8 @@ def sft(
     from cong.stages import sft
     from cong.stages.step import imported, record
 
-    config = imported(config, "sft", strong_base=strong_base)
+    given = {"strong_base": strong_base}
+    config = imported(config, "sft", **given)
 
     result = sft.step(config, data=data.path, model=model.path, method=method, model_store=model_store, run_id=run_id)
-    record(config, result, metrics, run_id=run_id, inputs={"strong_base": strong_base, "data": data}, model=model)
+    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, model=model)

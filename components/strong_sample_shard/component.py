@@ -31,16 +31,10 @@ def strong_sample_shard(
     from cong.stages import strong_sample
     from cong.stages.step import imported, record
 
-    config = imported(config, "strong_sample", train_prompts=train_prompts)
+    given = {"train_prompts": train_prompts}
+    config = imported(config, "strong_sample", **given)
 
     result = strong_sample.step(
         config, model=model.path, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    record(
-        config,
-        result,
-        metrics,
-        run_id=run_id,
-        inputs={"train_prompts": train_prompts, "model": model},
-        responses=responses,
-    )
+    record(config, result, metrics, run_id=run_id, inputs={**given, "model": model}, responses=responses)

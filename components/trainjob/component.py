@@ -46,7 +46,8 @@ def sft_trainjob(
     from cong.stages import trainjob
     from cong.stages.step import imported, record
 
-    config = imported(config, "sft", local_copies=False, strong_base=strong_base)
+    given = {"strong_base": strong_base}
+    config = imported(config, "sft", local_copies=False, **given)
 
     result = trainjob.step(
         config,
@@ -59,7 +60,7 @@ def sft_trainjob(
         method=method,
         model_store=model_store,
     )
-    record(config, result, metrics, run_id=run_id, inputs={"strong_base": strong_base, "data": data}, model=model)
+    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, model=model)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, task_config_passthroughs=PASSTHROUGHS)

@@ -30,17 +30,10 @@ def weak_align(
     from cong.stages import weak_align
     from cong.stages.step import imported, record
 
-    config = imported(config, "weak_align", weak_base=weak_base, train_prompts=train_prompts)
+    given = {"weak_base": weak_base, "train_prompts": train_prompts}
+    config = imported(config, "weak_align", **given)
 
     result = weak_align.step(
         config, pairs=pairs.path, weak_aligned=weak_aligned.path, model_store=model_store, run_id=run_id
     )
-    record(
-        config,
-        result,
-        metrics,
-        run_id=run_id,
-        inputs={"weak_base": weak_base, "train_prompts": train_prompts},
-        pairs=pairs,
-        weak_aligned=weak_aligned,
-    )
+    record(config, result, metrics, run_id=run_id, inputs=given, pairs=pairs, weak_aligned=weak_aligned)

@@ -34,20 +34,9 @@ def wsd(
     from cong.stages import wsd
     from cong.stages.step import imported, location, record
 
-    config = imported(config, "wsd", strong_base=strong_base, train_prompts=train_prompts, eval_prompts=eval_prompts)
+    given = {"strong_base": strong_base, "train_prompts": train_prompts, "eval_prompts": eval_prompts}
+    config = imported(config, "wsd", **given)
 
     aligned = location(weak_aligned)
     result = wsd.step(config, weak_aligned=aligned, split=split, responses=responses.path, model_store=model_store)
-    record(
-        config,
-        result,
-        metrics,
-        run_id=run_id,
-        inputs={
-            "strong_base": strong_base,
-            "train_prompts": train_prompts,
-            "eval_prompts": eval_prompts,
-            "weak_aligned": weak_aligned,
-        },
-        responses=responses,
-    )
+    record(config, result, metrics, run_id=run_id, inputs={**given, "weak_aligned": weak_aligned}, responses=responses)

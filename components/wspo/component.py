@@ -32,7 +32,8 @@ def wspo(
     from cong.stages import wspo
     from cong.stages.step import imported, location, record
 
-    config = imported(config, "wspo", weak_base=weak_base, strong_base=strong_base)
+    given = {"weak_base": weak_base, "strong_base": strong_base}
+    config = imported(config, "wspo", **given)
 
     aligned = location(weak_aligned)
     result = wspo.step(
@@ -43,6 +44,6 @@ def wspo(
         result,
         metrics,
         run_id=run_id,
-        inputs={"weak_base": weak_base, "strong_base": strong_base, "data": data, "weak_aligned": weak_aligned},
+        inputs={**given, "data": data, "weak_aligned": weak_aligned},
         model=model,
     )

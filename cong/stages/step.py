@@ -171,6 +171,7 @@ def record(
     for key, value in result["metrics"].items():
         metrics.log_metric(key, float(value))
     sources = {name: source_of(artifact) for name, artifact in (inputs or {}).items() if artifact is not None}
+    records = records_of(config, run_id) if run_id else ""
     for name, artifact in artifacts.items():
         artifact.metadata.update(result["metadata"].get(name, {}))
         if sources:
@@ -179,7 +180,7 @@ def record(
         artifact.metadata["digest"] = output_digest(Path(artifact.path))
         if run_id:
             artifact.metadata["run_id"] = run_id
-            record_output(records_of(config, run_id), artifact.uri, dict(artifact.metadata))
+            record_output(records, artifact.uri, dict(artifact.metadata))
 
 
 def records_of(config: dict, run_id: str) -> str:
