@@ -60,3 +60,22 @@ def role_rules(role: dict) -> set[tuple[str, str, str]]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+@pytest.fixture
+def kfp(monkeypatch):
+    """A stand-in KFP API server (tests/kfp_server.py) on a free port of 127.0.0.1, and the connection settings
+    pointing at it (a bearer token; no namespace, UI or experiment from the environment)."""
+    from tests.kfp_server import TOKEN, FakeKfp, serve
+
+    state = FakeKfp()
+    server = serve(state)
+    for name in ("KFP_HOST", "KFP_NAMESPACE", "KFP_UI_URL", "KFP_EXPERIMENT", "KFP_COOKIES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", "/nonexistent/token")
+    yield state
+    server.shutdown()
+    server.server_close()
+    for request in state.calls("POST", "/recurringruns"):
+        assert len(request["json"]["trigger"]["cron_schedule"]["cron"].split()) == 6, "a 5-field cron reached KFP"

@@ -43,6 +43,11 @@ LOGIN_HINT = (
 )
 # A run that has not finished reports this time (the protobuf zero timestamp).
 UNSET_TIME = "1970-01-01T00:00:00Z"
+# The oldest KFP backend the compiled pipeline runs on. Before 2.17.0 the driver resolves a dsl.OneOf over artifacts by
+# taking its last selector, the Else placeholder in every branch of ours (backend/src/v2/driver/resolve.go,
+# GetProducerTask; fixed by kubeflow/pipelines#13437, first released in 2.17.0), so every run fails at its first
+# method branch; 2.15 also ignores the pods' security context.
+OLDEST_BACKEND = (2, 17)
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,34 @@ class KfpClient:
             if name in (item.get("display_name"), item.get("name")):
                 return item
         return None
+
+
+def backend_version(client: KfpClient) -> str:
+    """The backend's release as its healthz answer names it (`tag_name`: `2.17.0`; `unknown` from a build that was
+    not given one). The answer is a plain HTTP handler's (backend/src/apiserver/main.go, newHealthzResponse), not a
+    gRPC message: `{"commit_sha", "tag_name", "multi_user", "pipeline_store"}`."""
+    return str(client.request("GET", "/healthz").get("tag_name") or "unknown")
+
+
+def check_backend(client: KfpClient) -> str | None:
+    """Refuse a backend older than OLDEST_BACKEND; returns a warning when its version cannot be told (a development
+    build reports `unknown`, one built from master `master`), None when it is supported."""
+    tag = backend_version(client)
+    found = re.match(r"^v?(\d+)\.(\d+)(?:\.\d+)?", tag)
+    oldest = ".".join(map(str, OLDEST_BACKEND))
+    if found is None:
+        return (
+            f"the Kubeflow Pipelines backend at {client.connection.host} reports version {tag!r}, which says nothing "
+            f"of its release: this pipeline needs {oldest} or newer."
+        )
+    if (int(found.group(1)), int(found.group(2))) < OLDEST_BACKEND:
+        raise CongError(
+            f"the Kubeflow Pipelines backend at {client.connection.host} is {tag} (its healthz tag_name); this "
+            f"pipeline needs {oldest} or newer: before 2.17.0 the driver resolves dsl.OneOf over artifacts by its last "
+            f"branch (kubeflow/pipelines#13436), so every run would fail at its first method branch. Fix: upgrade "
+            f"Kubeflow Pipelines to {oldest} or newer (its manifests' install or upgrade of the backend)."
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -89,12 +89,15 @@ def _pipeline_root(cfg) -> str | None:
 
 
 def _upload(args: argparse.Namespace, cfg):
-    """Compile the pipeline for the config, upload it as a version named from its content (none is added when
-    that version exists), and find or create the experiment."""
-    from cong.cluster.kfp_api import experiment_id, upload
+    """Refuse a backend older than the pipeline supports; compile the pipeline for the config, upload it as a
+    version named from its content (none is added when that version exists), and find or create the experiment."""
+    from cong.cluster.kfp_api import check_backend, experiment_id, upload
     from pipelines.compile import compile_pipeline
 
     client = kfp_client(args)
+    warning = check_backend(client)
+    if warning:
+        print(f"warning: {warning}")
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(cfg, Path(tmp) / "pipeline.yaml")
         version = upload(client, args.pipeline, package, cfg.name, f"config {cfg.name}: {', '.join(cfg.methods)}")
