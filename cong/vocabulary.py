@@ -4,6 +4,8 @@ A stage's name is also its module under cong/stages/ and its component's folder 
 name in the compiled pipeline (with `-` for `_`): a contract with pipelines already submitted.
 """
 
+# The pipeline's name in Kubeflow Pipelines, which KFP writes into every output's URI (cong.storage.runs).
+PIPELINE_NAME = "cong"
 # The DAG's stages; the config's `resources` and `scheduling` are keyed by these.
 STAGES = (
     "plan",
@@ -59,9 +61,11 @@ LIGHT_STAGES = ("plan", "pair", "merge_shards", "lineage")
 MODEL_WRITERS = TRAINING_STAGES
 # Stages that read a model made by the run (through a pointer in a shared store).
 MODEL_READERS = (*SHARDED_STAGES, "dpo", "wspo", "wsd", "alpha_sweep", "evaluate", "promote")
-# Stages that draw with temperature: a cached result would be a stale draw, not the same computation (promote also
-# reads the champion, which changes between runs).
-SAMPLING_STAGES = ("weak_align", *SHARDED_STAGES, "alpha_sweep", "evaluate", "promote")
+# Stages that KFP's cache never answers: each reads what changes between runs with the same inputs (plan: the hub's
+# current revisions and the store; promote: the champion; lineage: the run's own records). Every other stage is a
+# function of its inputs, sampling included (each prompt's draws are seeded by its id, cong.decoding.sampler), so a
+# cache hit is the same computation (evaluate too, unless an external judge scores it: pipelines.pipeline).
+UNCACHED_STAGES = ("plan", "promote", "lineage")
 
 # The run's external inputs as (config section, field): each enters the DAG through a dsl.importer, as a Model
 # (the models) or a Dataset (the prompt sets), and the stages read it from that artifact.

@@ -173,6 +173,8 @@ def _run_local(
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.monotonic()
+    # A local run's pipeline root is a folder: its objects go to the object store's bucket (`cong` unless named).
+    cfg = cfg.model_copy(update={"storage": cfg.storage.located()})
     preflight(cfg)  # a refused run leaves no run folder behind
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -228,9 +230,12 @@ def _run_pipeline(cfg: Config, out_dir: Path, verbose: bool, containers: Contain
     folder under out_dir/kfp."""
     from kfp import local
 
-    from pipelines.pipeline import PIPELINE_NAME, build_pipeline
+    from cong.vocabulary import PIPELINE_NAME
+    from pipelines.pipeline import build_pipeline
 
     root = out_dir / "kfp"
+    # A run killed in this folder before left its tasks' folders here; the folder keeps this run's only.
+    shutil.rmtree(root, ignore_errors=True)
     _resolve_artifact_oneof()
     # kfp.local gives WORKSPACE_PATH_PLACEHOLDER this folder and deletes it when the run ends, as KFP does the
     # run's workspace PVC; the stages publish the models the run evaluates before that (cong.storage.handoff).

@@ -26,12 +26,14 @@ merge_shards component, named after the stage) that merges them into the stage's
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's annotations as types.
 
 from kfp import dsl, kubernetes
+from kfp.dsl import tasks_group
 
 from components.alpha_sweep.component import alpha_sweep
 from components.auxconf.component import auxconf
 from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
+from components.group_done.component import group_done
 from components.icl_refine.component import icl_refine
 from components.lineage.component import lineage
 from components.merge_shards.component import merge_of
@@ -48,15 +50,23 @@ from components.wsd.component import wsd
 from components.wspo.component import wspo
 from cong.config import Config, seconds
 from cong.containers import IMAGE_UID
-from cong.vocabulary import METHOD_TITLES, RESUMABLE_STAGES, SAMPLING_STAGES, STAGE_INPUTS, TRAINING_STAGES
+from cong.vocabulary import (
+    METHOD_TITLES,
+    PIPELINE_NAME,
+    RESUMABLE_STAGES,
+    STAGE_INPUTS,
+    TRAINING_STAGES,
+    UNCACHED_STAGES,
+)
 from pipelines import handoff
 from pipelines.imports import import_inputs, importers
 from pipelines.trainjob import multi_node, with_trainjob_cleanup
 
-PIPELINE_NAME = "cong"
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SETTING_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "CONG_S3_ADDRESSING")
-# Resolved by KFP at run time (the run's id in the Kubeflow UI); every stage records it on its outputs.
+# Resolved by KFP at run time (the run's id in the Kubeflow UI). Only the exit handler that deletes a run's TrainJobs
+# takes it, never cached: KFP's driver puts the resolved value in the cache key, so a cacheable task given it could
+# never hit (backend/src/v2/driver/container.go). Stages read their run from their output URIs (cong.storage.runs).
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 # What the Kubeflow UI's graph calls each stage's task: the paper's steps. `cong lineage RUN_ID` matches the tasks
 # the API reports to the compiled spec by these names.
@@ -135,7 +145,7 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
     def schedule(task: dsl.PipelineTask, stage: str, name: str | None = None) -> dsl.PipelineTask:
         task.set_display_name(name or TASK_TITLES[stage])
         place(task, cfg, stage)
-        task.set_caching_options(stage not in SAMPLING_STAGES)
+        task.set_caching_options(stage not in UNCACHED_STAGES)
         # Stages load s3:// inputs themselves (cong.storage.folders), so every pod gets the store's settings and the
         # credentials by reference: the compiled YAML names the Secret and its keys, never a value.
         if cfg.storage.credentials_secret:
@@ -146,8 +156,17 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
         return task
 
     def skipped(method: str) -> dsl.PipelineTask:
-        # KFP's dsl.OneOf needs an output from every branch; this stand-in says which method the run leaves out.
-        return schedule(not_selected(method=method), "plan", f"{SWITCH_TITLES[method]}: not in this run")
+        # KFP's dsl.OneOf needs an output from every branch; this stand-in says which method the run leaves out. Never
+        # cached: a cache hit would leave its branch unfinished (group_done's docstring), and evaluate would fail.
+        task = schedule(not_selected(method=method), "plan", f"{SWITCH_TITLES[method]}: not in this run")
+        return task.set_caching_options(False)
+
+    def close(group: tasks_group.TasksGroup | str, *after: dsl.PipelineTask) -> dsl.PipelineTask:
+        """A group_done task after `after` (by default every task of `group`), so that KFP's backend marks the group
+        complete even when its cache answered every other task."""
+        name = group if isinstance(group, str) else group.display_name
+        tasks = after or [t for t in group.tasks if isinstance(t, dsl.PipelineTask)]
+        return schedule(group_done(group=name), "plan", f"{name}: done").set_caching_options(False).after(*tasks)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -163,12 +182,13 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             """`component` given the config, the run's id and the imported inputs `stage` reads
             (cong.vocabulary.STAGE_INPUTS) besides `arguments`, scheduled as `stage`."""
             inputs = {field: imports[field] for field in STAGE_INPUTS[stage]}
-            return schedule(component(config=config, run_id=RUN_ID, **inputs, **arguments), stage, name)
+            return schedule(component(config=config, **inputs, **arguments), stage, name)
 
         def branch(switch: str, build, kind: str):
             """`build()`'s output when the plan switches `switch` on, else a placeholder of that kind."""
-            with dsl.If(switches[switch] == True, name=SWITCH_TITLES[switch]):  # noqa: E712 (a kfp condition)
+            with dsl.If(switches[switch] == True, name=SWITCH_TITLES[switch]) as group:  # noqa: E712 (a kfp condition)
                 produced = build()
+                close(group)
             with dsl.Else(name=f"{SWITCH_TITLES[switch]}: off"):
                 placeholder = skipped(switch).outputs[kind]
             return dsl.OneOf(produced, placeholder)
@@ -179,15 +199,15 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
                 shards = stage_task(shard_component, stage, f"{TASK_TITLES[stage]} (shard)", shard=index, **arguments)
                 if shard_threads:
                     shards.set_env_variable("OMP_NUM_THREADS", str(shard_threads))
-            merged = stage_task(
+                # Each iteration is a group of its own for KFP's backend, which must see it complete.
+                close(f"{TASK_TITLES[stage]} (shard)", shards)
+            return stage_task(
                 merge_of(stage),
                 "merge_shards",
                 TASK_TITLES[stage],
                 stage=stage,
                 shards=dsl.Collected(shards.outputs["responses"]),
             )
-            # Uncached like the shards: a cache hit would pair stale responses with fresh shards.
-            return merged.set_caching_options(False)
 
         if supplied_aligned:
             aligned = {"weak_aligned": imports["weak_aligned"]}
@@ -247,7 +267,7 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             cd = sharded("cd_sample", cd_sample_shard, **aligned, **store)
             return cd, train_sft(cd.outputs["responses"], "cong_s")
 
-        with dsl.If(switches["cong_mode"] == "cong", name="ConG and ConG-S"):
+        with dsl.If(switches["cong_mode"] == "cong", name="ConG and ConG-S") as group:
             cd, cong_s = cong_s_model()
             strong = sharded("strong_sample", strong_sample_shard, model=cong_s, **store)
             pairs = stage_task(
@@ -255,11 +275,17 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             ).outputs["pairs"]
             train_dpo = dpo_trainjob if multi_node(cfg, "dpo") else dpo
             cong = stage_task(train_dpo, "dpo", model=cong_s, pairs=pairs, **store).outputs["aligned"]
-        with dsl.Elif(switches["cong_mode"] == "cong_s", name="ConG-S only"):
+            close(group)
+        with dsl.Elif(switches["cong_mode"] == "cong_s", name="ConG-S only") as group:
             _, cong_s_only = cong_s_model()
             cong_skipped = skipped("cong").outputs["model"]
+            close(group)
         with dsl.Else(name="ConG and ConG-S: off"):
-            neither_cong_s, neither_cong = skipped("cong_s").outputs["model"], skipped("cong").outputs["model"]
+            # One after the other: the second to finish completes the group (two at once could each see the other
+            # still running).
+            neither_cong_s = skipped("cong_s")
+            neither_cong = skipped("cong").after(neither_cong_s).outputs["model"]
+            neither_cong_s = neither_cong_s.outputs["model"]
         models["cong_s"] = dsl.OneOf(cong_s, cong_s_only, neither_cong_s)
         models["cong"] = dsl.OneOf(cong, cong_skipped, neither_cong)
 
@@ -270,13 +296,15 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
         )
         evaluated = stage_task(evaluate, "evaluate", **models, wsd=wsd_rows, alpha_sweep=sweep, **aligned, **store)
         judge = cfg.stages.evaluate.judge
+        if judge is not None:
+            # An external judge's answers are not a function of the task's inputs.
+            evaluated.set_caching_options(False)
         if judge is not None and judge.secret:
             # The judge's endpoint and key by reference, as the store's credentials; a judge may need no key.
             kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.endpoint_env: judge.endpoint_env})
             kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.api_key_env: judge.api_key_env}, optional=True)
         supplied = {"weak_aligned": imports["weak_aligned"]} if supplied_aligned else {}
-        # Uncached: it reads what this run's stages recorded.
-        stage_task(lineage, "lineage", results=evaluated.outputs["results"], **supplied).set_caching_options(False)
+        stage_task(lineage, "lineage", results=evaluated.outputs["results"], **supplied)
         if cfg.promotion.enabled:
             # It samples two models as evaluate does: evaluate's resources unless the config gives it its own.
             stage_task(promote, "promote", challenger=models[cfg.promotion.method], **store)

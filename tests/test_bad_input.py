@@ -415,10 +415,13 @@ def test_the_pipelines_first_task_checks_the_same(store, tmp_path, micro_testbed
     parameter = load_config(config).as_parameter()
     for name, value in {**store.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}.items():
         monkeypatch.setenv(name, value)
+    # The plan's output as kfp.local writes it: the task reads its run from the path (cong.storage.runs).
+    decided = tmp_path / "kfp" / "cong-2026-12-07-08-00-00-000000" / "plan" / "decided"
+    decided.parent.mkdir(parents=True)
     with pytest.raises(CongError) as info:
-        plan.step(parameter)
+        plan.step(parameter, str(decided), str(decided))
     message = str(info.value)
     assert "2 problems" in message and "credentials rejected by" in message and "line 2: duplicate id 'a'" in message
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_access_key)
     (tmp_path / "p.jsonl").write_bytes(prompts(GOOD_ROW.strip()))
-    assert plan.step(parameter)["cong_mode"] == "cong"
+    assert plan.step(parameter, str(decided), str(decided))["switches"]["cong_mode"] == "cong"

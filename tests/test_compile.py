@@ -14,7 +14,14 @@ from components.image import BASE_IMAGE
 from cong.cluster.kfp_runs import SpecDag
 from cong.config import load_config
 from cong.errors import CongError
-from cong.vocabulary import MODEL_METHODS, SAMPLING_STAGES, SHARDED_STAGES, STAGES, TRAINED_BRANCHES, TRAINING_STAGES
+from cong.vocabulary import (
+    MODEL_METHODS,
+    SHARDED_STAGES,
+    STAGES,
+    TRAINED_BRANCHES,
+    TRAINING_STAGES,
+    UNCACHED_STAGES,
+)
 from pipelines.compile import COMMITTED, compile_pipeline
 
 STAGE_EXECUTORS = (
@@ -76,18 +83,18 @@ resources:
 """
 TRAINING = set(TRAINING_STAGES)
 SHARDED = set(SHARDED_STAGES)
-SAMPLING = set(SAMPLING_STAGES) - {"promote"}
 FAKE_SECRET = "cong-test-secret-4d9f0a7e"
 
 
 def _stage(task: str) -> str:
     """The config stage whose resources a task or executor has: `exec-cd-sample-shard-2` (a second task of one
-    component) -> `cd_sample`; a sharded stage's own task is its merge; `not_selected` runs as `plan`."""
+    component) -> `cd_sample`; a sharded stage's own task is its merge; `not_selected` and `group_done` run as
+    `plan`."""
     name = re.sub(r"-[0-9]+$", "", task.removeprefix("exec-"))
     if name.endswith("-shard"):
         return name.removesuffix("-shard").replace("-", "_")
     name = name.replace("-", "_")
-    return "merge_shards" if name in SHARDED else "plan" if name == "not_selected" else name
+    return "merge_shards" if name in SHARDED else "plan" if name in ("not_selected", "group_done") else name
 
 
 def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
@@ -153,9 +160,9 @@ def test_every_stage_is_scheduled_as_its_config_says(tmp_path, monkeypatch):
         if stage not in STAGES:
             continue  # conditions, loops
         retried.update([stage] if "retryPolicy" in body else [])
-        # Sampling draws anew; a merge and the lineage read what this run's other tasks wrote.
-        uncached = stage in SAMPLING or stage in ("merge_shards", "lineage")
-        assert body.get("cachingOptions") == ({} if uncached else {"enableCache": True}), task
+        # Every stage is a function of its inputs (sampling is seeded by prompt) except those that read what changes
+        # between runs; branch stand-ins and group ends always run (tests/test_backend_rules.py).
+        assert body.get("cachingOptions") == ({} if stage in UNCACHED_STAGES else {"enableCache": True}), task
         retry = body.get("retryPolicy")
         if stage not in TRAINING | SHARDED:
             assert retry is None, task
@@ -345,9 +352,12 @@ def test_readme_names_every_task_the_ui_shows():
     for cell in re.findall(r"^\| ([^|]+) \|", section, re.M):
         listed.update(re.findall(r"`([^`]+)`", cell))
     stand_ins = {name for name in shown if name.endswith(": not in this run")}
-    assert shown - stand_ins - {"promote: challenger vs champion"} <= listed, shown - listed
+    ends = {name for name in shown if name.endswith(": done")}
+    assert shown - stand_ins - ends - {"promote: challenger vs champion"} <= listed, shown - listed
     assert "<method>: not in this run" in listed and stand_ins
+    assert "<group>: done" in listed and ends
     # Tasks the tiny preset's IR has not: promotion and multi-node training are off there.
-    assert listed - shown == {"<method>: not in this run", "promote: challenger vs champion", "delete trainjobs"}
+    placeholders = {"<method>: not in this run", "<group>: done"}
+    assert listed - shown == placeholders | {"promote: challenger vs champion", "delete trainjobs"}
     assert inputs == {"weak base model", "strong base model", "training prompts", "held-out prompts"}
     assert all(f"`{name}`" in section for name in inputs)

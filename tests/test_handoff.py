@@ -130,7 +130,13 @@ def test_pointer_is_published_and_followed(store, tmp_path, monkeypatch):
     monkeypatch.setenv("CONG_CACHE_DIR", str(tmp_path / "cache"))
     ensure_bucket("cong", store.settings())  # on a cluster the bucket exists before any run
     cfg = load_config(
-        preset="tiny", overrides={"artifacts": {"store": "workspace"}, "methods": ["base", "cong"], "name": "ho"}
+        preset="tiny",
+        overrides={
+            "artifacts": {"store": "workspace"},
+            "methods": ["base", "cong"],
+            "name": "ho",
+            "storage": {"bucket": "cong"},
+        },
     )
     workspace = str(tmp_path / "workspace")
     artifact = str(tmp_path / "kfp" / "run-1" / "dpo" / "aligned")

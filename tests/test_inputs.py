@@ -12,7 +12,7 @@ from cong.config import load_config
 from cong.errors import CongError
 from cong.inputs import artifact_uri, describe
 from cong.refs import resolve
-from cong.stages.step import imported, location
+from cong.stages.step import for_task, location
 from cong.storage.folders import publish_path
 from cong.storage.s3 import ensure_bucket
 from tests.conftest import MICRO
@@ -75,10 +75,15 @@ def test_a_stage_reads_only_the_inputs_it_was_given(tmp_path):
     # As KFP's launcher hands an s3:// input over on a cluster: its URI, and the copy it downloaded.
     strong = SimpleNamespace(uri="s3://cong/inputs/strong_base-0123", path=str(copy))
     prompts = dsl.Dataset(uri="hf://org/prompts")
+    run_id = "5b7e2a51-8f0c-4f53-9a38-8d1c3f6f0d2e"
+    metrics = SimpleNamespace(uri=f"s3://mlpipeline/v2/artifacts/cong/{run_id}/sft/0d1e/metrics")
 
-    given = imported(config, "sft", strong_base=strong, train_prompts=prompts)
+    given, found = for_task(config, "sft", metrics, strong_base=strong, train_prompts=prompts)
+    assert found == run_id
+    assert given["storage"]["bucket"] == "mlpipeline" and given["storage"]["prefix"] == "v2/artifacts"
     assert given["models"]["strong_base"] == str(copy)
-    assert imported(config, "sft", local_copies=False, strong_base=strong)["models"]["strong_base"] == strong.uri
+    remote, _ = for_task(config, "sft", metrics, local_copies=False, strong_base=strong)
+    assert remote["models"]["strong_base"] == strong.uri
     assert given["data"]["train_prompts"] == location(prompts) == "org/prompts"
     assert config["models"]["strong_base"] == "testbed:strong", "the task's parameter is left as it was"
 
@@ -87,3 +92,5 @@ def test_a_stage_reads_only_the_inputs_it_was_given(tmp_path):
         resolve(cfg.models.weak_base, cfg)
     with pytest.raises(CongError, match=r"STAGE_INPUTS\['sft'\]"):
         resolve(cfg.data.eval_prompts, cfg)
+    with pytest.raises(CongError, match=r"not where a pipeline run writes"):
+        for_task(config, "sft", SimpleNamespace(uri="s3://elsewhere/metrics"))

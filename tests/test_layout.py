@@ -85,4 +85,10 @@ def test_each_component_calls_its_stage_step(component):
     used = imports_of(ROOT / "components" / component / "component.py", set(graph()))
     cong_modules = {m for m in used if m.startswith("cong")}
     assert cong_modules and all(m.startswith("cong.stages") for m in cong_modules), cong_modules
-    assert {m.split(".")[2] for m in cong_modules if m.count(".") >= 2} <= {*STAGES, "step", "not_selected", "trainjob"}
+    assert {m.split(".")[2] for m in cong_modules if m.count(".") >= 2} <= {
+        *STAGES,
+        "step",
+        "not_selected",
+        "group_done",
+        "trainjob",
+    }

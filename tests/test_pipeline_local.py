@@ -15,7 +15,6 @@ from cong.storage.embedded import EmbeddedObjectStore
 from cong.storage.folders import fetch_dir, read_manifest
 from cong.vocabulary import METHODS, MODEL_METHODS, SFT_METHODS
 from tests.conftest import MICRO, ROOT
-from tests.test_kfp_cli import kfp  # noqa: F401 (the fake KFP API, a fixture)
 from tests.test_report import assert_report_renders
 
 
@@ -80,7 +79,11 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store, kfp):  # noq
     (run,) = (out / "kfp").glob("cong-*")
     # The sampling stages' shards run inside ParallelFor iteration folders; each stage's merge is a task here.
     executed = {d.name for d in run.iterdir() if (d / "executor_output.json").is_file()}
-    assert {d.name for d in run.glob("for-loop-*/*")} == {"weak-sample-shard", "cd-sample-shard", "strong-sample-shard"}
+    shards = {d.name for d in run.glob("for-loop-*/*") if not d.name.startswith("group-done")}
+    assert shards == {"weak-sample-shard", "cd-sample-shard", "strong-sample-shard"}
+    # Each shard, and each method's branch, ends with the task that tells KFP's backend the group is complete.
+    assert len(list(run.glob("for-loop-*/group-done*"))) == 3
+    assert sum(name.startswith("group-done") for name in executed) == 9
     assert not any(name.startswith("not-selected") for name in executed), "every branch was selected"
     # One CD pass and one weak alignment for the whole run; sft ran for cong_s, weak_sft, icl_refine, wsd_sft.
     assert {"plan", "weak-align", "weak-sample", "cd-sample", "strong-sample", "pair", "dpo"} <= executed
@@ -170,7 +173,9 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store, kfp):  # noq
     ((_, submitted_run),) = kfp.runs.items()
     kfp_id = lineage["run"]["kfp_run_id"]
     kfp.runs[kfp_id] = {**submitted_run, "run_id": kfp_id, "state": "SUCCEEDED"}
-    cluster = cong_lineage(kfp_id, env, "--host", kfp.url, "--s3-endpoint", store.endpoint_url)
+    # The run took its namespace's default pipeline root, which the KFP API does not report: the user names it.
+    root = ["--pipeline-root", "s3://cong"]
+    cluster = cong_lineage(kfp_id, env, "--host", kfp.url, "--s3-endpoint", store.endpoint_url, *root)
     assert f"The run's lineage.json: s3://cong/runs/{kfp_id}/results/lineage.json" in cluster
     assert f"kfp run id {kfp_id}" in cluster.splitlines()[0]
     assert without_locations(cluster) == without_locations(tree)

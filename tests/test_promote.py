@@ -30,7 +30,7 @@ PROMPTS = 6  # of the micro testbed's 12 eval prompts
 def world(micro_config, micro_testbed, store, tmp_path_factory):
     """The micro strong model, two copies of it (the second with a model card, so that the champion's files
     show which one won), and the eval prompts."""
-    cfg = micro_config
+    cfg = micro_config.model_copy(update={"storage": micro_config.storage.located()})  # as in a task
     strong = resolve(cfg.models.strong_base, cfg)
     root = tmp_path_factory.mktemp("challengers")
     copy = shutil.copytree(strong, root / "copy")

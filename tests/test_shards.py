@@ -253,13 +253,14 @@ def test_compiled_dag_fans_each_sampling_stage_out_over_gpu_shards(tmp_path):
         assert iterator["items"]["inputParameter"] == f"pipelinechannel--plan-{stage}_shards", stage
         accelerator = executors[f"exec-{name}-shard"]["container"]["resources"]["accelerator"]
         assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "2", stage
-        assert shard_task["cachingOptions"] == {}, stage
+        # Each prompt's draws are seeded by its id: a shard's responses are a function of its inputs, and cached.
+        assert shard_task["cachingOptions"] == {"enableCache": True}, stage
         merge_dag, merge_task = tasks[name]
         assert merge_dag == parent, "the merge sits beside its loop"
         collected = merge_task["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
         assert collected == {"producerTask": loop_name, "outputArtifactKey": f"pipelinechannel--{name}-shard-responses"}
         assert "accelerator" not in executors[f"exec-{name}"]["container"]["resources"], stage
-        assert merge_task["cachingOptions"] == {}, stage
+        assert merge_task["cachingOptions"] == {"enableCache": True}, stage
     # kfp-kubernetes settings reach every shard as any other task.
     kubernetes = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert kubernetes["exec-cd-sample-shard"]["secretAsEnv"][0]["secretName"] == "cong-s3-credentials"
@@ -302,9 +303,10 @@ def test_local_run_with_two_shards_gives_the_unsplit_datasets(tmp_path, pair_ref
     )
     out, _ = run_config(raw, tmp_path)
     (run,) = (out / "kfp").glob("cong-*")
-    shards = sorted(p.relative_to(run).parts[1] for p in run.glob("for-loop-*/*"))
+    shards = sorted(p.relative_to(run).parts[1] for p in run.glob("for-loop-*/*") if "group-done" not in p.name)
     assert shards == ["cd-sample-shard"] * 2 + ["strong-sample-shard"] * 2
-    for shard in run.glob("for-loop-*/*/executor_output.json"):
+    assert len(list(run.glob("for-loop-*/group-done*"))) == 4, "each shard ends with the task that closes it"
+    for shard in run.glob("for-loop-*/*-shard/executor_output.json"):
         metrics = json.loads(shard.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
         assert metrics["rows"] == 6 and metrics["resumed_batches"] == 0, shard
 

@@ -39,7 +39,7 @@ from cong.cluster.trainjob import (
 from cong.cluster.trainjob_run import delete_jobs, trainjob_keys
 from cong.config import load_config
 from cong.errors import CongError
-from cong.stages.step import imported
+from cong.stages.step import for_task
 from cong.storage.folders import localize, publish_dir
 from cong.storage.s3 import ensure_bucket
 from cong.vocabulary import SFT_METHODS
@@ -47,7 +47,8 @@ from pipelines.compile import COMMITTED, compile_pipeline
 from tests.conftest import role_rules
 
 NAMESPACE = "team-a"
-RUN_ID = "8f14e45f-ceea-467f-a0e6-1c7bd2c1d9a4"
+# A kfp.local run's id: the task reads it from its outputs' paths (cong.storage.runs).
+RUN_ID = "cong-2026-12-07-08-00-00-000000"
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NAMESPACE}/trainjobs"
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
@@ -347,15 +348,19 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
 
     settings = store.settings()
     cfg = sft_config()
-    ensure_bucket(cfg.storage.bucket, settings)
-    data = dsl.Dataset(uri=str(tmp_path / "kfp" / "data"))
+    ensure_bucket(cfg.storage.located().bucket, settings)
+    run = tmp_path / "kfp" / RUN_ID
+    data = dsl.Dataset(uri=str(run / "sft" / "data"))
     Path(data.path).parent.mkdir(parents=True)
     Path(data.path).write_text('{"prompt": "p", "response": "r"}\n')
-    model, metrics = dsl.Model(uri=str(tmp_path / "kfp" / "model")), dsl.Metrics(uri=str(tmp_path / "kfp" / "metrics"))
+    model, metrics = (
+        dsl.Model(uri=str(run / "sft-trainjob" / "model")),
+        dsl.Metrics(uri=str(run / "sft-trainjob" / "metrics")),
+    )
     # The imported strong base: on the cluster the launcher made no copy that the training nodes could read, so the
     # config they get names its URI.
     strong_base = dsl.Model(uri="s3://cong/inputs/strong_base-0123", metadata={"digest": "sha256:0123"})
-    expected = imported(cfg.as_parameter(), "sft", local_copies=False, strong_base=strong_base)
+    expected, _ = for_task(cfg.as_parameter(), "sft", metrics, local_copies=False, strong_base=strong_base)
     assert expected["models"]["strong_base"] == strong_base.uri
     with FakeKubernetes(trainer=a_training_node(settings, expected, Path(data.path))) as kube:
         in_a_pod["kube"] = kube
@@ -367,7 +372,6 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
             metrics=metrics,
             task_config=task_config(TASK),
             method="weak_sft",
-            run_id=RUN_ID,
             image="registry.example.com/cong-train:0.1.0",
         )
         (create,) = kube.calls("POST", JOBS)
@@ -431,7 +435,7 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
     assert lineage["run_id"] == RUN_ID
     assert lineage["inputs"] == {
         "strong_base": {"uri": strong_base.uri, "digest": "sha256:0123"},
-        "data": {"uri": data.uri},
+        "data": {"uri": data.uri, "run_id": RUN_ID},
     }
     assert delete["path"] == f"{JOBS}/{name}" and delete["query"]["propagationPolicy"] == ["Foreground"]
     err = capfd.readouterr().err
@@ -447,8 +451,9 @@ def test_a_failed_dpo_trainjob_fails_the_task_and_is_deleted(store, in_a_pod, tm
     from components.trainjob.component import dpo_trainjob
 
     cfg = load_config(preset="tiny", overrides={"resources": {"dpo": {"nodes": 2}}})
-    ensure_bucket(cfg.storage.bucket, store.settings())
+    ensure_bucket(cfg.storage.located().bucket, store.settings())
     policy, pairs = dsl.Model(uri=str(tmp_path / "policy")), dsl.Dataset(uri=str(tmp_path / "pairs"))
+    task = tmp_path / "kfp" / RUN_ID / "dpo-trainjob"
     Path(policy.path).mkdir()
     (Path(policy.path) / "config.json").write_text("{}")
     Path(pairs.path).write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
@@ -460,14 +465,13 @@ def test_a_failed_dpo_trainjob_fails_the_task_and_is_deleted(store, in_a_pod, tm
                 config=cfg.as_parameter(),
                 model=policy,
                 pairs=pairs,
-                aligned=dsl.Model(uri=str(tmp_path / "aligned")),
-                metrics=dsl.Metrics(uri=str(tmp_path / "metrics")),
+                aligned=dsl.Model(uri=str(task / "aligned")),
+                metrics=dsl.Metrics(uri=str(task / "metrics")),
                 task_config=task_config(TaskSettings()),
-                run_id=RUN_ID,
             )
         (delete,) = kube.calls("DELETE", JOBS)
     assert delete["path"] == f"{JOBS}/{job_name(RUN_ID, 'dpo')}"
-    assert not Path(tmp_path / "aligned").exists(), "nothing is published for a failed job"
+    assert not (task / "aligned").exists(), "nothing is published for a failed job"
 
 
 def test_deepspeed_runtime_launches_with_mpirun_and_patches_both_jobs():

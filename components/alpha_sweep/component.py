@@ -12,7 +12,6 @@ def alpha_sweep(
     weak_aligned: Input[Model],
     points: Output[Artifact],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """The alpha ablation: CD at each alpha on a fixed subset of eval prompts, scored two ways.
@@ -24,15 +23,14 @@ def alpha_sweep(
         weak_aligned: the aligned weak model: weak_align's, or the imported `models.weak_aligned`.
         weak_base: the weak base model pi_w (imported: `models.weak_base`).
         eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import alpha_sweep
-    from cong.stages.step import imported, location, record
+    from cong.stages.step import for_task, location, record
 
     given = {"weak_base": weak_base, "eval_prompts": eval_prompts}
-    config = imported(config, "alpha_sweep", **given)
+    config, run_id = for_task(config, "alpha_sweep", metrics, **given)
 
     aligned = location(weak_aligned)
     result = alpha_sweep.step(config, weak_aligned=aligned, points=points.path, model_store=model_store)
-    record(config, result, metrics, run_id=run_id, inputs={**given, "weak_aligned": weak_aligned}, points=points)
+    record(result, metrics, inputs={**given, "weak_aligned": weak_aligned}, points=points)

@@ -11,7 +11,6 @@ def auxconf(
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """AuxConf baseline: the strong model learns weak labels mixed with its own confident predictions.
@@ -22,14 +21,13 @@ def auxconf(
         model: the trained strong model (Hugging Face folder).
         metrics: training loss and steps.
         strong_base: the strong base model (imported: `models.strong_base`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import auxconf
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"strong_base": strong_base}
-    config = imported(config, "auxconf", **given)
+    config, run_id = for_task(config, "auxconf", metrics, **given)
 
     result = auxconf.step(config, data=data.path, model=model.path, model_store=model_store, run_id=run_id)
-    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, model=model)
+    record(result, metrics, inputs={**given, "data": data}, model=model)

@@ -13,7 +13,6 @@ def cd_sample_shard(
     weak_aligned: Input[Model],
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """One shard of contrastive decoding between the weak model after (expert) and before (amateur)
@@ -28,17 +27,16 @@ def cd_sample_shard(
         weak_aligned: the aligned weak model: weak_align's, or the imported `models.weak_aligned`.
         weak_base: the weak base model pi_w (imported: `models.weak_base`).
         train_prompts: the training prompts (imported: `data.train_prompts`).
-        run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import cd_sample
-    from cong.stages.step import imported, location, record
+    from cong.stages.step import for_task, location, record
 
     given = {"weak_base": weak_base, "train_prompts": train_prompts}
-    config = imported(config, "cd_sample", **given)
+    config, run_id = for_task(config, "cd_sample", metrics, **given)
 
     aligned = location(weak_aligned)
     result = cd_sample.step(
         config, weak_aligned=aligned, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    record(config, result, metrics, run_id=run_id, inputs={**given, "weak_aligned": weak_aligned}, responses=responses)
+    record(result, metrics, inputs={**given, "weak_aligned": weak_aligned}, responses=responses)

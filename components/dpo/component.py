@@ -11,7 +11,6 @@ def dpo(
     pairs: Input[Dataset],
     aligned: Output[Model],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """Stage II (ConG): DPO of the policy with its frozen initial copy as the reference model.
@@ -22,15 +21,14 @@ def dpo(
         pairs: preference pairs.
         aligned: the aligned strong model (Hugging Face folder).
         metrics: training loss, reward accuracy and steps.
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import dpo
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
-    config = imported(config, "dpo")
+    config, run_id = for_task(config, "dpo", metrics)
 
     result = dpo.step(
         config, model=model.path, pairs=pairs.path, aligned=aligned.path, model_store=model_store, run_id=run_id
     )
-    record(config, result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
+    record(result, metrics, inputs={"model": model, "pairs": pairs}, aligned=aligned)

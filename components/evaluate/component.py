@@ -23,7 +23,6 @@ def evaluate(
     results: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """Score every selected method on the held-out prompts; one row per method.
@@ -50,14 +49,13 @@ def evaluate(
         weak_base: the weak base model pi_w (imported: `models.weak_base`).
         strong_base: the strong base model (imported: `models.strong_base`).
         eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import evaluate
-    from cong.stages.step import imported, location, record
+    from cong.stages.step import for_task, location, record
 
     given = {"weak_base": weak_base, "strong_base": strong_base, "eval_prompts": eval_prompts}
-    config = imported(config, "evaluate", **given)
+    config, run_id = for_task(config, "evaluate", metrics, **given)
 
     models = {"weak_sft": weak_sft, "auxconf": auxconf, "wspo": wspo, "icl_refine": icl_refine}
     models.update({"wsd_sft": wsd_sft, "cong_s": cong_s, "cong": cong})
@@ -72,4 +70,4 @@ def evaluate(
         model_store=model_store,
     )
     inputs = {**models, "wsd": wsd, "alpha_sweep": alpha_sweep, "weak_aligned": weak_aligned, **given}
-    record(config, result, metrics, run_id=run_id, inputs=inputs, results=results, report=report)
+    record(result, metrics, inputs=inputs, results=results, report=report)

@@ -11,7 +11,6 @@ def icl_refine(
     data: Input[Dataset],
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    run_id: str = "",
 ):
     """ICL refinement: the strong base model rewrites each weak label with its batch's other pairs in context.
 
@@ -21,13 +20,12 @@ def icl_refine(
         responses: the refined labels (JSONL: id, prompt, response), SFT targets.
         metrics: how many labels changed, lengths.
         strong_base: the strong base model (imported: `models.strong_base`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong.stages import icl_refine
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"strong_base": strong_base}
-    config = imported(config, "icl_refine", **given)
+    config, run_id = for_task(config, "icl_refine", metrics, **given)
 
     result = icl_refine.step(config, data=data.path, responses=responses.path)
-    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, responses=responses)
+    record(result, metrics, inputs={**given, "data": data}, responses=responses)

@@ -15,7 +15,6 @@ def lineage(
     lineage: Output[Artifact],
     metrics: Output[Metrics],
     weak_aligned: Input[Model] = None,
-    run_id: str = "",
 ):
     """The run's lineage.json: every output of the run with its metadata and the artifacts it was made from, back to
     the imported inputs; published at `<storage>/runs/<run id>/results/`, where `cong lineage RUN_ID` reads it.
@@ -30,13 +29,13 @@ def lineage(
         lineage: a folder with lineage.json.
         metrics: how many artifacts and method rows it holds.
         weak_aligned: the supplied aligned weak model (imported: `models.weak_aligned`), when the config gives one.
-        run_id: the KFP run's id, under which the stages kept their lineage records (the pipeline passes it).
     """
     from cong.stages import lineage as stage
-    from cong.stages.step import record
+    from cong.stages.step import for_task, record
 
     given = {"weak_base": weak_base, "strong_base": strong_base, "train_prompts": train_prompts}
     given.update({"eval_prompts": eval_prompts, "weak_aligned": weak_aligned})
+    config, run_id = for_task(config, "lineage", metrics, **given)
     imports = {name: {"uri": a.uri, "metadata": dict(a.metadata)} for name, a in given.items() if a is not None}
-    result = stage.step(config, run_id=run_id, imports=imports, tree=lineage.path)
-    record(config, result, metrics, run_id=run_id, inputs={**given, "results": results}, lineage=lineage)
+    result = stage.step(config, run_id=run_id, results=results.uri, imports=imports, tree=lineage.path)
+    record(result, metrics, inputs={**given, "results": results}, lineage=lineage)

@@ -15,7 +15,6 @@ def merge_shards(
     shards: Input[list[Dataset]],
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    run_id: str = "",
 ):
     """A sampling stage's dataset (weak_sample, cd_sample or strong_sample), one response per training prompt:
     its shard tasks' responses merged (no GPU).
@@ -29,13 +28,12 @@ def merge_shards(
         responses: JSONL rows id, prompt, response, in the prompt file's order.
         metrics: row count, response lengths, shard count.
         train_prompts: the training prompts (imported: `data.train_prompts`).
-        run_id: the KFP run's id, recorded for lineage; the shards' finished batches kept for this run are deleted.
     """
     from cong.stages import merge_shards
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"train_prompts": train_prompts}
-    config = imported(config, "merge_shards", **given)
+    config, run_id = for_task(config, "merge_shards", metrics, **given)
 
     result = merge_shards.step(
         config,
@@ -45,7 +43,7 @@ def merge_shards(
         responses=responses.path,
         run_id=run_id,
     )
-    record(config, result, metrics, run_id=run_id, inputs=given, responses=responses)
+    record(result, metrics, inputs=given, responses=responses)
 
 
 def merge_of(stage: str) -> PythonComponent:

@@ -11,7 +11,6 @@ def pair(
     rejected: Input[Dataset],
     pairs: Output[Dataset],
     metrics: Output[Metrics],
-    run_id: str = "",
 ):
     """Preference pairs joined on prompt id: chosen from one response set, rejected from the other.
 
@@ -21,12 +20,11 @@ def pair(
         rejected: responses to disprefer (ConG: the ConG-S samples).
         pairs: JSONL rows id, prompt, chosen, rejected.
         metrics: pair counts and drops.
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
     """
     from cong.stages import pair
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
-    config = imported(config, "pair")
+    config, run_id = for_task(config, "pair", metrics)
 
     result = pair.step(config, chosen=chosen.path, rejected=rejected.path, pairs=pairs.path)
-    record(config, result, metrics, run_id=run_id, inputs={"chosen": chosen, "rejected": rejected}, pairs=pairs)
+    record(result, metrics, inputs={"chosen": chosen, "rejected": rejected}, pairs=pairs)

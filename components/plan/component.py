@@ -1,6 +1,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
+from kfp.dsl import Artifact, Output
 
 from components.image import BASE_IMAGE
 
@@ -8,6 +9,7 @@ from components.image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def plan(
     config: dict,
+    decided: Output[Artifact],
 ) -> NamedTuple(
     "Plan",
     [
@@ -52,10 +54,13 @@ def plan(
     Args:
         config: the run's configuration; `methods` decides the branches and `stages.<stage>.shards` the
             sampling stages' fan-out, so changing them when submitting a compiled pipeline changes what runs.
+        decided: all of the above as JSON (its URI tells the task its run and store: cong.storage.runs).
     """
     from collections import namedtuple
 
     from cong.stages import plan
+    from cong.stages.step import record
 
-    switches = plan.step(config)
-    return namedtuple("Plan", list(switches))(**switches)
+    result = plan.step(config, decided.path, decided.uri)
+    record(result, None, decided=decided)
+    return namedtuple("Plan", list(result["switches"]))(**result["switches"])

@@ -11,7 +11,6 @@ def promote(
     challenger: Input[Model],
     decision: Output[Artifact],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """Champion/challenger gate of scheduled retraining: publish the challenger as the current model only when
@@ -28,14 +27,13 @@ def promote(
         decision: JSON: promoted or not and why, win rate and its interval, the champion before and after.
         metrics: promoted (1 or 0), win rate, its interval, both models' mean reward, threshold, prompts.
         eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
-        run_id: the KFP run's id, recorded on every output and in the champion's record (the pipeline passes it).
         model_store: where the run's models are when they do not travel as artifacts (cong.storage.handoff), else empty.
     """
     from cong.stages import promote
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"eval_prompts": eval_prompts}
-    config = imported(config, "promote", **given)
+    config, run_id = for_task(config, "promote", metrics, **given)
 
     result = promote.step(
         config,
@@ -45,4 +43,4 @@ def promote(
         run_id=run_id,
         model_store=model_store,
     )
-    record(config, result, metrics, run_id=run_id, inputs={**given, "challenger": challenger}, decision=decision)
+    record(result, metrics, inputs={**given, "challenger": challenger}, decision=decision)

@@ -12,7 +12,6 @@ def sft(
     model: Output[Model],
     metrics: Output[Metrics],
     method: str = "cong_s",
-    run_id: str = "",
     model_store: str = "",
 ):
     """Supervised fine-tuning of the strong base model, loss on response tokens only.
@@ -26,14 +25,13 @@ def sft(
         metrics: training loss and steps.
         method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
         strong_base: the strong base model (imported: `models.strong_base`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import sft
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"strong_base": strong_base}
-    config = imported(config, "sft", **given)
+    config, run_id = for_task(config, "sft", metrics, **given)
 
     result = sft.step(config, data=data.path, model=model.path, method=method, model_store=model_store, run_id=run_id)
-    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, model=model)
+    record(result, metrics, inputs={**given, "data": data}, model=model)

@@ -12,7 +12,6 @@ def strong_sample_shard(
     model: Input[Model],
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """One shard of a strong policy's samples (the ConG-S model's), for its share of the training prompts
@@ -25,16 +24,15 @@ def strong_sample_shard(
         responses: this shard's responses (JSONL: id, prompt, response); `strong_sample` merges the shards.
         metrics: row count, response lengths, batches found done by an earlier try.
         train_prompts: the training prompts (imported: `data.train_prompts`).
-        run_id: the KFP run's id: recorded for lineage, and it names where finished batches are kept for a retry.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import strong_sample
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"train_prompts": train_prompts}
-    config = imported(config, "strong_sample", **given)
+    config, run_id = for_task(config, "strong_sample", metrics, **given)
 
     result = strong_sample.step(
         config, model=model.path, responses=responses.path, shard=shard, run_id=run_id, model_store=model_store
     )
-    record(config, result, metrics, run_id=run_id, inputs={**given, "model": model}, responses=responses)
+    record(result, metrics, inputs={**given, "model": model}, responses=responses)

@@ -25,7 +25,6 @@ def sft_trainjob(
     metrics: Output[Metrics],
     task_config: dsl.TaskConfig,
     method: str = "cong_s",
-    run_id: str = "",
     image: str = BASE_IMAGE,
     model_store: str = "",
 ):
@@ -39,15 +38,14 @@ def sft_trainjob(
         task_config: the task's resources, environment, scheduling and volumes, forwarded to the TrainJob.
         method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
         strong_base: the strong base model (imported: `models.strong_base`).
-        run_id: the KFP run's id: it names the TrainJob, and is recorded on every output for lineage.
         image: the training nodes' image.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import trainjob
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"strong_base": strong_base}
-    config = imported(config, "sft", local_copies=False, **given)
+    config, run_id = for_task(config, "sft", metrics, local_copies=False, **given)
 
     result = trainjob.step(
         config,
@@ -60,7 +58,7 @@ def sft_trainjob(
         method=method,
         model_store=model_store,
     )
-    record(config, result, metrics, run_id=run_id, inputs={**given, "data": data}, model=model)
+    record(result, metrics, inputs={**given, "data": data}, model=model)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False, task_config_passthroughs=PASSTHROUGHS)
@@ -71,7 +69,6 @@ def dpo_trainjob(
     aligned: Output[Model],
     metrics: Output[Metrics],
     task_config: dsl.TaskConfig,
-    run_id: str = "",
     image: str = BASE_IMAGE,
     model_store: str = "",
 ):
@@ -84,14 +81,13 @@ def dpo_trainjob(
         aligned: the aligned strong model (Hugging Face folder).
         metrics: nodes, processes per node and the TrainJob's duration.
         task_config: the task's resources, environment, scheduling and volumes, forwarded to the TrainJob.
-        run_id: the KFP run's id: it names the TrainJob, and is recorded on every output for lineage.
         image: the training nodes' image.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import trainjob
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
-    config = imported(config, "dpo", local_copies=False)
+    config, run_id = for_task(config, "dpo", metrics, local_copies=False)
 
     result = trainjob.step(
         config,
@@ -103,7 +99,7 @@ def dpo_trainjob(
         output=("aligned", aligned.path),
         model_store=model_store,
     )
-    record(config, result, metrics, run_id=run_id, inputs={"model": model, "pairs": pairs}, aligned=aligned)
+    record(result, metrics, inputs={"model": model, "pairs": pairs}, aligned=aligned)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -112,7 +108,7 @@ def delete_trainjobs(keys: list, run_id: str = ""):
 
     Args:
         keys: the (stage, method) pairs that may have run as TrainJobs; each names one job.
-        run_id: the KFP run's id, the rest of each job's name.
+        run_id: the KFP run's id, the rest of each job's name (this task is never cached: a per-run value is fine).
     """
     from cong.stages import trainjob
 

@@ -12,7 +12,6 @@ def weak_align(
     pairs: Output[Dataset],
     weak_aligned: Output[Model],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """Align the weak base model: on-policy samples scored by the reward backend, best vs worst pairs, DPO.
@@ -24,16 +23,15 @@ def weak_align(
         metrics: pair counts, reward margin, training loss.
         weak_base: the weak base model pi_w (imported: `models.weak_base`).
         train_prompts: the training prompts (imported: `data.train_prompts`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import weak_align
-    from cong.stages.step import imported, record
+    from cong.stages.step import for_task, record
 
     given = {"weak_base": weak_base, "train_prompts": train_prompts}
-    config = imported(config, "weak_align", **given)
+    config, run_id = for_task(config, "weak_align", metrics, **given)
 
     result = weak_align.step(
         config, pairs=pairs.path, weak_aligned=weak_aligned.path, model_store=model_store, run_id=run_id
     )
-    record(config, result, metrics, run_id=run_id, inputs=given, pairs=pairs, weak_aligned=weak_aligned)
+    record(result, metrics, inputs=given, pairs=pairs, weak_aligned=weak_aligned)

@@ -14,7 +14,6 @@ def wsd(
     split: str,
     responses: Output[Dataset],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """Weak-to-Strong Decoding: the aligned weak model drafts, the strong base model takes over when confident.
@@ -28,15 +27,14 @@ def wsd(
         strong_base: the strong base model (imported: `models.strong_base`).
         train_prompts: the training prompts (imported: `data.train_prompts`).
         eval_prompts: the held-out prompts (imported: `data.eval_prompts`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import wsd
-    from cong.stages.step import imported, location, record
+    from cong.stages.step import for_task, location, record
 
     given = {"strong_base": strong_base, "train_prompts": train_prompts, "eval_prompts": eval_prompts}
-    config = imported(config, "wsd", **given)
+    config, run_id = for_task(config, "wsd", metrics, **given)
 
     aligned = location(weak_aligned)
     result = wsd.step(config, weak_aligned=aligned, split=split, responses=responses.path, model_store=model_store)
-    record(config, result, metrics, run_id=run_id, inputs={**given, "weak_aligned": weak_aligned}, responses=responses)
+    record(result, metrics, inputs={**given, "weak_aligned": weak_aligned}, responses=responses)

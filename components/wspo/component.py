@@ -13,7 +13,6 @@ def wspo(
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    run_id: str = "",
     model_store: str = "",
 ):
     """WSPO baseline: the strong model's log-ratio learns to match the weak pair's, token by token.
@@ -26,24 +25,16 @@ def wspo(
         weak_aligned: the aligned weak model: weak_align's, or the imported `models.weak_aligned`.
         weak_base: the weak base model pi_w (imported: `models.weak_base`).
         strong_base: the strong base model (imported: `models.strong_base`).
-        run_id: the KFP run's id, recorded on every output for lineage (the pipeline passes it).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import wspo
-    from cong.stages.step import imported, location, record
+    from cong.stages.step import for_task, location, record
 
     given = {"weak_base": weak_base, "strong_base": strong_base}
-    config = imported(config, "wspo", **given)
+    config, run_id = for_task(config, "wspo", metrics, **given)
 
     aligned = location(weak_aligned)
     result = wspo.step(
         config, data=data.path, weak_aligned=aligned, model=model.path, model_store=model_store, run_id=run_id
     )
-    record(
-        config,
-        result,
-        metrics,
-        run_id=run_id,
-        inputs={**given, "data": data, "weak_aligned": weak_aligned},
-        model=model,
-    )
+    record(result, metrics, inputs={**given, "data": data, "weak_aligned": weak_aligned}, model=model)

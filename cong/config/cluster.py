@@ -8,14 +8,24 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from cong.config.stages import Strict
+from cong.errors import CongError
 from cong.vocabulary import LIGHT_STAGES, MODEL_METHODS
 
 
 class StorageSettings(Strict):
-    """Where a local run imports its inputs (s3://<bucket>/<prefix>/inputs/) and publishes what it made
-    (s3://<bucket>/<prefix>/runs/<run id>/). The endpoint and credentials come from the environment only."""
+    """Where a run keeps what it adds to the artifacts KFP moves: its fetched inputs (`<store>/inputs/`), each output's
+    lineage record, checkpoints, finished sampling batches and results (`<store>/runs/<run id>/`), the champion.
 
-    bucket: str = Field("cong", pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+    `bucket` unset: on a cluster, the pipeline root's bucket, under the pipeline root's path (every task reads the
+    pipeline root from its output URIs, cong.storage.runs): the one store KFP's launcher and the run's key are known
+    to reach, `mlpipeline/private-artifacts/<namespace>/...` on a multi-user Kubeflow. A local run uses the bucket
+    `cong` of its object store. The endpoint and credentials come from the environment only."""
+
+    bucket: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$",
+        description="the bucket; unset: the pipeline root's on a cluster (under its path), `cong` in a local run",
+    )
     prefix: str = Field("", pattern=r"^[A-Za-z0-9._/\-]*$", description="key prefix inside the bucket")
     credentials_secret: str | None = Field(
         "cong-s3-credentials",
@@ -28,9 +38,33 @@ class StorageSettings(Strict):
         "task gets as environment variables",
     )
 
+    def located(self, pipeline_root: str | None = None) -> StorageSettings:
+        """These settings with the bucket named: as given; else the pipeline root's bucket with `prefix` under its
+        path (a `s3://` or `minio://` root: the same S3 API); else, without a bucket pipeline root, `cong`."""
+        if self.bucket is not None:
+            return self
+        if pipeline_root is None or "://" not in pipeline_root:
+            return self.model_copy(update={"bucket": LOCAL_BUCKET})
+        scheme, _, rest = pipeline_root.partition("://")
+        if scheme not in ("s3", "minio"):
+            raise CongError(
+                f"the pipeline root {pipeline_root} is not in an S3-compatible store, where the stages keep what they "
+                "add to the run: set storage.bucket to a bucket of one (its endpoint in the ConfigMap that "
+                "storage.settings_config_map names)."
+            )
+        bucket, _, path = rest.partition("/")
+        prefix = "/".join(p for p in (path.strip("/"), self.prefix.strip("/")) if p)
+        return self.model_copy(update={"bucket": bucket, "prefix": prefix})
+
     def uri(self, *parts: str) -> str:
+        if self.bucket is None:
+            raise CongError("storage is not located: call StorageSettings.located with the run's pipeline root first.")
         keys = [self.prefix.strip("/"), *parts]
         return f"s3://{self.bucket}/" + "/".join(k for k in keys if k)
+
+
+# A local run's bucket in its object store (the embedded one, or --s3-endpoint's).
+LOCAL_BUCKET = "cong"
 
 
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")]

@@ -6,12 +6,15 @@ pipeline parameter: changing `methods` when submitting a compiled pipeline chang
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from cong.config import Config, config_from_dict
 from cong.errors import stage_step
 from cong.inputs import IMPORT_KEYS, describe, reference
+from cong.stages.step import StepResult, lineage
 from cong.vocabulary import INPUT_FIELDS, MODEL_INPUTS, TRAINED_BRANCHES, WEAK_LABEL_METHODS
 
 
@@ -32,18 +35,28 @@ def method_plan(cfg: Config) -> dict[str, Any]:
 
 
 @stage_step
-def step(config: dict) -> dict[str, Any]:
-    """The prerequisites step: check the run's inputs and its object store (cong.stages.validate), then say which
-    branches of the DAG run. Models kept in the store are checked by the stages that load them, not downloaded here."""
+def step(config: dict, decided: str, output_uri: str) -> StepResult:
+    """The prerequisites step: check the run's inputs and its object store (cong.stages.validate), that the run may
+    write its store, then say which branches of the DAG run (`switches`); the same as JSON in the file `decided`, an
+    output whose URI (`output_uri`) names the run and its pipeline root (cong.storage.runs). Models kept in the store
+    are checked by the stages that load them, not downloaded here."""
     from cong.stages.shards import shard_items
     from cong.stages.validate import check_run
+    from cong.storage.runs import run_of
     from cong.storage.s3 import S3Settings
 
+    run = run_of(output_uri)
     cfg = config_from_dict(config)
+    cfg = cfg.model_copy(update={"storage": cfg.storage.located(run.pipeline_root if run else None)})
     stored = [r for r in (cfg.models.weak_base, cfg.models.strong_base, cfg.models.weak_aligned) if r]
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
-    check_run(cfg, S3Settings.from_env(), models=not any(r.startswith("s3://") for r in stored), cluster=in_cluster)
-    return {**method_plan(cfg), **shard_items(cfg), **import_items(cfg)}
+    probe = cfg.storage.uri("runs", run.run_id, ".cong-write-check") if run else None
+    models = not any(r.startswith("s3://") for r in stored)
+    check_run(cfg, S3Settings.from_env(), models=models, cluster=in_cluster, probe=probe)
+    switches = {**method_plan(cfg), **shard_items(cfg), **import_items(cfg)}
+    Path(decided).write_text(json.dumps(switches, indent=1, sort_keys=True) + "\n")
+    chosen = {"methods": len(cfg.methods), "store": cfg.storage.uri()}
+    return {"switches": switches, "metrics": {}, "metadata": {"decided": lineage(cfg, "plan", **chosen)}}
 
 
 def import_items(cfg: Config) -> dict[str, Any]:

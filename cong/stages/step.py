@@ -14,14 +14,15 @@ from types import ModuleType
 from typing import Any
 
 import cong
-from cong.config import Config, config_from_dict
+from cong.config import Config, StorageSettings
 from cong.errors import CongError
 from cong.inputs import HUB_SCHEME
 from cong.refs import NOT_IMPORTED, resolve
 from cong.stages.shards import Shard, progress_location, shard_progress
 from cong.storage.handoff import POINTER_FILE, follow
+from cong.storage.runs import run_of
 from cong.training import distributed
-from cong.vocabulary import INPUT_FIELDS, TRAINING_INPUTS
+from cong.vocabulary import INPUT_FIELDS, PIPELINE_NAME, TRAINING_INPUTS
 
 StepResult = dict[str, Any]
 
@@ -34,19 +35,36 @@ def location(artifact: Any, local_copies: bool = True) -> str:
     return artifact.uri.removeprefix(HUB_SCHEME)
 
 
-def imported(config: dict, stage: str, local_copies: bool = True, **artifacts: Any) -> dict:
-    """The config a stage runs with: each input in `artifacts` (name -> kfp artifact) replaced by what it names, and
-    every other input replaced by a marker that `cong.refs.resolve` refuses, naming the stage.
+def for_task(config: dict, stage: str, output: Any, local_copies: bool = True, **artifacts: Any) -> tuple[dict, str]:
+    """The config a stage runs with in this task, and the id of the run the task belongs to.
+
+    `output` is one of the task's output artifacts: its URI names the run and the pipeline root
+    (cong.storage.runs), so no task takes the run's id as a parameter, which would change its cache key every run. In
+    the config, `storage` is located (cong.config.StorageSettings.located: the pipeline root's store unless it names a
+    bucket); each input in `artifacts` (name -> kfp artifact) is replaced by what it names, and every other input by
+    a marker that `cong.refs.resolve` refuses, naming the stage.
 
     `local_copies`: False where the config goes to other pods (a TrainJob's), which cannot read this pod's copies.
     """
-    config = {**config, "models": dict(config["models"]), "data": dict(config["data"])}
+    run = run_of(output.uri)
+    if run is None:
+        raise CongError(
+            f"{stage}: its output {output.uri} is not where a pipeline run writes (<pipeline root>/{PIPELINE_NAME}/"
+            "<run id>/<task>/...): run the stage as a task of the pipeline."
+        )
+    storage = StorageSettings.model_validate(config.get("storage", {})).located(run.pipeline_root)
+    config = {
+        **config,
+        "models": dict(config["models"]),
+        "data": dict(config["data"]),
+        "storage": storage.model_dump(mode="json", exclude_none=True),
+    }
     for section, field in INPUT_FIELDS:
         if field in artifacts and artifacts[field] is not None:
             config[section][field] = location(artifacts[field], local_copies)
         elif config[section].get(field) is not None:
             config[section][field] = f"{NOT_IMPORTED}{stage}:{field}"
-    return config
+    return config, run.run_id
 
 
 def stage_module(stage: str) -> ModuleType:
@@ -150,50 +168,42 @@ def train_stage(
     )
 
 
-def record(
-    config: dict,
-    result: StepResult,
-    metrics: Any,
-    run_id: str = "",
-    inputs: dict[str, Any] | None = None,
-    **artifacts: Any,
-) -> None:
-    """Write a step's metrics onto an Output[Metrics] and its metadata onto the named output artifacts.
+def record(result: StepResult, metrics: Any, inputs: dict[str, Any] | None = None, **artifacts: Any) -> None:
+    """Write a step's metrics onto an Output[Metrics] (`metrics`, None for a task without one) and its metadata onto the
+    named output artifacts.
 
     Besides what the step says of an output (its lineage: stage, settings, code version, ...), each records the
-    KFP run's id, the URI and digest of every input artifact it was made from (what `cong lineage` and the
-    Kubeflow UI follow), and its own digest (`output_digest`); the README's "Artifact metadata" lists the keys.
-    With a run id, a copy of each output's metadata goes to the run's records in the store, which the run's
-    lineage task gathers (cong.storage.lineage).
+    id of the run that made it, the URI and digest of every input artifact it was made from (what `cong lineage` and
+    the Kubeflow UI follow), and its own digest (`output_digest`); the README's "Artifact metadata" lists the keys.
+    A copy of each output's metadata is kept beside it, where the run's lineage task finds it (cong.storage.lineage).
     """
     from cong.storage.lineage import record_output
 
-    for key, value in result["metrics"].items():
-        metrics.log_metric(key, float(value))
+    if metrics is not None:
+        for key, value in result["metrics"].items():
+            metrics.log_metric(key, float(value))
     sources = {name: source_of(artifact) for name, artifact in (inputs or {}).items() if artifact is not None}
-    records = records_of(config, run_id) if run_id else ""
     for name, artifact in artifacts.items():
         artifact.metadata.update(result["metadata"].get(name, {}))
         if sources:
             # Beside what the step itself names (a merged dataset: what its shards read).
             artifact.metadata["inputs"] = {**artifact.metadata.get("inputs", {}), **sources}
         artifact.metadata["digest"] = output_digest(Path(artifact.path))
-        if run_id:
-            artifact.metadata["run_id"] = run_id
-            record_output(records, artifact.uri, dict(artifact.metadata))
-
-
-def records_of(config: dict, run_id: str) -> str:
-    """Where a run's outputs keep their lineage records: `<storage>/runs/<KFP run id>/records`."""
-    from cong.storage.lineage import RECORDS
-
-    return config_from_dict(config).storage.uri("runs", run_id, RECORDS)
+        run = run_of(artifact.uri)
+        if run is not None:
+            artifact.metadata["run_id"] = run.run_id
+            record_output(artifact.uri, dict(artifact.metadata))
 
 
 def source_of(artifact: Any) -> dict[str, str]:
     """An input artifact as an output records it: its URI, its digest and the run that made it, where it has them
     (an imported input names no run, a placeholder of a method the run leaves out has neither)."""
-    return {"uri": artifact.uri, **{k: artifact.metadata[k] for k in ("digest", "run_id") if artifact.metadata.get(k)}}
+    run = run_of(artifact.uri)
+    return {
+        "uri": artifact.uri,
+        **({"digest": artifact.metadata["digest"]} if artifact.metadata.get("digest") else {}),
+        **({"run_id": run.run_id} if run else {}),
+    }
 
 
 def output_digest(path: Path) -> str:

@@ -19,12 +19,15 @@ from cong.storage.s3 import S3Settings
 from cong.vocabulary import INPUT_FIELDS, SHARED_VOCAB_METHODS
 
 
-def check_run(cfg: Config, storage: S3Settings | None = None, models: bool = True, cluster: bool = False) -> None:
-    """Raise one CongError listing every problem of the run's inputs; `storage`: also check the store there;
+def check_run(
+    cfg: Config, storage: S3Settings | None = None, models: bool = True, cluster: bool = False, probe: str | None = None
+) -> None:
+    """Raise one CongError listing every problem of the run's inputs; `storage`: also check the store there (and
+    with `probe`, a key under it, that the run may write);
     `models`: load each model's config and tokenizer (the pipeline's plan task skips it for models in the store,
     which it would have to download); `cluster`: also check what the run needs of the Kubernetes cluster it runs
     in (the plan task, in a pod)."""
-    problems = storage_problems(cfg, storage) if storage is not None else []
+    problems = storage_problems(cfg, storage, probe) if storage is not None else []
     if cluster:
         problems += cluster_problems(cfg)
     # References to the hub first, in seconds: a model or prompt set the hub will not give is not loaded at all.
@@ -210,11 +213,13 @@ def cluster_problems(cfg: Config) -> list[str]:
     return [f"resources.{'/'.join(multi_node)}.nodes > 1: {p}" for p in problems]
 
 
-def storage_problems(cfg: Config, settings: S3Settings) -> list[str]:
-    """The run's bucket (and an s3:// pipeline root's) reachable with these credentials."""
-    from cong.storage.s3 import check_bucket, parse_s3_uri
+def storage_problems(cfg: Config, settings: S3Settings, probe: str | None = None) -> list[str]:
+    """The run's store (`storage`, located) and an s3:// pipeline root's bucket reachable with these credentials; with
+    `probe`, a key of the run under the store, that the store takes a write there (then the probe is deleted)."""
+    from cong.storage.s3 import check_bucket, parse_s3_uri, storage_error
 
-    buckets = [cfg.storage.bucket]
+    storage = cfg.storage.located(cfg.pipeline_root)
+    buckets = [storage.bucket]
     if cfg.pipeline_root and cfg.pipeline_root.startswith("s3://"):
         buckets.append(parse_s3_uri(cfg.pipeline_root).bucket)
     problems = []
@@ -224,6 +229,20 @@ def storage_problems(cfg: Config, settings: S3Settings) -> list[str]:
             check_bucket(client, settings, bucket)
         except CongError as exc:
             problems.append(f"storage: {settings.scrub(str(exc))}")
+    if probe and not problems:
+        target = parse_s3_uri(probe)
+        try:
+            client.put_object(Bucket=target.bucket, Key=target.prefix, Body=b"cong: can this run write here?")
+            client.delete_object(Bucket=target.bucket, Key=target.prefix)
+        except Exception as exc:
+            given = "storage.bucket and storage.prefix" if cfg.storage.bucket else "the pipeline root"
+            refused = storage_error(exc, settings, f"writing {probe}", target.bucket)
+            problems.append(
+                f"storage: {refused} The run keeps its records, checkpoints and results under {storage.uri()}, which "
+                f"{given} name (storage.bucket unset: the pipeline root's store, from the run's pipeline_root or the "
+                "namespace's kfp-launcher defaultPipelineRoot). Fix: a key that may write there, or "
+                "storage.bucket/storage.prefix naming where it may."
+            )
     return problems
 
 

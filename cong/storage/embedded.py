@@ -97,8 +97,16 @@ class EmbeddedObjectStore:
     removed on stop().
     """
 
-    def __init__(self, root: Path | str | None = None, *, start_timeout_s: float = 30.0, stop_timeout_s: float = 15.0):
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        *,
+        start_timeout_s: float = 30.0,
+        stop_timeout_s: float = 15.0,
+        identities: tuple[dict[str, Any], ...] = (),
+    ):
         self._owns_root = root is None
+        self.identities = identities  # besides the run's own: further keys, e.g. one that may write under a prefix
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="cong-objectstore-"))
         self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
         self.access_key_id = "cong" + secrets.token_hex(8)
@@ -169,13 +177,14 @@ class EmbeddedObjectStore:
         _reserved.difference_update({p for port in self.ports.values() for p in (port, port + GRPC_OFFSET)})
 
     def _write_config(self) -> Path:
-        """s3.json with this run's one identity, readable by us only (it holds the secret)."""
+        """s3.json with this run's identity (and `identities`), readable by us only (it holds the secrets)."""
         config = self.root / "s3.json"
         identity = {"accessKey": self.access_key_id, "secretKey": self.secret_access_key}
         actions = ["Admin", "Read", "List", "Tagging", "Write"]
         config.unlink(missing_ok=True)
         with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-            json.dump({"identities": [{"name": "cong", "credentials": [identity], "actions": actions}]}, out)
+            own = {"name": "cong", "credentials": [identity], "actions": actions}
+            json.dump({"identities": [own, *self.identities]}, out)
         return config
 
     def _command(self, weed: str, config: Path) -> list[str]:

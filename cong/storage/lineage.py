@@ -1,28 +1,29 @@
 """Where a run's models and datasets came from: the graph of its artifacts, and that graph as a tree.
 
 Every stage records on its outputs the URIs and digests of the artifacts it read (`inputs`) beside its settings
-(`cong.stages.step.record`), and keeps a copy of each output's metadata in the store (`record_output`), under the
-KFP run's id: KFP's API reports no artifact metadata, so this is how the run's last task (`lineage`) sees every
-output. That task assembles them with the imported inputs into the run's `lineage.json` (`assemble`) and publishes
-it at `<storage>/runs/<KFP run id>/results/`, where `cong lineage RUN_ID` reads it. A local run adds each output's
+(`cong.stages.step.record`), and keeps a copy of each output's metadata beside the output itself (`record_output`):
+KFP's API reports no artifact metadata, so this is how the run's last task (`lineage`) sees every output, following
+the records back from evaluate's results (`read_records`). That task assembles them with the imported inputs into the
+run's `lineage.json` (`assemble`) and publishes it at `<storage>/runs/<KFP run id>/results/`, where `cong lineage
+RUN_ID` reads it. A local run adds each output's
 published URI (`published_view`). `render` prints the tree from each final model back to the base models and
 prompt sets, with the settings of every step on the way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cong.errors import CongError
+from cong.storage.runs import BUCKET_SCHEMES, run_of
 from cong.vocabulary import METHODS
 
 LINEAGE_FILE = "lineage.json"
-RECORDS = "records"
+# An output's record is kept beside it, under its URI with this ending (record_uri).
+RECORD_SUFFIX = ".cong-record.json"
 # The fields a reader needs to tell two models apart, in the order they are printed (the last two: a cluster
 # run's task state and ML Metadata artifact id, see cong.cluster.kfp_runs).
 SHOWN = (
@@ -72,53 +73,64 @@ def run_outputs(run_root: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     return found
 
 
-def _record_name(uri: str) -> str:
-    return f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json"
+def record_uri(uri: str) -> str:
+    """Where the record of the output at `uri` is kept: beside it, in the same store or folder. A task that KFP's cache
+    answered hands on outputs of the run that made them, so their records are where those outputs are."""
+    return f"{uri.rstrip('/')}{RECORD_SUFFIX}"
 
 
-def record_output(records: str, uri: str, metadata: dict[str, Any]) -> None:
-    """Keep an output's metadata at `records` (an s3:// folder of the run), one small object per output, named by
-    its URI."""
+def record_output(uri: str, metadata: dict[str, Any]) -> None:
+    """Keep an output's metadata beside it (`record_uri`): one small object, or a file for a local run's output."""
     from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
 
-    settings = S3Settings.from_env()
-    folder = parse_s3_uri(records)
-    key = folder.key(_record_name(uri))
     body = json.dumps({"uri": uri, "metadata": metadata}, sort_keys=True).encode()
+    target = record_uri(uri)
+    if not target.startswith(BUCKET_SCHEMES):
+        Path(target).write_bytes(body)
+        return
+    settings = S3Settings.from_env()
+    where = parse_s3_uri(target)
     try:
-        settings.client().put_object(Bucket=folder.bucket, Key=key, Body=body)
+        settings.client().put_object(Bucket=where.bucket, Key=where.prefix, Body=body)
     except Exception as exc:
-        raise storage_error(exc, settings, f"recording the lineage of {uri}", folder.bucket) from None
+        raise storage_error(exc, settings, f"recording the lineage of {uri}", where.bucket) from None
 
 
-def read_records(records: str, records_of: Callable[[str], str]) -> list[dict[str, Any]]:
-    """Every output's record that the run's stages kept at `records`, and the records of the outputs they read that
-    an earlier run made: a task that KFP's cache answered ran in that run (its outputs say which, as `run_id`) and
-    recorded them there (`records_of(run id)` is where)."""
-    from cong.storage.s3 import S3Settings, parse_s3_uri, storage_error
+def read_records(roots: list[str]) -> list[dict[str, Any]]:
+    """The records of the outputs at `roots` and of every output they were made from, following each record's
+    `inputs` back: outputs of this run, and of earlier runs whose tasks KFP's cache answered. An input with no record
+    (an imported input, a placeholder of a method the run leaves out) ends its branch."""
+    from cong.storage.s3 import S3Settings, error_code, parse_s3_uri, storage_error
 
     settings = S3Settings.from_env()
-    folder = parse_s3_uri(records)
-    client = settings.client()
+    client = settings.client() if any(uri.startswith(BUCKET_SCHEMES) for uri in roots) else None
 
-    def get(bucket: str, key: str) -> dict[str, Any]:
-        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    def get(uri: str) -> dict[str, Any] | None:
+        target = record_uri(uri)
+        if not target.startswith(BUCKET_SCHEMES):
+            return json.loads(Path(target).read_text()) if Path(target).is_file() else None
+        where = parse_s3_uri(target)
+        try:
+            return json.loads(
+                (client or settings.client()).get_object(Bucket=where.bucket, Key=where.prefix)["Body"].read()
+            )
+        except Exception as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise storage_error(exc, settings, f"reading the lineage record of {uri}", where.bucket) from None
 
-    try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=folder.bucket, Prefix=folder.key(""))
-        found = [get(folder.bucket, item["Key"]) for page in pages for item in page.get("Contents", [])]
-        known = {record["uri"] for record in found}
-        pending = list(found)
-        while pending:
-            for source in pending.pop()["metadata"].get("inputs", {}).values():
-                if source["uri"] not in known and source.get("run_id"):
-                    earlier = parse_s3_uri(records_of(source["run_id"]))
-                    found.append(get(earlier.bucket, earlier.key(_record_name(source["uri"]))))
-                    known.add(source["uri"])
-                    pending.append(found[-1])
-    except Exception as exc:
-        raise storage_error(exc, settings, f"reading the lineage records at {records}", folder.bucket) from None
-    return found
+    found: dict[str, dict[str, Any]] = {}
+    pending = list(roots)
+    while pending:
+        uri = pending.pop()
+        if uri in found:
+            continue
+        record = get(uri)
+        if record is None:
+            continue
+        found[uri] = record
+        pending += [source["uri"] for source in record["metadata"].get("inputs", {}).values()]
+    return list(found.values())
 
 
 def assemble(records: list[dict[str, Any]], imports: dict[str, dict[str, Any]], run: dict[str, Any]) -> dict:
@@ -149,9 +161,12 @@ def assemble(records: list[dict[str, Any]], imports: dict[str, dict[str, Any]], 
 
 
 def _key(uri: str, taken: dict[str, Any]) -> str:
-    """`<task>/<output>`: the last two parts of an output's URI (KFP writes outputs at
-    `<pipeline root>/<pipeline>/<run id>/<task>/<output>`), longer where two would share it."""
+    """`<task>/<output>`: of an output's URI (KFP writes outputs at `<pipeline root>/<pipeline>/<run id>/<task>/<uuid>/
+    <output>`, kfp.local at `<root>/<pipeline>-<time>/<task>/<output>`, cong.storage.runs), longer where two would
+    share it."""
     parts = uri.rstrip("/").split("/")
+    if uri.startswith(BUCKET_SCHEMES) and run_of(uri) is not None:
+        parts = parts[:-2] + parts[-1:]  # the driver's per-execution uuid says nothing to a reader
     for length in range(2, len(parts) + 1):
         key = "/".join(parts[-length:])
         if key not in taken:

@@ -33,7 +33,8 @@ def content_digest(path: Path) -> str:
 def import_inputs(cfg: Config, settings: S3Settings) -> tuple[Config, dict[str, dict[str, str]]]:
     """Publish the config's local inputs to the store; returns the config naming them by URI, and per input
     field where it came from and where it is now. Hub ids and inputs already in S3 stay as they are."""
-    ensure_bucket(cfg.storage.bucket, settings)
+    storage = cfg.storage.located(cfg.pipeline_root)
+    ensure_bucket(storage.bucket, settings)
     raw = cfg.model_dump(mode="json")
     imported = {}
     for section, field in INPUT_FIELDS:
@@ -43,7 +44,7 @@ def import_inputs(cfg: Config, settings: S3Settings) -> tuple[Config, dict[str, 
         path = Path(resolve(ref, cfg))
         if not path.exists():  # a Hugging Face id: its library loads it
             continue
-        uri = cfg.storage.uri("inputs", f"{field}-{content_digest(path)}")
+        uri = storage.uri("inputs", f"{field}-{content_digest(path)}")
         named = uri if path.is_dir() else f"{uri}/{path.name}"
         if find_manifest(uri, settings) is None:
             publish_path(path, uri, settings=settings)

@@ -39,9 +39,12 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def parse_s3_uri(uri: str) -> S3Uri:
-    if not uri.startswith("s3://"):
+    """`s3://bucket/prefix`, or `minio://bucket/prefix` (how KFP's launcher names a bucket of its default store, which
+    speaks the same S3 API)."""
+    scheme = next((s for s in ("s3://", "minio://") if uri.startswith(s)), None)
+    if scheme is None:
         raise CongError(f"{uri!r} is not an S3 URI; write s3://<bucket>/<prefix>.")
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    bucket, _, prefix = uri.removeprefix(scheme).partition("/")
     if not _BUCKET.match(bucket):
         raise CongError(
             f"{uri!r}: {bucket!r} is not a valid bucket name (3-63 characters: lower-case letters, digits, '.', '-')."

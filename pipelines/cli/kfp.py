@@ -58,6 +58,7 @@ def _kfp_lineage(args: argparse.Namespace) -> str:
     from cong.cluster.kfp_api import get_run, pipeline_spec
     from cong.cluster.kfp_runs import lineage as run_lineage
     from cong.cluster.kfp_runs import run_config
+    from cong.config import StorageSettings
     from cong.stages.lineage import published_at
     from cong.storage.folders import fetch_dir
     from cong.storage.lineage import LINEAGE_FILE, render
@@ -70,7 +71,14 @@ def _kfp_lineage(args: argparse.Namespace) -> str:
     page = client.connection.page(f"runs/details/{run.get('run_id')}")
     results = "the store"
     try:
-        results = published_at(run_config(run, spec), run.get("run_id", args.target))
+        storage = StorageSettings.model_validate(run_config(run, spec).get("storage", {}))
+        root = (run.get("runtime_config") or {}).get("pipeline_root") or args.pipeline_root
+        if storage.bucket is None and not root:
+            raise CongError(
+                "the run keeps its results in its pipeline root's store, and the KFP API names no pipeline root for a "
+                "run that took its namespace's default: pass --pipeline-root (kfp-launcher's defaultPipelineRoot)"
+            )
+        results = published_at(storage.located(root), run.get("run_id", args.target))
         lineage = json.loads((fetch_dir(results) / LINEAGE_FILE).read_text())
     except CongError as exc:
         tree = render(run_lineage(run, spec, client.connection.page))
@@ -244,6 +252,13 @@ def register(sub) -> None:
         "Kubeflow Pipelines (looked up through the KFP API)",
     )
     lin.add_argument("--s3-endpoint", metavar="URL", help="the S3-compatible server (credentials from AWS_*)")
+    lin.add_argument(
+        "--pipeline-root",
+        metavar="URI",
+        default=os.environ.get("KFP_PIPELINE_ROOT"),
+        help="a KFP run's pipeline root, where its results are, when the run names none (the namespace's "
+        "kfp-launcher defaultPipelineRoot; default: $KFP_PIPELINE_ROOT)",
+    )
     kfp_args(lin, experiment=False)
     lin.epilog = KFP_EPILOG
     lin.set_defaults(func=cmd_lineage)

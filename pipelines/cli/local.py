@@ -86,7 +86,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         {**os.environ, "AWS_ENDPOINT_URL_S3": args.s3_endpoint} if args.s3_endpoint else None
     )
     check_run(cfg, settings if settings.endpoint_url else None)
-    storage = f"bucket {cfg.storage.bucket!r} at {settings.endpoint_url}" if settings.endpoint_url else "not checked"
+    located = cfg.storage.located(cfg.pipeline_root)
+    storage = f"{located.uri()} at {settings.endpoint_url}" if settings.endpoint_url else "not checked"
     print(f"{args.config}: valid (config '{cfg.name}', methods: {', '.join(cfg.methods)})")
     print(f"checked: the prompt files, the models and their tokenizers; storage: {storage}")
     return 0
