@@ -34,8 +34,9 @@ run: $(STAMP)
 study: $(STAMP)
 	$(BIN)/cong study $(STUDY_ARGS)
 
+# One pytest worker per core; a worker that runs out of tests takes some from the other's files.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -m "not extended" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not extended" $(PYTEST_ARGS)
 
 # Debian's headless Chromium, which renders the run report in tests/test_report.py; installed once.
 chromium:

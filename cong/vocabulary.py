@@ -9,6 +9,7 @@ PIPELINE_NAME = "cong"
 # The DAG's stages; the config's `resources` and `scheduling` are keyed by these.
 STAGES = (
     "plan",
+    "fetch",
     "weak_align",
     "weak_sample",
     "cd_sample",
@@ -55,17 +56,17 @@ SHARDED_STAGES = ("weak_sample", "cd_sample", "strong_sample")
 # Stages whose pods are retried by default: training resumes from its last checkpoint, a sampling shard from its
 # finished batches.
 RESUMABLE_STAGES = (*TRAINING_STAGES, *SHARDED_STAGES)
-# Stages that never touch a model: one core and no GPU unless the config says otherwise.
-LIGHT_STAGES = ("plan", "pair", "merge_shards", "lineage")
+# Stages that run no model: one core and no GPU unless the config says otherwise (fetch copies models file by file).
+LIGHT_STAGES = ("plan", "fetch", "pair", "merge_shards", "lineage")
 # Stages whose output is a model: in a shared store their artifact is a pointer to the weights.
 MODEL_WRITERS = TRAINING_STAGES
 # Stages that read a model made by the run (through a pointer in a shared store).
 MODEL_READERS = (*SHARDED_STAGES, "dpo", "wspo", "wsd", "alpha_sweep", "evaluate", "promote")
-# Stages that KFP's cache never answers: each reads what changes between runs with the same inputs (plan: the hub's
-# current revisions and the store; promote: the champion; lineage: the run's own records). Every other stage is a
+# Stages that KFP's cache never answers: each reads what changes between runs with the same inputs (plan and fetch: the
+# hub's current revisions and the store; promote: the champion; lineage: the run's own records). Every other stage is a
 # function of its inputs, sampling included (each prompt's draws are seeded by its id, cong.decoding.sampler), so a
 # cache hit is the same computation (evaluate too, unless an external judge scores it: pipelines.pipeline).
-UNCACHED_STAGES = ("plan", "promote", "lineage")
+UNCACHED_STAGES = ("plan", "fetch", "promote", "lineage")
 
 # The run's external inputs as (config section, field): each enters the DAG through a dsl.importer, as a Model
 # (the models) or a Dataset (the prompt sets), and the stages read it from that artifact.
@@ -79,9 +80,10 @@ INPUT_FIELDS = (
 MODEL_INPUTS = ("weak_base", "strong_base", "weak_aligned")
 # The external inputs each stage reads, besides the aligned weak model: stages that read that one take it as
 # weak_align's output, or as the imported `models.weak_aligned` when the config supplies it. A stage that reads an
-# input not listed here fails, naming it (cong.inputs.imported).
+# input not listed here fails, naming it (cong.stages.step.for_task).
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "plan": (),
+    "fetch": (),
     "weak_align": ("weak_base", "train_prompts"),
     "weak_sample": ("weak_base", "train_prompts"),
     "cd_sample": ("weak_base", "train_prompts"),
@@ -97,8 +99,8 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "alpha_sweep": ("weak_base", "eval_prompts"),
     "evaluate": ("weak_base", "strong_base", "eval_prompts"),
     "promote": ("eval_prompts",),
-    # It reads no input's content: it lists every input with what its importer registered.
-    "lineage": ("weak_base", "strong_base", "train_prompts", "eval_prompts"),
+    # It reads no input's content: it lists every input as the fetch task described it.
+    "lineage": (),
 }
 # Each method as the paper names it (the Kubeflow UI's task names).
 METHOD_TITLES = {

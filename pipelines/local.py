@@ -166,8 +166,9 @@ def _run_local(
 ) -> dict:
     from cong.evaluation.diagnostics import run_diagnostics
     from cong.evaluation.report import build_report
+    from cong.inputs.publish import import_inputs
     from cong.storage.lineage import LINEAGE_FILE, published_view
-    from cong.storage.publish import import_inputs, publish_results, publish_run
+    from cong.storage.publish import publish_results, publish_run
     from cong.testbed.build import world_summary
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if cfg.uses_testbed() else "0")
@@ -182,7 +183,7 @@ def _run_local(
     (out_dir / "tmp").mkdir(exist_ok=True)
     os.environ["TMPDIR"] = str(out_dir / "tmp")
     with object_store(out_dir / "objectstore", s3_endpoint) as settings:
-        run_cfg, inputs = import_inputs(cfg, settings)
+        run_cfg, inputs = import_inputs(cfg)
         run_root = _run_pipeline(run_cfg, out_dir, verbose, containers)
         for name in RESULT_FILES:
             shutil.copyfile(run_root / "evaluate" / "results" / name, out_dir / name)

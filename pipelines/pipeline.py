@@ -1,6 +1,6 @@
 """The weak-to-strong DAG: every method of the comparison table, branching by the run's `methods`.
 
-    plan -> import-<input> (the base models, the prompt sets[, a supplied aligned weak model])
+    plan -> fetch -> import-<input> (the base models, the prompt sets[, a supplied aligned weak model])
          -> weak_align -> [weak_sample] -> weak_sft | auxconf | wspo | icl_refine -> sft
                        -> wsd (eval rows) | wsd (train) -> sft
                        -> cd_sample -> sft (ConG-S) -> strong_sample -> pair -> dpo (ConG)
@@ -33,6 +33,7 @@ from components.auxconf.component import auxconf
 from components.cd_sample_shard.component import cd_sample_shard
 from components.dpo.component import dpo
 from components.evaluate.component import evaluate
+from components.fetch.component import fetch
 from components.group_done.component import group_done
 from components.icl_refine.component import icl_refine
 from components.lineage.component import lineage
@@ -72,6 +73,7 @@ RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 # the API reports to the compiled spec by these names.
 TASK_TITLES = {
     "plan": "plan: check inputs, choose methods",
+    "fetch": "fetch the inputs into the store",
     "weak_align": "align the weak model (DPO)",
     "weak_sample": "weak labels",
     "cd_sample": "contrastive decoding",
@@ -176,7 +178,9 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
     def cong_pipeline(config: dict = cfg.as_parameter()):
         planned = schedule(plan(config=config), "plan")
         switches = planned.outputs
-        imports = import_inputs(external, planned)
+        # After the plan's checks: nothing is copied for a run that cannot start.
+        fetched = schedule(fetch(config=config), "fetch").after(planned)
+        imports = import_inputs(external, fetched)
 
         def stage_task(component, stage: str, name: str | None = None, /, **arguments) -> dsl.PipelineTask:
             """`component` given the config, the run's id and the imported inputs `stage` reads
@@ -303,8 +307,7 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             # The judge's endpoint and key by reference, as the store's credentials; a judge may need no key.
             kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.endpoint_env: judge.endpoint_env})
             kubernetes.use_secret_as_env(evaluated, judge.secret, {judge.api_key_env: judge.api_key_env}, optional=True)
-        supplied = {"weak_aligned": imports["weak_aligned"]} if supplied_aligned else {}
-        stage_task(lineage, "lineage", results=evaluated.outputs["results"], **supplied)
+        stage_task(lineage, "lineage", results=evaluated.outputs["results"], described=fetched.outputs["described"])
         if cfg.promotion.enabled:
             # It samples two models as evaluate does: evaluate's resources unless the config gives it its own.
             stage_task(promote, "promote", challenger=models[cfg.promotion.method], **store)

@@ -5,6 +5,7 @@ here was read in the backend's own code (kubeflow/pipelines at the tag named, `b
 the project against that rule, not against kfp.local. Every test fails with its fix reverted.
 """
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import yaml
 
 from pipelines.cli import main
+from tests.conftest import compiled_documents
+from tests.test_manifests import OVERLAYS
 
 
 def cong(capsys, *argv) -> tuple[int, str, str]:
@@ -128,7 +131,6 @@ class Ir:
 @pytest.fixture(scope="module", params=[*PRESETS, *VARIANTS])
 def ir(request, tmp_path_factory) -> Ir:
     from cong.config import load_config
-    from pipelines.compile import compile_pipeline
 
     folder = tmp_path_factory.mktemp(request.param)
     if request.param in VARIANTS:
@@ -137,7 +139,7 @@ def ir(request, tmp_path_factory) -> Ir:
         cfg = load_config(path)
     else:
         cfg = load_config(preset=request.param)
-    return Ir(next(yaml.safe_load_all(compile_pipeline(cfg, folder / "pipeline.yaml").read_text())))
+    return Ir(compiled_documents(cfg, folder / "pipeline.yaml")[0])
 
 
 def test_no_cacheable_task_takes_a_per_run_value(ir):
@@ -283,3 +285,211 @@ def test_the_plan_keeps_the_run_in_its_pipeline_roots_store_and_stops_one_it_can
     message = str(refused.value)
     assert f"s3://cong/runs/{run_id}/.cong-write-check" in message and "AccessDenied" in message
     assert "storage.bucket and storage.prefix name" in message and "Nothing was run or published" in message
+
+
+# --- Importer URIs the launcher takes ---
+
+# backend/src/v2/objectstore/config.go (2.17.0): ParseProviderFromPath -> ParseBucketPathToConfig.
+BUCKET_PATTERN = re.compile(r"(^[a-z][a-z0-9]+:///?)([^/?]+)(/[^?]*)?(\?.+)?$")
+BUCKET_SCHEMES = ("gs://", "s3://", "minio://", "mem://")
+CLUSTER_ROOT = "minio://mlpipeline/private-artifacts/team-a/v2/artifacts"
+
+
+def launcher_takes(uri: str) -> tuple[str, str]:
+    """The scheme and bucket KFP's launcher reads `uri` as, or an AssertionError where it refuses it."""
+    found = BUCKET_PATTERN.match(uri)
+    assert found is not None, f"unrecognized pipeline root format: {uri!r}"
+    assert found.group(1) in BUCKET_SCHEMES, f"unsupported Cloud bucket: {uri!r}"
+    return found.group(1), found.group(2)
+
+
+@pytest.fixture
+def hub_here(monkeypatch, micro_testbed):
+    """The hub as the fetch task meets it, without a network: every model reference stands for one commit and
+    downloads as the micro strong model, every dataset's prompts are the micro training prompts; a GGUF file
+    converts to the micro strong model too."""
+    import hashlib
+
+    from cong.inputs import fetch, hub, refs
+
+    def commit(name: str) -> str:
+        return hashlib.sha1(name.encode()).hexdigest()
+
+    monkeypatch.setattr(hub, "hub_revision", lambda ref: commit(refs.pinned(ref)[0]))
+    monkeypatch.setattr(fetch, "_dataset_revision", commit)
+    monkeypatch.setattr(fetch, "_download_model", lambda repo, rev: micro_testbed / "strong")
+    monkeypatch.setattr(refs, "hf_prompts", lambda ref, revision=None: str(micro_testbed / "train.jsonl"))
+    monkeypatch.setattr(refs, "_gguf_model", lambda ref: str(micro_testbed / "strong"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_importer_uri_is_one_the_launcher_takes(preset, store, hub_here, tmp_path, monkeypatch):
+    """2.17.0, backend/src/v2/component/importer_launcher.go: the importer parses its URI with ParseProviderFromPath
+    (objectstore/config.go), which takes `gs://`, `s3://`, `minio://` and `mem://` only; no release up to 2.17.0
+    (nor master) takes `huggingface://` or `hf://`. And component/launcher_v2.go (fetchNonDefaultBuckets) hands its
+    session only to inputs in the pipeline root's bucket and scheme. The fetch task of every preset (hub models, hub
+    datasets, the testbed, a GGUF file) gives each importer a copy in the pipeline root's bucket, in its scheme, made
+    once per content or hub revision."""
+    import uuid
+
+    from cong.config import load_config
+    from cong.stages import fetch
+    from cong.storage import folders
+    from cong.storage.folders import find_manifest
+    from cong.storage.s3 import ensure_bucket
+
+    for name, value in store.env().items():
+        monkeypatch.setenv(name, value)
+    ensure_bucket("mlpipeline", store.settings())
+    config = load_config(preset=preset).as_parameter()
+    root_scheme, root_bucket = launcher_takes(CLUSTER_ROOT)
+
+    def fetched() -> dict:
+        output = f"{CLUSTER_ROOT}/cong/{uuid.uuid4()}/fetch/{uuid.uuid4()}/described"
+        return fetch.step(config, str(tmp_path / "described.json"), output)["uris"]
+
+    uris = fetched()
+    assert uris["weak_base_uri"] and uris["strong_base_uri"] and uris["train_prompts_uri"] and uris["eval_prompts_uri"]
+    for name, uri in uris.items():
+        if not uri:
+            continue  # an input the config leaves out (weak_aligned)
+        assert launcher_takes(uri) == (root_scheme, root_bucket), (name, uri)
+        assert uri.startswith(f"{CLUSTER_ROOT}/inputs/"), (name, uri)
+        stored = "s3://" + uri.removeprefix("minio://")
+        assert find_manifest(stored) or find_manifest(stored.rpartition("/")[0]), f"{uri} is not published"
+
+    def no_upload(*args, **kwargs):
+        raise AssertionError("an input already in the store was copied again")
+
+    monkeypatch.setattr(folders, "publish_dir", no_upload)
+    monkeypatch.setattr(folders, "publish_path", no_upload)
+    assert fetched() == uris, "the same inputs, the same copies"
+
+
+def test_the_importers_metadata_is_constant_and_their_uri_comes_from_the_fetch_task(ir):
+    """2.17.0, backend/src/v2/component/importer_launcher.go: an importer's URI is a constant or its parent DAG's input
+    parameter (never another task's output), and its metadata is copied into ML Metadata verbatim: a
+    `{{$.inputs.parameters[...]}}` placeholder there would reach the UI and lineage.json as it is written."""
+    executors = ir.spec["deploymentSpec"]["executors"]
+    importers = {name: e["importer"] for name, e in executors.items() if "importer" in e}
+    assert importers
+    for name, importer in importers.items():
+        assert "{{" not in json.dumps(importer.get("metadata", {})), name
+        assert importer["artifactUri"] == {"runtimeParameter": "uri"}, name
+    for key, task in ir.dags["root"]["tasks"].items():
+        if key.startswith("import-"):
+            given = task["inputs"]["parameters"]["uri"]["taskOutputParameter"]
+            assert given["producerTask"] == "fetch" and given["outputParameterKey"].endswith("_uri"), key
+
+
+def test_submit_publishes_the_files_of_this_machine_first_or_says_how(
+    kfp, store, micro_testbed, tmp_path, monkeypatch, capsys
+):
+    """A path is no bucket URI (importer_launcher.go, above), and the cluster's pods cannot read this machine's files:
+    `cong submit` publishes them to the run's store before it uploads anything, content-addressed, or says how."""
+    import shutil
+
+    from cong.storage.folders import find_manifest
+    from cong.storage.s3 import ensure_bucket
+
+    strong = shutil.copytree(micro_testbed / "strong", tmp_path / "my-strong-model")
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"extends": "tiny", "name": "mine", "models": {"strong_base": str(strong)}}))
+    code, out, err = cong(capsys, "submit", "--config", str(config), "--host", kfp.url)
+    assert code == 2 and f"models.strong_base '{strong}'" in err and "--pipeline-root" in err
+    assert [r["path"] for r in kfp.requests] == ["/apis/v2beta1/healthz"], "nothing uploaded"
+
+    for name, value in store.env().items():
+        monkeypatch.setenv(name, value)
+    ensure_bucket("mlpipeline", store.settings())
+    root = "minio://mlpipeline/v2/artifacts"
+    code, out, err = cong(capsys, "submit", "--config", str(config), "--host", kfp.url, "--pipeline-root", root)
+    assert code == 0, err
+    (body,) = [r["json"] for r in kfp.calls("POST", "/runs")]
+    assert body["runtime_config"]["pipeline_root"] == root
+    submitted = body["runtime_config"]["parameters"]["config"]
+    published = submitted["models"]["strong_base"]
+    assert published.startswith("s3://mlpipeline/v2/artifacts/inputs/strong_base-") and find_manifest(published)
+    assert submitted["input_origins"] == {"strong_base": str(strong)}
+    assert submitted["models"]["weak_base"] == "testbed:weak", "the cluster's fetch task builds the testbed itself"
+    assert f"models.strong_base: {strong} published to {published}" in out
+
+
+# ------------------------------------------------------------------------------------- the run's service account
+# Every pod of a run runs as the run's service account (2.17.0 backend/src/apiserver/template/template.go
+# setDefaultServiceAccount sets the Workflow's serviceAccountName; the Argo compiler sets no other,
+# backend/src/v2/compiler/argocompiler/argo.go). What those pods ask of the Kubernetes API, as
+# (who, API group, resource, verb, object name or None for any, where it is asked):
+KFP_STORE_KEY = "mlpipeline-minio-artifact"  # 2.17.0 backend/src/v2/config/env.go, the minio provider's default
+RUN_POD_CALLS = (
+    (
+        "Argo's executor",
+        "argoproj.io",
+        "workflowtaskresults",
+        "create",
+        None,
+        "argo v4.0.5 workflow/executor/taskresult.go",
+    ),
+    (
+        "Argo's executor",
+        "argoproj.io",
+        "workflowtaskresults",
+        "patch",
+        None,
+        "argo v4.0.5 workflow/executor/taskresult.go",
+    ),
+    ("KFP's root driver", "", "configmaps", "get", "kfp-launcher", "backend/src/v2/driver/root_dag.go, config/env.go"),
+    ("KFP's launcher", "", "secrets", "get", "<store key>", "backend/src/v2/objectstore/object_store.go"),
+    ("KFP's launcher", "", "pods", "get", None, "backend/src/v2/component/launcher_v2.go retryIndexFromPodAnnotation"),
+)
+
+
+@pytest.fixture(scope="module")
+def overlays(tmp_path_factory):
+    import shutil
+
+    from tests.test_manifests import MANIFESTS, by_name, render
+
+    root = tmp_path_factory.mktemp("manifests")
+    shutil.copytree(MANIFESTS, root, dirs_exist_ok=True)
+    return {name: by_name(render(root / "overlays" / name)) for name in OVERLAYS}
+
+
+def runner_grants(objects: dict) -> set[tuple[str, str, str, str | None]]:
+    """What the Roles bound to the account cong-pipeline-runner grant, as (group, resource, verb, name or None)."""
+    granted = set()
+    for (kind, _), binding in objects.items():
+        subjects = {(s["kind"], s["name"]) for s in binding.get("subjects", [])} if kind == "RoleBinding" else set()
+        if ("ServiceAccount", "cong-pipeline-runner") not in subjects:
+            continue
+        assert binding["roleRef"]["kind"] == "Role", "a namespaced Role, no ClusterRole"
+        role = objects[("Role", binding["roleRef"]["name"])]
+        for rule in role["rules"]:
+            for group, resource, verb in itertools.product(rule["apiGroups"], rule["resources"], rule["verbs"]):
+                assert "*" not in (group, resource, verb), f"a wildcard in Role {role['metadata']['name']}"
+                granted |= {(group, resource, verb, name) for name in rule.get("resourceNames") or [None]}
+    return granted
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_runs_account_may_do_what_its_pods_do_and_nothing_more(overlays, name):
+    """Rule by rule, the Roles bound to cong-pipeline-runner against the calls of KFP's driver and launcher, Argo's
+    executor and our TrainJob stage (cong.cluster.trainjob.NEEDED). The launcher reads the Secret that kfp-launcher's
+    provider names: KFP's own key where KFP's store serves, our cong-s3-credentials where kfp-launcher is ours."""
+    from cong.cluster.trainjob import NEEDED
+
+    objects = overlays[name]
+    launcher = objects.get(("ConfigMap", "kfp-launcher"))
+    key = (
+        yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]["credentials"]["secretRef"]["secretName"]
+        if launcher
+        else KFP_STORE_KEY
+    )
+    calls = {
+        (group, resource, verb, key if obj == "<store key>" else obj)
+        for _, group, resource, verb, obj, _ in RUN_POD_CALLS
+    }
+    calls |= {(group, resource, verb, None) for group, resource, verbs in NEEDED for verb in verbs}
+    granted = runner_grants(objects)
+    assert calls - granted == set(), "a call the run's pods make that no Role grants"
+    assert granted - calls == set(), "a grant no pod of the run needs"

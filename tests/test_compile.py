@@ -23,6 +23,7 @@ from cong.vocabulary import (
     UNCACHED_STAGES,
 )
 from pipelines.compile import COMMITTED, compile_pipeline
+from tests.conftest import compiled_documents
 
 STAGE_EXECUTORS = (
     "plan",
@@ -48,7 +49,7 @@ def _containers(spec) -> dict[str, dict]:
 
 
 def _spec(cfg, tmp_path):
-    return next(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    return compiled_documents(cfg, tmp_path / "p.yaml")[0]
 
 
 def _tasks(spec) -> dict[str, tuple[str, dict]]:
@@ -204,9 +205,11 @@ def test_branches_switch_on_the_plan_at_run_time(tmp_path):
         source = evaluate["inputs"]["artifacts"][method]["taskOutputArtifact"]
         assert source["producerTask"].startswith("condition-branches-"), method
         assert "oneof" in source["outputArtifactKey"], method
-    # A config the plan refuses must stop training: weak_align waits for the inputs that the plan describes.
+    # A config the plan refuses must stop training: weak_align waits for the inputs that the fetch task copies into
+    # the store after the plan's checks.
     for upstream in tasks["weak-align"][1]["dependentTasks"]:
-        assert tasks[upstream][1]["dependentTasks"] == ["plan"], upstream
+        assert tasks[upstream][1]["dependentTasks"] == ["fetch"], upstream
+    assert tasks["fetch"][1]["dependentTasks"] == ["plan"]
 
 
 def test_supplied_aligned_weak_model_skips_weak_align(tmp_path):
@@ -225,7 +228,7 @@ def test_every_task_gets_storage_settings_and_credentials_by_reference(tmp_path)
     """kfp-kubernetes platform spec (the second YAML document): each executor maps the Secret's keys and the
     storage ConfigMap's keys to environment variables; a config can turn either off (e.g. for an IAM role)."""
     cfg = load_config(preset="tiny")
-    docs = list(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    docs = compiled_documents(cfg, tmp_path / "p.yaml")
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(executors) == set(_containers(docs[0]))
     for name, spec in executors.items():
@@ -244,7 +247,7 @@ def test_every_task_gets_storage_settings_and_credentials_by_reference(tmp_path)
         }
 
     judged = load_config(preset="tiny", overrides={"stages": {"evaluate": {"judge": {"model": "judge-8b"}}}})
-    docs = list(yaml.safe_load_all(compile_pipeline(judged, tmp_path / "j.yaml").read_text()))
+    docs = compiled_documents(judged, tmp_path / "j.yaml")
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     secrets = {
         name: {
@@ -261,7 +264,7 @@ def test_every_task_gets_storage_settings_and_credentials_by_reference(tmp_path)
     assert all(not any(s[0] == "cong-judge" for s in v) for k, v in secrets.items() if k != "exec-evaluate")
 
     off = load_config(preset="tiny", overrides={"storage": {"credentials_secret": None}})
-    docs = list(yaml.safe_load_all(compile_pipeline(off, tmp_path / "q.yaml").read_text()))
+    docs = compiled_documents(off, tmp_path / "q.yaml")
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert not any("secretAsEnv" in spec for spec in executors.values())
     assert all("configMapAsEnv" in spec for spec in executors.values())
@@ -274,7 +277,7 @@ def test_every_pod_runs_as_the_images_non_root_user(tmp_path):
     for them; a read-only root filesystem has none either (KFP's launcher writes artifacts under /)."""
     dockerfile = (Path(__file__).parent.parent / "images" / "train" / "Dockerfile").read_text()
     (user,) = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.MULTILINE)
-    docs = list(yaml.safe_load_all(compile_pipeline(load_config(preset="tiny"), tmp_path / "p.yaml").read_text()))
+    docs = compiled_documents(load_config(preset="tiny"), tmp_path / "p.yaml")
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(executors) == set(_containers(docs[0]))
     for name, spec in executors.items():
@@ -299,7 +302,7 @@ def _importers_reached(dag: SpecDag, executors: dict, task_key: str) -> set[str]
 
 @pytest.mark.parametrize("supplied", [False, True], ids=["weak-align", "supplied-aligned"])
 def test_every_method_traces_back_to_the_imported_inputs(tmp_path, supplied):
-    """One importer per external input in the IR, registered with the plan's description of it; from each of
+    """One importer per external input in the IR, registering the copy the fetch task made of it; from each of
     evaluate's method inputs the artifact chain (through conditions, loops, dsl.OneOf and the import sub-pipelines)
     reaches the strong base model, the training prompts and a weak model (the weak base, through weak_align, or the
     supplied aligned weak model), and evaluate reads the held-out prompts."""
@@ -313,12 +316,12 @@ def test_every_method_traces_back_to_the_imported_inputs(tmp_path, supplied):
     for key, task in importers.items():
         importer = executors[dag.components[task["component"]]["executorLabel"]]["importer"]
         assert importer["artifactUri"] == {"runtimeParameter": "uri"}, key
-        assert {"reference", "uri", "digest"} <= set(importer["metadata"]), key
+        field = key.split("/")[0].removeprefix("import-").replace("-", "_")
+        assert importer["metadata"]["input"].endswith(f".{field}"), key
         schema = importer["typeSchema"]["schemaTitle"]
         assert schema == ("system.Model" if "base" in key or "aligned" in key else "system.Dataset"), key
-        assert ("vocab_size" in importer["metadata"]) == (schema == "system.Model"), key
         outer = dag.tasks[key.split("/")[0]]["spec"]["inputs"]["parameters"]["uri"]["taskOutputParameter"]
-        assert outer["producerTask"] == "plan" and outer["outputParameterKey"].endswith("_uri"), key
+        assert outer == {"producerTask": "fetch", "outputParameterKey": f"{field}_uri"}, key
 
     evaluate = next(key for key, task in dag.tasks.items() if task["stage"] == "evaluate")
     for method in (*MODEL_METHODS, "wsd"):

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cong.config import load_config
 from cong.errors import CongError
@@ -21,15 +20,14 @@ from cong.storage import handoff
 from cong.storage.folders import fetch_dir, find_manifest
 from cong.storage.s3 import ensure_bucket
 from cong.vocabulary import MODEL_READERS, MODEL_WRITERS
-from pipelines.compile import compile_pipeline
-from tests.conftest import MICRO
+from tests.conftest import MICRO, compiled_documents
 
 MODEL_STAGES = set(MODEL_WRITERS + MODEL_READERS)
 
 
 def _compiled(tmp_path, artifacts, **overrides):
     cfg = load_config(preset="tiny", overrides={"artifacts": artifacts, **overrides} if artifacts else None)
-    return list(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    return compiled_documents(cfg, tmp_path / "p.yaml")
 
 
 def _tasks(spec) -> dict[str, dict]:

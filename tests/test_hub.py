@@ -1,4 +1,4 @@
-"""References to the Hugging Face Hub fail fast and say what to do (cong.hub, through `cong validate`).
+"""References to the Hugging Face Hub fail fast and say what to do (cong.inputs.hub, through `cong validate`).
 
 There is no hub here: the tests point HF_ENDPOINT at a closed port (no hub reachable), at a server that never
 answers, and at a local server that answers as the hub's API does for an unknown or gated repository (status and
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cong.hub import PROBE_TIMEOUT_S, hub_problems, hub_reference
+from cong.inputs.hub import PROBE_TIMEOUT_S, hub_problems, hub_reference
 
 
 class FakeHub(http.server.BaseHTTPRequestHandler):
@@ -162,7 +162,7 @@ def fake_cache(root: Path, repo: str, commits: dict[str, Path], refs: dict[str, 
 
 def test_a_pinned_revision_is_the_one_loaded(tmp_path, micro_testbed):
     """`org/name@revision` loads that revision's snapshot, not `main`'s: offline, from a cache holding two commits of
-    one model (the micro testbed's weak and strong models). The run's digest names the pinned commit, `cong
+    one model (the micro testbed's weak and strong models). The reference stands for the pinned commit, `cong
     validate` passes the pinned model, and a revision the cache lacks is named with its download command."""
     old, new = "a" * 40, "b" * 40
     cache = tmp_path / "hf" / "hub"
@@ -171,9 +171,9 @@ def test_a_pinned_revision_is_the_one_loaded(tmp_path, micro_testbed):
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(cache)}
     probe = (
-        "import sys; from cong.config import load_config; from cong.refs import resolve; "
-        "from cong.inputs import digest; cfg = load_config(sys.argv[1]); "
-        "print(resolve('org/tiny@v1', cfg)); print(digest('org/tiny@v1', cfg)); print(digest('org/tiny', cfg))"
+        "import sys; from cong.config import load_config; from cong.inputs.refs import resolve; "
+        "from cong.inputs.hub import hub_revision; cfg = load_config(sys.argv[1]); "
+        "print(resolve('org/tiny@v1', cfg)); print(hub_revision('org/tiny@v1')); print(hub_revision('org/tiny'))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe, str(Path(__file__).parent / "configs" / "micro.yaml")],
@@ -182,7 +182,7 @@ def test_a_pinned_revision_is_the_one_loaded(tmp_path, micro_testbed):
         env=env,
         check=True,
     ).stdout.split()
-    assert out == [str(cache / "models--org--tiny" / "snapshots" / old), f"revision:{old}", f"revision:{new}"]
+    assert out == [str(cache / "models--org--tiny" / "snapshots" / old), old, new]
 
     raw = yaml.safe_load((Path(__file__).parent / "configs" / "micro.yaml").read_text())
     raw["models"] = {**raw.get("models", {}), "weak_base": f"org/tiny@{old}", "strong_base": "org/tiny@v2"}
@@ -221,3 +221,45 @@ def test_without_a_hub_a_cached_copy_is_offered_with_the_commit_to_pin(tmp_path,
         f"HF_HUB_OFFLINE=1: this machine's cache ({tmp_path}) has a copy (pin the copy it has: org/cached@{commit})"
         in found["org/cached"]
     )
+
+
+def test_a_hub_model_is_copied_into_the_store_once_per_commit(tmp_path, micro_testbed, store):
+    """The fetch task's copy of a hub model (cong.inputs.fetch): the commit the reference stands for (a pinned tag,
+    or `main`), its files under `inputs/hub/<org>--<name>/<commit>/` in the store with the sha256 of their content,
+    offline here from a cache holding two commits; a second fetch of the same commit copies nothing."""
+    from cong.storage.folders import folder_digest
+    from cong.storage.s3 import ensure_bucket
+
+    old, new = "c" * 40, "d" * 40
+    cache = tmp_path / "hf" / "hub"
+    fake_cache(
+        cache, "org/tiny", {old: micro_testbed / "weak", new: micro_testbed / "strong"}, {"main": new, "v1": old}
+    )
+    ensure_bucket("mlpipeline", store.settings())
+    env = {
+        **os.environ,
+        **store.env(),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(cache),
+    }
+    probe = (
+        "import sys; from cong.config import load_config; from cong.inputs.fetch import fetch_input; "
+        "from cong.storage import folders; cfg = load_config(sys.argv[1]); "
+        "cfg = cfg.model_copy(update={'storage': cfg.storage.located('s3://mlpipeline/v2/artifacts')}); "
+        "got = [fetch_input(r, 'weak_base', cfg) for r in ('org/tiny@v1', 'org/tiny')]; "
+        "folders.publish_dir = None; again = fetch_input('org/tiny@v1', 'weak_base', cfg); "
+        "[print(g.uri, g.revision, g.digest) for g in (*got, again)]"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(Path(__file__).parent / "configs" / "micro.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line.split() for line in out.stdout.splitlines()]
+    base = "s3://mlpipeline/v2/artifacts/inputs/hub/org--tiny"
+    assert lines[0] == [f"{base}/{old}", old, f"sha256:{folder_digest(micro_testbed / 'weak')}"]
+    assert lines[1] == [f"{base}/{new}", new, f"sha256:{folder_digest(micro_testbed / 'strong')}"]
+    assert lines[2] == lines[0], "found in the store: nothing downloaded or copied again"

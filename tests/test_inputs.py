@@ -1,7 +1,10 @@
-"""The run's external inputs as artifacts: what the plan says of each (cong.inputs), and how a task reads the ones
-it was given (cong.stages.step.imported), against the micro testbed and a real SeaweedFS."""
+"""The run's external inputs: the fetch task copies each into the run's store and describes it (cong.inputs.fetch,
+cong.stages.fetch), and a task reads the ones it was given (cong.stages.step.for_task), against the micro testbed and
+a real SeaweedFS."""
 
 import hashlib
+import json
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,31 +13,50 @@ from kfp import dsl
 
 from cong.config import load_config
 from cong.errors import CongError
-from cong.inputs import artifact_uri, describe
-from cong.refs import resolve
+from cong.inputs.refs import resolve
+from cong.stages import fetch
 from cong.stages.step import for_task, location
-from cong.storage.folders import publish_path
+from cong.storage.folders import find_manifest, publish_path
 from cong.storage.s3 import ensure_bucket
 from tests.conftest import MICRO
+
+ROOT = "minio://mlpipeline/private-artifacts/team-a/v2/artifacts"
 
 
 @pytest.fixture
 def in_store(store, monkeypatch):
     for key, value in store.env().items():
         monkeypatch.setenv(key, value)
-    ensure_bucket("cong", store.settings())
+    for bucket in ("cong", "mlpipeline", "models"):
+        ensure_bucket(bucket, store.settings())
     return store
 
 
-def test_an_input_has_one_digest_wherever_it_is_stored(micro_testbed, in_store):
-    """The testbed's weak model and train prompts, described from the local folder and from their published copies:
-    the same content digest either way (a published file's is its sha256), the tokenizer's vocabulary size read from
-    the store without its weights, and the reference as the user gave it."""
+def fetched(config: dict, tmp_path: Path) -> dict:
+    """The fetch task's step as it runs on a cluster whose pipeline root is ROOT: its described inputs."""
+    described = tmp_path / f"described-{uuid.uuid4()}.json"
+    output = f"{ROOT}/cong/{uuid.uuid4()}/fetch/{uuid.uuid4()}/described"
+    result = fetch.step(config, str(described), output)
+    found = json.loads(described.read_text())
+    assert result["uris"] == {f"{field}_uri": found.get(field, {}).get("uri", "") for field in result_fields(result)}
+    return found
+
+
+def result_fields(result: dict) -> list[str]:
+    return [key.removesuffix("_uri") for key in result["uris"]]
+
+
+def test_an_input_has_one_digest_wherever_it_was(micro_testbed, in_store, tmp_path):
+    """The testbed's weak model and train prompts, fetched as the testbed builds them and from a copy in another
+    bucket: the same content digest either way (a file's is its sha256), each copied once into the pipeline root's
+    store and named there in the root's scheme, the tokenizer's vocabulary size read from the store without its
+    weights, and the reference as the user gave it."""
     cfg = load_config(MICRO)
     local_model, local_prompts = resolve(cfg.models.weak_base, cfg), resolve(cfg.data.train_prompts, cfg)
-    model_uri = publish_path(local_model, "s3://cong/inputs/weak")
-    prompts_uri = publish_path(local_prompts, "s3://cong/inputs/train")
-    stored = load_config(
+    built = fetched(cfg.as_parameter(), tmp_path)
+    model_uri = publish_path(local_model, "s3://models/weak")
+    prompts_uri = publish_path(local_prompts, "s3://models/train")
+    elsewhere = load_config(
         MICRO,
         overrides={
             "models": {"weak_base": model_uri},
@@ -42,28 +64,24 @@ def test_an_input_has_one_digest_wherever_it_is_stored(micro_testbed, in_store):
             "input_origins": {"weak_base": "testbed:weak", "train_prompts": "testbed:train"},
         },
     )
+    copied = fetched(elsewhere.as_parameter(), tmp_path)
 
-    here, there = describe(cfg, "weak_base"), describe(stored, "weak_base")
+    here, there = built["weak_base"], copied["weak_base"]
     assert here["digest"] == there["digest"] and here["digest"].startswith("sha256:")
     assert here["vocab_size"] == there["vocab_size"] > 0
     assert (here["reference"], there["reference"]) == ("testbed:weak", "testbed:weak")
-    assert (here["uri"], there["uri"]) == ("testbed:weak", model_uri)
+    assert here["uri"] == there["uri"], "the same content is kept once"
+    assert here["uri"].startswith(f"{ROOT}/inputs/weak_base-"), "in the pipeline root's store, in its scheme"
+    assert find_manifest("s3://" + here["uri"].removeprefix("minio://")) is not None
 
-    prompts = describe(stored, "train_prompts")
+    prompts = copied["train_prompts"]
     assert prompts["digest"] == "sha256:" + hashlib.sha256(Path(local_prompts).read_bytes()).hexdigest()
-    assert prompts == {**prompts, "uri": prompts_uri, "reference": "testbed:train"} and "vocab_size" not in prompts
-    assert describe(cfg, "train_prompts")["digest"] == prompts["digest"]
+    assert prompts["uri"].endswith("/train.jsonl") and "vocab_size" not in prompts
+    assert built["train_prompts"]["digest"] == prompts["digest"]
 
     missing = load_config(MICRO, overrides={"models": {"weak_base": "s3://cong/inputs/never-published"}})
     with pytest.raises(CongError, match="never-published is not published"):
-        describe(missing, "weak_base")
-
-
-def test_importer_uris():
-    assert artifact_uri("s3://cong/inputs/weak_base-0123") == "s3://cong/inputs/weak_base-0123"
-    assert artifact_uri("Qwen/Qwen2.5-3B") == "hf://Qwen/Qwen2.5-3B", "a scheme KFP's launcher does not download"
-    assert artifact_uri("testbed:weak") == "testbed:weak", "each task builds its own"
-    assert artifact_uri("./models/weak") == str(Path("models/weak").resolve())
+        fetched(missing.as_parameter(), tmp_path)
 
 
 def test_a_stage_reads_only_the_inputs_it_was_given(tmp_path):
@@ -74,7 +92,7 @@ def test_a_stage_reads_only_the_inputs_it_was_given(tmp_path):
     copy.mkdir()
     # As KFP's launcher hands an s3:// input over on a cluster: its URI, and the copy it downloaded.
     strong = SimpleNamespace(uri="s3://cong/inputs/strong_base-0123", path=str(copy))
-    prompts = dsl.Dataset(uri="hf://org/prompts")
+    prompts = dsl.Dataset(uri="minio://mlpipeline/v2/artifacts/inputs/train_prompts-0123/train.jsonl")
     run_id = "5b7e2a51-8f0c-4f53-9a38-8d1c3f6f0d2e"
     metrics = SimpleNamespace(uri=f"s3://mlpipeline/v2/artifacts/cong/{run_id}/sft/0d1e/metrics")
 
@@ -84,7 +102,7 @@ def test_a_stage_reads_only_the_inputs_it_was_given(tmp_path):
     assert given["models"]["strong_base"] == str(copy)
     remote, _ = for_task(config, "sft", metrics, local_copies=False, strong_base=strong)
     assert remote["models"]["strong_base"] == strong.uri
-    assert given["data"]["train_prompts"] == location(prompts) == "org/prompts"
+    assert given["data"]["train_prompts"] == location(prompts) == prompts.uri, "no copy here: the store's"
     assert config["models"]["strong_base"] == "testbed:strong", "the task's parameter is left as it was"
 
     cfg = load_config(MICRO, overrides={"models": given["models"], "data": given["data"]})

@@ -14,11 +14,12 @@ from datetime import timedelta
 import pytest
 
 from cong.cluster.cron import to_kfp_cron
-from cong.config import load_config
+from cong.cluster.kfp_runs import SpecDag
+from cong.config import config_from_dict, load_config
 from cong.errors import CongError
 from pipelines.cli import main
 from pipelines.compile import COMMITTED
-from tests.kfp_server import API, SESSION, TOKEN
+from tests.kfp_server import API, SESSION, TOKEN, execute
 
 
 def cong(capsys, *argv) -> tuple[int, str, str]:
@@ -213,25 +214,48 @@ def test_runs_lists_the_newest_runs_and_shows_one_with_its_tasks(kfp, capsys):
     assert lines[2].endswith("7m 00s") and lines[3].endswith("3m 00s")
     assert "2026-11-23 13:00 UTC" in lines[1]
 
-    kfp.runs[ids[1]]["error"] = {"code": 2, "message": "task dpo failed:\n  OOMKilled"}
-    kfp.runs[ids[1]]["runtime_config"] = {"parameters": {"config": {"name": "tiny", "methods": ["base", "cong"]}}}
-    kfp.runs[ids[1]]["run_details"] = {
-        "task_details": [
-            {"display_name": "dpo", "state": "FAILED", "start_time": "2026-11-23T09:42:00Z",
-             "end_time": "2026-11-23T09:43:00Z", "error": {"message": "OOMKilled"}},
-            {"display_name": "weak-align", "state": "SUCCEEDED", "start_time": "2026-11-23T09:40:00Z",
-             "end_time": "2026-11-23T09:41:30Z"},
-        ]
-    }  # fmt: skip
-    code, out, err = cong(capsys, "runs", ids[1], "--host", kfp.url)
+
+def submitted_run(kfp, capsys, methods: str) -> tuple[str, dict]:
+    """A run of the tiny preset with `methods`, submitted through `cong submit`, and the plan task's outputs for it."""
+    from cong.stages.plan import method_plan
+    from cong.stages.shards import shard_items
+
+    code, out, err = cong(capsys, "submit", "--preset", "tiny", "--methods", methods, "--host", kfp.url)
     assert code == 0, err
-    assert f"run tiny-1  {ids[1]}" in out and "FAILED" in out
-    assert "task dpo failed: OOMKilled" in out, "the run's error on one line"
-    assert "config    tiny (methods: base, cong)" in out
-    tasks = out.split("\n\n")[1].splitlines()
-    assert [t.split()[:2] for t in tasks] == [["task", "state"], ["weak-align", "SUCCEEDED"], ["dpo", "FAILED"]]
-    assert tasks[1].rstrip().endswith("1m 30s") and tasks[2].rstrip().endswith("OOMKilled")
-    assert f"{kfp.url}/#/runs/details/{ids[1]}" in out
+    ((run_id, run),) = kfp.runs.items()
+    cfg = config_from_dict(run["runtime_config"]["parameters"]["config"])
+    return run_id, {**method_plan(cfg), **shard_items(cfg)}
+
+
+def test_runs_shows_a_runs_tasks_by_their_display_names(kfp, capsys):
+    """The server names each task by its Argo node (`<key>-driver`, `<key>`, `executor`, ...; tests/kfp_server.py
+    `execute`): `cong runs RUN_ID` shows the tasks that ran by the spec's display names, in the order they started,
+    leaves out the drivers, groups and cache entries, and counts the branches not taken and the cache's answers."""
+    run_id, plan = submitted_run(kfp, capsys, "base,cong_s")
+    execute(kfp, run_id, plan, cached=frozenset({"weak-align"}))
+    assert any(t.get("display_name") == "sft-5-driver" for t in kfp.runs[run_id]["run_details"]["task_details"])
+    code, out, err = cong(capsys, "runs", run_id, "--host", kfp.url)
+    assert code == 0, err
+    assert f"run {kfp.runs[run_id]['display_name']}  {run_id}" in out and "SUCCEEDED" in out
+    assert "config    tiny (methods: base, cong_s)" in out
+    table = out.split("\n\n")[1].splitlines()
+    shown = [line.split("  ")[0] for line in table[1:]]
+    (version,) = kfp.versions.values()
+    display = {key: task["display"] for key, task in SpecDag(version["pipeline_spec"]["pipeline_spec"]).tasks.items()}
+    assert (shown[0], shown[-1]) == (display["plan"], display["lineage"]), "in the order they started"
+    names = set(shown)
+    assert {display["sft-5"], display["cd-sample-2"], display["weak-align"], display["not-selected-8"]} <= names
+    assert {display[key] for key in ("import-weak-base", "import-eval-prompts")} <= names, "each input's import"
+    assert not names & {"root", "executor", "importer", "iteration-item"}, "Argo's structure is not a task"
+    assert not any(name.endswith("-driver") or name.startswith(("condition", "for-loop")) for name in names)
+    assert not names & {display["dpo"], display["wspo"], display["group-done-11"]}, "nothing from a branch not taken"
+    assert "branches not taken: 10; tasks answered by the cache: 1" in out
+
+    execute(kfp, run_id, plan, failed="sft-5")
+    code, out, err = cong(capsys, "runs", run_id, "--host", kfp.url)
+    assert "FAILED" in out.splitlines()[1]
+    assert f"failed: {display['sft-5']}" in out
+    assert display["evaluate"] not in out, "nothing after the failed task ran"
 
 
 def test_runs_without_the_experiment_says_so(kfp, capsys):
@@ -320,34 +344,22 @@ def spec_tasks(spec: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_lineage_of_a_cluster_run_follows_the_dag_it_ran(kfp, capsys):
-    """The backend reports each task by its display name (the spec's taskInfo.name), as KFP's API does."""
-    code, out, err = cong(capsys, "submit", "--preset", "tiny", "--methods", "base,cong_s,cong", "--host", kfp.url)
-    assert code == 0, err
-    ((run_id, run),) = kfp.runs.items()
+    """Without the run's lineage.json, the lineage comes from the spec (which the server returns wrapped with the
+    platform document) and the task details (Argo node names): a ConG-S-only run, whose ConG branch was not taken."""
+    run_id, plan = submitted_run(kfp, capsys, "base,cong_s")
     (version,) = kfp.versions.values()
-    tasks = spec_tasks(version["pipeline_spec"])
-    by_component = {component.removeprefix("comp-"): (key, shown) for key, (component, shown) in tasks.items()}
-    (dpo, dpo_shown), (pair, pair_shown), (weak, weak_shown) = (by_component[c] for c in ("dpo", "pair", "weak-align"))
-    run["state"] = "SUCCEEDED"
-    run["run_details"] = {
-        "task_details": [
-            {"display_name": dpo_shown, "state": "SUCCEEDED", "outputs": {"aligned": {"artifact_ids": ["41"]}}},
-            {"display_name": pair_shown, "state": "SUCCEEDED"},
-            {"display_name": weak_shown, "state": "SUCCEEDED", "outputs": {"weak_aligned": {"artifact_ids": ["7"]}}},
-        ]
-    }
+    assert set(version["pipeline_spec"]) == {"pipeline_spec", "platform_spec"}, "as the 2.17 server answers"
+    run = execute(kfp, run_id, plan)
     code, out, err = cong(capsys, "lineage", run_id, "--host", kfp.url, "--ui-url", "https://kf.example.com/pipeline")
     assert code == 0, err
     assert out.startswith(f"run {run['display_name']} (config tiny, kfp run id {run_id})")
     assert f"https://kf.example.com/pipeline/#/runs/details/{run_id}" in out.splitlines()[0]
-    assert f"cong: {dpo}/aligned  https://kf.example.com/pipeline/#/artifacts/41" in out
-    assert "stage=dpo, config=tiny, state=SUCCEEDED, artifact_id=41" in out
-    assert f"pairs: {pair}/pairs" in out and "stage=pair, config=tiny, state=SUCCEEDED" in out
-    assert f"weak_aligned: {weak}/weak_aligned  https://kf.example.com/pipeline/#/artifacts/7" in out
-    sft_lines = [line for line in out.splitlines() if "stage=sft" in line]
-    assert sft_lines and all("method=cong_s" in line for line in sft_lines), "ConG's SFT is the cong_s one"
+    assert "cong_s: sft-5/model" in out and "stage=sft, method=cong_s, config=tiny, state=SUCCEEDED" in out
+    assert "stage=cd_sample, config=tiny, state=SUCCEEDED" in out
+    assert "weak_aligned: weak-align/weak_aligned" in out and "stage=weak_align, config=tiny, state=SUCCEEDED" in out
+    assert "stage=importer, config=tiny, state=SUCCEEDED" in out, "an importer by its input's sub-pipeline"
     assert "stage=not_selected" not in out, "placeholders of unselected branches are not lineage"
-    assert "weak_sft" not in out and "wsd" not in out, "only the config's methods"
+    assert "stage=dpo" not in out and "weak_sft" not in out and "wsd" not in out, "only the config's methods"
     assert "weak_base: testbed:weak  <- config models.weak_base" in out
 
     code, out, err = cong(capsys, "lineage", str(uuid.uuid4()), "--host", kfp.url)

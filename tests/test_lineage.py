@@ -21,11 +21,9 @@ from cong.storage.s3 import ensure_bucket
 
 ROOT = "minio://mlpipeline/v2/artifacts"
 RUN_A, RUN_B = str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
-WEAK_BASE = {"uri": f"{ROOT}/inputs/weak_base-01", "metadata": {"reference": "testbed:weak", "digest": "sha256:01"}}
-PROMPTS = {
-    "uri": f"{ROOT}/inputs/train-02/train.jsonl",
-    "metadata": {"reference": "testbed:train", "digest": "sha256:02"},
-}
+# The run's inputs as its fetch task described them (cong.stages.fetch).
+WEAK_BASE = {"reference": "testbed:weak", "uri": f"{ROOT}/inputs/weak_base-01", "digest": "sha256:01"}
+PROMPTS = {"reference": "testbed:train", "uri": f"{ROOT}/inputs/train-02/train.jsonl", "digest": "sha256:02"}
 
 
 @pytest.fixture
@@ -92,9 +90,10 @@ def test_a_cached_stage_is_found_in_the_run_that_made_it(in_store, tmp_path):
     lineage_output = SimpleNamespace(uri=f"{ROOT}/cong/{RUN_B}/lineage/{uuid.uuid4()}/lineage")
     config, run_id = for_task(config, "lineage", lineage_output)
     assert run_id == RUN_B and config["storage"]["bucket"] == "mlpipeline"
-    imports = {"weak_base": WEAK_BASE, "train_prompts": PROMPTS}
+    described = tmp_path / "described.json"
+    described.write_text(json.dumps({"weak_base": WEAK_BASE, "train_prompts": PROMPTS}))
     tree = str(tmp_path / "lineage")
-    result = stage.step(config, run_id=run_id, results=evaluate_uri, imports=imports, tree=tree)
+    result = stage.step(config, run_id=run_id, results=evaluate_uri, described=str(described), tree=tree)
     published = f"s3://mlpipeline/v2/artifacts/runs/{RUN_B}/results"
     assert result["metadata"]["lineage"]["published"] == published, "in the pipeline root's store"
     built = json.loads((tmp_path / "lineage" / LINEAGE_FILE).read_text())

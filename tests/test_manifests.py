@@ -1,5 +1,6 @@
-"""The cluster manifests: namespace, RBAC, GPU quota and priority, kfp-launcher, cong-storage, the credentials
-Secret, a standalone SeaweedFS and a GPU pool, per overlay.
+"""The cluster manifests: RBAC, GPU quota and priority, cong-storage, kfp-launcher for a store of one's own, the
+credentials Secret, a standalone SeaweedFS and a GPU pool, per overlay (the rules of the run's service account are
+checked in tests/test_backend_rules.py).
 
 There is no cluster here. Each overlay (and `manifests/credentials`, from its committed example env file) is
 rendered with kustomize when a kustomize v5 is on PATH (`kustomize` or `kubectl kustomize`), otherwise by the small
@@ -27,31 +28,27 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import role_rules
-
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
-OVERLAYS = ("seaweedfs", "minio", "aws-s3", "seaweedfs-standalone", "gpu-pool-h100")
+# The two deployment modes, where KFP's own store and kfp-launcher serve the run, and the stores of one's own.
+KFP_STORE = ("kfp-standalone", "kubeflow-profile", "gpu-pool-h100")
+OWN_STORES = ("minio", "aws-s3", "seaweedfs-standalone")
+OVERLAYS = (*KFP_STORE, *OWN_STORES)
 PLACEHOLDER = "REPLACE_ME"
 # One recent version is enough: every field used here is stable in 1.32 (the newest, StatefulSet's PVC retention
 # policy, became GA there).
 KUBERNETES_VERSION = "1.32.0"
 # KFP's launcher accepts a pipeline root of this shape (backend/src/v2/objectstore: bucketPattern).
 PIPELINE_ROOT = re.compile(r"^s3://([^/?]+)(/[^?]*)?$")
+# Where KFP's launcher reaches its own store for a minio:// pipeline root with no providers (kubeflow/pipelines
+# 2.17.0, backend/src/v2/config/env.go): our stages reach the same.
+KFP_SEAWEEDFS = "http://seaweedfs.kubeflow:9000"
 
-# What each overlay must say: (endpoint in providers or None, disableSSL, forcePathStyle, CONG_S3_ADDRESSING).
+# What each store of one's own must say: (endpoint in providers or None, disableSSL, forcePathStyle, addressing).
 EXPECTED = {
-    "seaweedfs": ("http://seaweedfs.kubeflow:8333", True, True, "path"),
     "minio": ("http://minio-service.kubeflow:9000", True, True, "path"),
     "aws-s3": (None, False, False, "virtual"),
     "seaweedfs-standalone": ("http://cong-seaweedfs:8333", True, True, "path"),
-    "gpu-pool-h100": ("http://seaweedfs.kubeflow:8333", True, True, "path"),
 }
-# What the multi-node training component does with the Kubernetes API (cong-trainjobs), and nothing more.
-TRAINJOB_RULES = (
-    {("trainer.kubeflow.org", "trainjobs", verb) for verb in ("create", "get", "delete")}
-    | {("", "pods", "list")}
-    | {("", "pods/log", "get")}
-)
 # The cluster-scoped kinds among these manifests (kustomize's namespace transformer leaves them alone).
 CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 
@@ -205,7 +202,19 @@ def test_rendered_objects_match_the_kubernetes_schema(rendered, name):
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("name", KFP_STORE)
+def test_kfps_own_store_serves_a_deployment_mode(rendered, name):
+    """KFP's kfp-launcher of the namespace is left alone (a standalone KFP's, or the profile controller's), and our
+    stages reach the store KFP's launcher reaches for its default root."""
+    objects = rendered[name]
+    assert ("ConfigMap", "kfp-launcher") not in objects
+    storage = objects[("ConfigMap", "cong-storage")]["data"]
+    assert storage == {"AWS_ENDPOINT_URL_S3": KFP_SEAWEEDFS, "AWS_REGION": "us-east-1", "CONG_S3_ADDRESSING": "path"}
+    namespace = objects[("ServiceAccount", "cong-pipeline-runner")]["metadata"]["namespace"]
+    assert namespace == ("kubeflow" if name == "kfp-standalone" else "kubeflow-user-example-com")
+
+
+@pytest.mark.parametrize("name", OWN_STORES)
 def test_kfp_launcher_says_what_kfp_reads(rendered, name):
     """Every field KFP's S3 provider config reads, with the types its Go structs unmarshal."""
     objects = rendered[name]
@@ -231,7 +240,7 @@ def test_kfp_launcher_says_what_kfp_reads(rendered, name):
     )
 
 
-@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("name", OWN_STORES)
 def test_overlay_points_at_its_store(rendered, name):
     endpoint, disable_ssl, path_style, addressing = EXPECTED[name]
     default = providers(rendered[name])
@@ -249,7 +258,7 @@ def test_overlay_points_at_its_store(rendered, name):
     assert leftovers == (["defaultPipelineRoot"] if name == "aws-s3" else [])
 
 
-@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("name", OWN_STORES)
 def test_cong_storage_matches_kfp_launcher(rendered, name):
     """Our stage code and KFP's launcher must reach the same store the same way."""
     default = providers(rendered[name])
@@ -283,32 +292,19 @@ def test_no_credential_is_committed():
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_everything_lands_in_one_namespace(rendered, name):
-    """The overlay's Namespace, every namespaced object, the service account bound, and the credentials Secret."""
+def test_everything_lands_in_one_namespace_which_it_does_not_own(rendered, name):
+    """Every namespaced object and the service account bound land in the overlay's namespace, which exists already
+    (KFP's, or a profile's): no overlay holds a Namespace, so `kubectl delete -k` never deletes one."""
     objects = rendered[name]
-    (namespace,) = [obj["metadata"]["name"] for obj in objects.values() if obj["kind"] == "Namespace"]
+    assert not [obj for obj in objects.values() if obj["kind"] == "Namespace"]
+    namespace = objects[("ServiceAccount", "cong-pipeline-runner")]["metadata"]["namespace"]
     for (kind, _), obj in objects.items():
         assert obj["metadata"].get("namespace") == (None if kind in CLUSTER_SCOPED else namespace), (kind, obj)
-    for obj in rendered["credentials"].values():
-        assert obj["metadata"]["namespace"] == namespace
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_the_pipeline_may_do_exactly_what_its_trainjob_component_does(rendered, name):
-    objects = rendered[name]
-    roles = [obj for obj in objects.values() if obj["kind"] in ("Role", "ClusterRole")]
-    bindings = [obj for obj in objects.values() if obj["kind"] in ("RoleBinding", "ClusterRoleBinding")]
-    assert [role["metadata"]["name"] for role in roles] == ["cong-trainjobs"]
-    assert roles[0]["kind"] == "Role" and role_rules(roles[0]) == TRAINJOB_RULES
-    (binding,) = bindings
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cong-trainjobs"}
-    (subject,) = binding["subjects"]
-    account = objects[("ServiceAccount", subject["name"])]
-    assert subject == {
-        "kind": "ServiceAccount",
-        "name": "cong-pipeline-runner",
-        "namespace": account["metadata"]["namespace"],
-    }
+        for subject in obj.get("subjects", []):
+            assert subject["namespace"] == namespace, (kind, obj)
+    if name != "kfp-standalone":  # the credentials go where the profile's runs execute
+        for obj in rendered["credentials"].values():
+            assert obj["metadata"]["namespace"] == namespace
 
 
 def gpus(quota: dict) -> int:

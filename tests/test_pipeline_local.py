@@ -144,7 +144,7 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store, kfp):  # noq
     assert set(lineage["run"]["methods"]) == set(results["methods"]) - {"base"}
     assert_wiring(lineage)
     # The imported inputs: each with its reference, URI and digest (a model's also its vocabulary size), as the
-    # plan described it and its importer registered it; every stage that read one recorded that digest.
+    # fetch task described it, its importer registered it; every stage that read one recorded that digest.
     imported = {key: node for key, node in lineage["artifacts"].items() if node["metadata"]["stage"] == "import"}
     assert set(imported) == {f"inputs/{f}" for f in ("weak_base", "strong_base", "train_prompts", "eval_prompts")}
     for key, node in imported.items():
@@ -214,7 +214,7 @@ def assert_metadata_schema(metadata: dict, cfg, where: str) -> None:
     """One output's metadata against the README's schema: every `always` key, the stage's resolved settings, each
     input by URI (an imported one, and any output of the run, also by digest), and no input replaced by the marker
     of one the stage was not given."""
-    from cong.refs import NOT_IMPORTED
+    from cong.inputs.refs import NOT_IMPORTED
 
     schema = metadata_schema()
     assert {k for k, when in schema.items() if when == "always"} <= set(metadata), where

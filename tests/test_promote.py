@@ -11,17 +11,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cong.config import load_config
 from cong.errors import CongError
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages.promote import RECORD_FILE, promote
 from cong.storage import folders as storage
 from cong.storage.folders import MANIFEST_NAME, NotPublished, fetch_dir, find_manifest
 from cong.storage.s3 import ensure_bucket
-from pipelines.compile import compile_pipeline
-from tests.conftest import MICRO
+from tests.conftest import MICRO, compiled_documents
 
 PROMPTS = 6  # of the micro testbed's 12 eval prompts
 
@@ -160,7 +158,7 @@ def test_the_challenger_must_be_one_of_the_runs_methods():
 
 
 def _tasks_and_executors(cfg, tmp_path):
-    spec = next(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    spec = compiled_documents(cfg, tmp_path / "p.yaml")[0]
     return spec["root"]["dag"]["tasks"], spec["deploymentSpec"]["executors"]
 
 

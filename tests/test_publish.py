@@ -1,24 +1,25 @@
-"""A run's inputs and outputs through a real SeaweedFS server on 127.0.0.1 (cong.storage.publish,
-cong.storage.folders)."""
+"""A run's inputs and outputs through a real SeaweedFS server on 127.0.0.1 (cong.inputs.publish,
+cong.storage.publish, cong.storage.folders)."""
 
 import shutil
 
 import pytest
 
+from cong.config import load_config
 from cong.errors import CongError
-from cong.refs import resolve
+from cong.inputs import fetch, publish
+from cong.inputs.refs import resolve
 from cong.storage import folders as storage
-from cong.storage import publish
 from cong.storage.folders import sha256_file
+from cong.storage.s3 import ensure_bucket
 
 
 def test_inputs_are_imported_once_and_load_back_from_the_store(store, micro_config, micro_testbed, monkeypatch):
     """The testbed's models and prompt files go to s3://<bucket>/inputs/; the config names them by URI and the
     stages' resolve() fetches the same bytes back. A second import of the same content uploads nothing."""
-    settings = store.settings()
     for name, value in store.env().items():  # the stages find the store through the environment
         monkeypatch.setenv(name, value)
-    run_cfg, imported = publish.import_inputs(micro_config, settings)
+    run_cfg, imported = publish.import_inputs(micro_config)
 
     assert set(imported) == {"weak_base", "strong_base", "train_prompts", "eval_prompts"}
     assert imported["weak_base"]["from"] == "testbed:weak"
@@ -36,8 +37,8 @@ def test_inputs_are_imported_once_and_load_back_from_the_store(store, micro_conf
     def no_upload(*args, **kwargs):
         raise AssertionError("an input already in the store was uploaded again")
 
-    monkeypatch.setattr(publish, "publish_path", no_upload)
-    again, _ = publish.import_inputs(micro_config, settings)
+    monkeypatch.setattr(storage, "publish_path", no_upload)
+    again, _ = publish.import_inputs(micro_config)
     assert again.models == run_cfg.models and again.data == run_cfg.data
 
 
@@ -47,9 +48,10 @@ def test_content_digest_follows_content_not_location(tmp_path):
     (folder / "sub" / "x.bin").write_bytes(b"12345")
     (folder / "y.txt").write_text("y")
     copy = shutil.copytree(folder, tmp_path / "b")
-    assert publish.content_digest(folder) == publish.content_digest(copy)
+    store = load_config(preset="tiny").storage.located()
+    assert fetch.content_uri(store, "f", folder) == fetch.content_uri(store, "f", copy)
     (copy / "y.txt").write_text("z")
-    assert publish.content_digest(folder) != publish.content_digest(copy)
+    assert fetch.content_uri(store, "f", folder) != fetch.content_uri(store, "f", copy)
 
 
 def test_a_file_of_a_published_folder_is_a_reference(store, tmp_path, monkeypatch):
@@ -57,7 +59,7 @@ def test_a_file_of_a_published_folder_is_a_reference(store, tmp_path, monkeypatc
     folder's manifest does not list, or a URI with nothing published."""
     monkeypatch.setenv("CONG_CACHE_DIR", str(tmp_path / "cache"))
     settings = store.settings()
-    publish.ensure_bucket("files", settings)
+    ensure_bucket("files", settings)
     data = tmp_path / "train.jsonl"
     data.write_text('{"id": "a", "prompt": "hi"}\n')
     ref = storage.publish_path(data, "s3://files/sets/one", settings=settings)

@@ -18,7 +18,7 @@ from cong.data import read_jsonl, write_jsonl
 from cong.decoding.generate import length_batches
 from cong.decoding.sampler import Sampler
 from cong.errors import CongError
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages import cd_sample as cd_sample_stage
 from cong.stages.cd_sample import cd_sample
 from cong.stages.shards import FinishedBatches, Shard, merge, shard_batches, shard_items
@@ -26,8 +26,7 @@ from cong.stages.strong_sample import strong_sample
 from cong.storage.embedded import EmbeddedObjectStore
 from cong.storage.s3 import ensure_bucket
 from cong.vocabulary import SHARDED_STAGES
-from pipelines.compile import compile_pipeline
-from tests.conftest import MICRO
+from tests.conftest import MICRO, compiled_documents
 from tests.test_compile import _tasks
 from tests.test_pipeline_local import run_config
 
@@ -236,7 +235,7 @@ def test_compiled_dag_fans_each_sampling_stage_out_over_gpu_shards(tmp_path):
             "resources": {stage: gpus for stage in SHARDED_STAGES},
         },
     )
-    docs = list(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    docs = compiled_documents(cfg, tmp_path / "p.yaml")
     spec = docs[0]
     executors = spec["deploymentSpec"]["executors"]
     tasks = _tasks(spec)

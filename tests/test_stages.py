@@ -7,7 +7,7 @@ import pytest
 from cong.data import PAIR_FIELDS, RESPONSE_FIELDS, read_jsonl, write_jsonl
 from cong.decoding.contrastive import CdParams
 from cong.errors import CongError
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages import weak_align
 from cong.stages.cd_sample import cd_sample
 from cong.stages.dpo import dpo

@@ -3,9 +3,9 @@ components/trainjob).
 
 There is no Kubernetes cluster here. The tests speak the real protocols instead:
 - the Kubernetes API: a local HTTP server on 127.0.0.1 implements the endpoints the library calls (custom
-  objects create/get/delete for trainjobs, pod list, pod log) the way the API server answers them (status
-  codes, Status bodies, a followed log), and acts as the Trainer: on create it runs the job's command as the
-  contract says (fetches the config and inputs from the URIs in the arguments, publishes a model at the output
+  objects create/get/delete for trainjobs, the task's own pod, pod list, pod log) the way the API server answers
+  them (status codes, Status bodies, a followed log), and acts as the Trainer: on create it runs the job's command
+  as the contract says (fetches the config and inputs from the URIs in the arguments, publishes a model at the output
   URI), then reports the job Complete or Failed;
 - storage: a real SeaweedFS on 127.0.0.1 (the `store` fixture);
 - the TrainJob schema: the manifests the component creates are parsed by the models of the PyPI package
@@ -15,8 +15,13 @@ There is no Kubernetes cluster here. The tests speak the real protocols instead:
 """
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -43,12 +48,15 @@ from cong.stages.step import for_task
 from cong.storage.folders import localize, publish_dir
 from cong.storage.s3 import ensure_bucket
 from cong.vocabulary import SFT_METHODS
-from pipelines.compile import COMMITTED, compile_pipeline
-from tests.conftest import role_rules
+from pipelines.compile import COMMITTED
+from tests.conftest import compiled_documents
 
 NAMESPACE = "team-a"
 # A kfp.local run's id: the task reads it from its outputs' paths (cong.storage.runs).
 RUN_ID = "cong-2026-12-07-08-00-00-000000"
+# The task's pod and the run's Argo Workflow, its controller (argo-workflows v4.0.5, workflowpod.go).
+POD_NAME = "cong-8c2f1-system-container-impl-4127"
+WORKFLOW = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "cong-8c2f1", "uid": "9b1e-wf-uid"}
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NAMESPACE}/trainjobs"
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
@@ -245,6 +253,10 @@ class FakeKubernetes:
                     assert spec["namespace"] == NAMESPACE
                     asked = (spec.get("group", ""), spec["resource"], spec.get("subresource", ""), spec["verb"])
                     return self._send(201, {**request["body"], "status": {"allowed": asked not in fake.denied}})
+                if method == "GET" and path == f"{PODS}/{POD_NAME}":
+                    owner = {**WORKFLOW, "controller": True, "blockOwnerDeletion": True}
+                    meta = {"name": POD_NAME, "namespace": NAMESPACE, "ownerReferences": [owner]}
+                    return self._send(200, {"kind": "Pod", "apiVersion": "v1", "metadata": meta})
                 if method == "GET" and path.startswith(PODS + "/") and path.endswith("/log"):
                     text = "".join(f"{line}\n" for line in fake.log_lines).encode()
                     return self._send(200, text, "text/plain")
@@ -275,8 +287,9 @@ def rbac_verbs(requests) -> set[tuple[str, str, str]]:
     return used
 
 
-def granted_rules() -> set[tuple[str, str, str]]:
-    return role_rules(yaml.safe_load((ROOT / "manifests" / "base" / "role.yaml").read_text()))
+def needed_rules() -> set[tuple[str, str, str]]:
+    """What cong.cluster.trainjob.NEEDED asks of the Role (tests/test_backend_rules.py checks the Role grants it)."""
+    return {(group, resource, verb) for group, resource, verbs in NEEDED for verb in verbs}
 
 
 def sft_config():
@@ -333,6 +346,7 @@ def in_a_pod(store, monkeypatch):
     Kubernetes API of `kube` (set by the test) as the pod's service account would reach it."""
     for key, value in store.env().items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("KFP_POD_NAME", POD_NAME)
     reach = {}
     monkeypatch.setattr(Cluster, "connect", classmethod(lambda cls, poll_s=10.0: reach["kube"].cluster()))
     return reach
@@ -377,12 +391,13 @@ def test_sft_component_runs_a_trainjob_end_to_end(store, in_a_pod, tmp_path, cap
         (create,) = kube.calls("POST", JOBS)
         (delete,) = kube.calls("DELETE", JOBS)
         assert kube.calls("GET", PODS), "the trainer pods were listed"
-    assert rbac_verbs(kube.requests) == granted_rules(), "the Role in manifests/ grants exactly what a run uses"
+    assert rbac_verbs(kube.requests) == needed_rules(), "NEEDED is exactly what the stage uses"
     body = create["body"]
     name = job_name(RUN_ID, "sft", "weak_sft")
     assert_trainjob_schema(body)
     assert body["metadata"]["name"] == name and body["metadata"]["namespace"] == NAMESPACE
     assert body["metadata"]["annotations"][RUN_ANNOTATION] == RUN_ID
+    assert body["metadata"]["ownerReferences"] == [WORKFLOW], "the run's Workflow owns the job"
     assert body["spec"]["runtimeRef"] == {"name": "torch-distributed"}
     assert body["spec"]["activeDeadlineSeconds"] == 12 * 3600, "the stage's timeout bounds the job"
     trainer = body["spec"]["trainer"]
@@ -649,7 +664,7 @@ def compiled(tmp_path_factory):
             }
         },
     )
-    return list(yaml.safe_load_all(compile_pipeline(cfg, out).read_text()))
+    return compiled_documents(cfg, out)
 
 
 def test_multi_node_stages_compile_to_trainjob_tasks_with_passthroughs(compiled):
@@ -724,7 +739,7 @@ def test_the_plan_task_checks_the_clusters_trainjob_prerequisites(monkeypatch):
             (a.get("group", ""), "/".join(filter(None, (a["resource"], a.get("subresource")))), a["verb"])
             for a in reviews
         }
-        assert asked == {(g, r, v) for g, r, verbs in NEEDED for v in verbs} == granted_rules(), "what the Role grants"
+        assert asked == needed_rules()
 
         kube.denied = {("trainer.kubeflow.org", "trainjobs", "", "delete"), ("", "pods", "log", "get")}
         (problem,) = cluster_problems(cfg)
@@ -734,3 +749,58 @@ def test_the_plan_task_checks_the_clusters_trainjob_prerequisites(monkeypatch):
         kube.fail[("GET", DISCOVERY)] = (404, "NotFound", "the server could not find the requested resource")
         (problem,) = cluster_problems(cfg)
         assert "Is Kubeflow Trainer v2 installed" in problem
+
+
+SIGTERMED_TASK = """
+import sys
+from pathlib import Path
+
+from cong.cluster.trainjob import TaskSettings
+from cong.cluster.trainjob_run import run_stage
+from cong.config import load_config
+
+cfg = load_config(preset="tiny", overrides={"resources": {"dpo": {"nodes": 2}}, "storage": {"bucket": "cong"}})
+output = ("aligned", Path(sys.argv[2]))
+run_stage(cfg, "dpo", run_id=sys.argv[1], image="cong-train:0.1.0", task=TaskSettings(), inputs={}, output=output)
+"""
+
+
+def test_a_task_stopped_with_sigterm_deletes_its_job(store, tmp_path):
+    """A terminated KFP run stops its pods: Argo's executor passes SIGTERM on to the task's process. The process
+    (connected through a kubeconfig, as outside a pod) deletes the job it is waiting for and exits 143, in one API
+    request, well inside a pod's grace period."""
+    ensure_bucket("cong", store.settings())
+    with FakeKubernetes(polls=10**6) as kube:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "stand-in", "cluster": {"server": kube.host}}],
+                    "users": [{"name": "task", "user": {"token": "t"}}],
+                    "contexts": [
+                        {"name": "run", "context": {"cluster": "stand-in", "user": "task", "namespace": NAMESPACE}}
+                    ],
+                    "current-context": "run",
+                }
+            )
+        )
+        env = {key: value for key, value in os.environ.items() if key != "KUBERNETES_SERVICE_HOST"}
+        env.update(store.env(), KUBECONFIG=str(kubeconfig))
+        task = subprocess.Popen(
+            [sys.executable, "-c", SIGTERMED_TASK, RUN_ID, str(tmp_path / "aligned")],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not kube.calls("GET", f"{JOBS}/") and task.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert task.poll() is None, f"the task ended before its job ran: {task.stderr.read()}"
+        assert kube.jobs, "the job is in flight"
+        task.send_signal(signal.SIGTERM)
+        assert task.wait(timeout=30) == 128 + signal.SIGTERM, task.stderr.read()
+        name = job_name(RUN_ID, "dpo")
+        assert [r["path"] for r in kube.calls("DELETE", JOBS)] == [f"{JOBS}/{name}"]
+        assert not kube.jobs, "no job outlives the task"

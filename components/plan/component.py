@@ -25,31 +25,11 @@ def plan(
         ("weak_sample_shards", list),
         ("cd_sample_shards", list),
         ("strong_sample_shards", list),
-        ("weak_base_uri", str),
-        ("weak_base_reference", str),
-        ("weak_base_digest", str),
-        ("weak_base_vocab_size", int),
-        ("strong_base_uri", str),
-        ("strong_base_reference", str),
-        ("strong_base_digest", str),
-        ("strong_base_vocab_size", int),
-        ("weak_aligned_uri", str),
-        ("weak_aligned_reference", str),
-        ("weak_aligned_digest", str),
-        ("weak_aligned_vocab_size", int),
-        ("train_prompts_uri", str),
-        ("train_prompts_reference", str),
-        ("train_prompts_digest", str),
-        ("eval_prompts_uri", str),
-        ("eval_prompts_reference", str),
-        ("eval_prompts_digest", str),
     ],
 ):
     """Check that the run's methods fit its models, then switch the DAG's branches on or off.
 
-    Also lists each sampling stage's shard indices, which its dsl.ParallelFor iterates, and describes each external
-    input for its importer (cong.inputs.describe): `<input>_uri`, `_reference`, `_digest` and, for a model,
-    `_vocab_size`; empty for an input the config leaves out.
+    Also lists each sampling stage's shard indices, which its dsl.ParallelFor iterates.
 
     Args:
         config: the run's configuration; `methods` decides the branches and `stages.<stage>.shards` the

@@ -295,7 +295,8 @@ def create_schedule(
 ) -> dict[str, Any]:
     """A recurring run on `cron` (6 fields, seconds first; see cong.cluster.cron), one run at a time. A schedule of the
     same name in the experiment is an error, or with `replace` deleted first: the backend cannot change one."""
-    existing = client.find("/recurringruns", "recurring_runs", name, experiment_id=experiment)
+    # The list's key is camelCase: its proto field is named so (backend/api/v2beta1/recurring_run.proto).
+    existing = client.find("/recurringruns", "recurringRuns", name, experiment_id=experiment)
     if existing is not None:
         if not replace:
             raise CongError(
@@ -332,24 +333,29 @@ def get_run(client: KfpClient, run_id: str) -> dict[str, Any]:
 
 
 def pipeline_spec(client: KfpClient, run: dict[str, Any]) -> dict[str, Any]:
-    """The compiled pipeline a run executes: inline in the run, or its pipeline version's."""
-    if run.get("pipeline_spec"):
-        return run["pipeline_spec"]
-    ref = run.get("pipeline_version_reference") or {}
-    if not ref.get("pipeline_id") or not ref.get("pipeline_version_id"):
-        raise CongError(f"run {run.get('run_id')} names neither a pipeline spec nor a pipeline version.")
-    version = client.request("GET", f"/pipelines/{ref['pipeline_id']}/versions/{ref['pipeline_version_id']}")
-    return version.get("pipeline_spec") or {}
+    """The compiled pipeline a run executes: inline in the run, or its pipeline version's. A spec uploaded with a
+    platform document comes back as {pipeline_spec, platform_spec} (2.17.0 backend/src/apiserver/server/api_util.go
+    YamlStringToPipelineSpecStruct); the pipeline spec alone otherwise."""
+    spec = run.get("pipeline_spec")
+    if not spec:
+        ref = run.get("pipeline_version_reference") or {}
+        if not ref.get("pipeline_id") or not ref.get("pipeline_version_id"):
+            raise CongError(f"run {run.get('run_id')} names neither a pipeline spec nor a pipeline version.")
+        version = client.request("GET", f"/pipelines/{ref['pipeline_id']}/versions/{ref['pipeline_version_id']}")
+        spec = version.get("pipeline_spec") or {}
+    return spec["pipeline_spec"] if "pipeline_spec" in spec else spec
 
 
 def _server_message(response: Any) -> str:
-    """The server's own message: v2beta1 errors are google.rpc.Status JSON (`message`, older ones `error`)."""
+    """The server's own message: v2beta1 errors are google.rpc.Status JSON (`message`), the upload endpoints'
+    `error_message` (backend/src/apiserver/server/pipeline_upload_server.go), older ones `error`."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and (body.get("message") or body.get("error")):
-        return _one_line(str(body.get("message") or body.get("error")))
+    message = isinstance(body, dict) and (body.get("message") or body.get("error_message") or body.get("error"))
+    if message:
+        return _one_line(str(message))
     return _one_line(response.text)[:500] or "(empty answer)"
 
 

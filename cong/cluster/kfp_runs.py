@@ -1,16 +1,19 @@
 """Runs on a Kubeflow Pipelines backend as `cong runs` and `cong lineage RUN_ID` show them.
 
-The v2beta1 API reports a run (state, times, runtime config) and its tasks (name, state, times, and the
-ML Metadata ids of their input and output artifacts where the backend fills them in); it does not report
-artifact URIs or metadata, which the UI's artifact pages show. A finished run publishes its own lineage.json
-(cong.stages.lineage), which `cong lineage RUN_ID` prints; before that, or without access to the store, `lineage`
-here gives the DAG the run executed, read from its compiled pipeline spec (which task's output fed which task), with
-each task's state and artifact id from the run's task details (matched to the spec's tasks by display name) and
-each artifact's UI page.
+The v2beta1 API reports a run (state, times, runtime config) and its task details, which the 2.17 server builds one
+per Argo node of the run's workflow (kubeflow/pipelines 2.17.0, backend/src/apiserver/server/api_converter.go
+toModelTasks): each is named as the Argo compiler names its nodes, by the spec's task keys (`<key>-driver`, `<key>`,
+and `executor`, `root`, `iteration-...` around them; backend/src/v2/compiler/argocompiler), never by the display
+names the UI shows; an untaken branch is SKIPPED with nothing inside; the launcher adds nameless entries for its cache;
+and no task carries its artifacts or an error. So a task is found by its key in the compiled spec, and shown by the
+spec's display name. A finished run publishes its own lineage.json (cong.stages.lineage), which `cong lineage RUN_ID`
+prints; before that, or without access to the store, `lineage` here gives the DAG the run executed, read from its
+compiled spec (which task's output fed which task), with each task's state.
 """
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +23,9 @@ from cong.errors import CongError
 
 PLACEHOLDER_STAGE = "not_selected"
 ROOT_STAGE = "evaluate"
+# The KFP SDK's names for the groups of a pipeline (dsl.Condition, If/Elif/Else, ParallelFor, ExitHandler): the
+# Argo nodes of these are structure, not tasks a user started.
+GROUP_KEY = re.compile(r"^(condition|condition-branches|for-loop|exit-handler)-\d+$")
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -68,8 +74,9 @@ def format_runs(runs: list[dict[str, Any]], now: datetime) -> str:
     return _table(("name", "id", "state", "created", "duration"), rows)
 
 
-def format_run(run: dict[str, Any], url: str, now: datetime) -> str:
-    """A run's status, its error if it failed, and the state of every task the backend reports."""
+def format_run(run: dict[str, Any], spec: dict[str, Any], url: str, now: datetime) -> str:
+    """A run's status, its error if it failed, and the state of each of its tasks that ran (by the display name of
+    the spec's task whose key the Argo node bears)."""
     lines = [
         f"run {run.get('display_name', '')}  {run.get('run_id', '')}",
         f"  state     {run.get('state', '-')}",
@@ -84,26 +91,30 @@ def format_run(run: dict[str, Any], url: str, now: datetime) -> str:
     message = (run.get("error") or {}).get("message")
     if message:
         lines.append(f"  error     {' '.join(message.split())}")
-    tasks = (run.get("run_details") or {}).get("task_details") or []
+    details = (run.get("run_details") or {}).get("task_details") or []
+    shown = {key: task["display"] for key, task in SpecDag(spec).tasks.items() if not GROUP_KEY.match(task["name"])}
+    tasks = sorted((d for d in details if d.get("display_name") in shown), key=lambda d: d.get("start_time") or "")
     if not tasks:
         lines += ["", "no task details reported yet."]
         return "\n".join(lines)
     rows = [
         (
-            task.get("display_name", ""),
+            shown[task["display_name"]],
             task.get("state", "-"),
             _when(task.get("start_time")),
             duration(task.get("start_time"), task.get("end_time"), now),
-            " ".join(((task.get("error") or {}).get("message") or "").split()),
         )
-        for task in sorted(tasks, key=_started)
+        for task in tasks
     ]
-    lines += ["", _table(("task", "state", "started", "duration", "error"), rows)]
+    lines += ["", _table(("task", "state", "started", "duration"), rows)]
+    skipped = sum(1 for d in details if GROUP_KEY.match(d.get("display_name", "")) and d.get("state") == "SKIPPED")
+    # A cache hit is a task whose executor pod Argo skipped; the API does not say which task's executor it was.
+    cached = sum(1 for d in details if d.get("display_name") == "executor" and d.get("state") == "SKIPPED")
+    lines += ["", f"branches not taken: {skipped}; tasks answered by the cache: {cached}"]
+    failed = [shown[t["display_name"]] for t in tasks if t.get("state") == "FAILED"]
+    if failed:
+        lines.append(f"failed: {', '.join(failed)} (its log: the task's page in the UI, or kubectl logs of its pod)")
     return "\n".join(lines)
-
-
-def _started(task: dict[str, Any]) -> tuple[str, str]:
-    return task.get("start_time") or task.get("create_time") or "", task.get("display_name", "")
 
 
 def run_config(run: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +133,7 @@ def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str
     (an input of the evaluate task) back through the tasks whose outputs fed it. `page(route)` gives a UI URL."""
     config = run_config(run, spec)
     dag = SpecDag(spec)
-    reported = {t.get("display_name"): t for t in (run.get("run_details") or {}).get("task_details") or []}
+    states = reported_states(run)
     evaluate = next((key for key, task in dag.tasks.items() if task["stage"] == ROOT_STAGE), None)
     if evaluate is None:
         raise CongError(f"run {run.get('run_id')}: its pipeline has no {ROOT_STAGE} task to start the lineage from.")
@@ -133,17 +144,13 @@ def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str
         if key in artifacts:
             return key
         task = dag.tasks[task_key]
-        detail = reported.get(task["display"], {})
-        ids = ((detail.get("outputs") or {}).get(output) or {}).get("artifact_ids") or []
         metadata = {"stage": task["stage"], **task["constants"], "config": config["name"]}
-        if detail.get("state"):
-            metadata["state"] = detail["state"]
-        if ids:
-            metadata["artifact_id"] = ids[0]
-        node = {"uri": page(f"artifacts/{ids[0]}") if ids else None, "inputs": {}, "metadata": metadata}
+        if state := dag.state(task_key, states):
+            metadata["state"] = state
+        node = {"uri": None, "inputs": {}, "metadata": metadata}
         artifacts[key] = node
         for name in task["artifact_inputs"]:
-            source = dag.source(task_key, name, reported)
+            source = dag.source(task_key, name, states)
             if source is not None:
                 node["inputs"][name] = visit(*source)
         return key
@@ -151,7 +158,7 @@ def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str
     methods = {}
     for method in config.get("methods", []):
         if method in dag.tasks[evaluate]["artifact_inputs"]:
-            source = dag.source(evaluate, method, reported)
+            source = dag.source(evaluate, method, states)
             if source is not None:
                 methods[method] = visit(*source)
     inputs = {
@@ -168,6 +175,14 @@ def lineage(run: dict[str, Any], spec: dict[str, Any], page: Callable[[str], str
         "methods": methods,
     }
     return {"run": header, "inputs": inputs, "artifacts": artifacts}
+
+
+def reported_states(run: dict[str, Any]) -> dict[str, str]:
+    """The state of each named Argo node the run's task details report; a name that several nodes share (`executor`,
+    an `importer` of each input) says nothing about one task and is left out."""
+    named = [d for d in (run.get("run_details") or {}).get("task_details") or [] if d.get("display_name")]
+    counts = collections.Counter(d["display_name"] for d in named)
+    return {d["display_name"]: d.get("state", "") for d in named if counts[d["display_name"]] == 1}
 
 
 class SpecDag:
@@ -217,11 +232,19 @@ class SpecDag:
     def key(self, parent: str | None, name: str) -> str:
         return self._keys[(parent, name)]
 
-    def source(self, task_key: str, name: str, reported: dict[str, Any]) -> tuple[str, str] | None:
+    def state(self, task_key: str, states: dict[str, str]) -> str | None:
+        """A task's state by its Argo node, named by its key; a task whose name other DAGs share (the importer of each
+        input's sub-pipeline) by its enclosing task's node."""
+        task = self.tasks[task_key]
+        if task_key == task["name"]:
+            return states.get(task_key)
+        return states.get(task["parent"].rpartition("/")[2]) if task["parent"] else None
+
+    def source(self, task_key: str, name: str, states: dict[str, str]) -> tuple[str, str] | None:
         """The executor task and output that fed input `name` of `task_key`. Of the branches a dsl.OneOf joins,
         the placeholder of an unselected method is not a source; where several remain, the one that succeeded."""
         candidates = [c for c in self.sources(task_key, name) if self.tasks[c[0]]["stage"] != PLACEHOLDER_STAGE]
-        ran = [c for c in candidates if reported.get(self.tasks[c[0]]["display"], {}).get("state") == "SUCCEEDED"]
+        ran = [c for c in candidates if self.state(c[0], states) == "SUCCEEDED"]
         chosen = ran or candidates
         return chosen[0] if chosen else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -139,6 +140,26 @@ class Cluster:
             return fn(*args, **kwargs)
         except Exception as exc:
             raise self._error(exc, doing) from None
+
+    def run_owner(self) -> dict[str, str] | None:
+        """An owner reference to the run's Argo Workflow, read off this task's own pod, so that Kubernetes' garbage
+        collector deletes what the task creates with the run's other objects. Argo makes the Workflow its pods'
+        controller (argo-workflows v4.0.5, workflow/controller/workflowpod.go) and KFP gives every executor its pod's
+        name (kubeflow/pipelines 2.17.0, backend/src/v2/compiler/argocompiler/common.go, KFP_POD_NAME). None
+        outside a KFP pod."""
+        pod_name = os.environ.get("KFP_POD_NAME")
+        if not pod_name:
+            return None
+        pod = self._call(
+            f"reading this task's pod {self.namespace}/{pod_name}",
+            self.core.read_namespaced_pod,
+            pod_name,
+            self.namespace,
+        )
+        for owner in pod.metadata.owner_references or []:
+            if owner.kind == "Workflow" and owner.api_version.startswith("argoproj.io/"):
+                return {"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name, "uid": owner.uid}
+        return None
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException

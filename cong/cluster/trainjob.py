@@ -24,9 +24,9 @@ This file builds the manifest; kube.py talks to the Kubernetes API, trainjob_run
   the manifest against the models of the PyPI package `kubeflow-trainer-api` 2.3.0, generated from the
   Trainer's OpenAPI spec.
 
-The pipeline's service account needs, in the run's namespace (a Role):
+The pipeline's service account needs, in the run's namespace (a Role; `NEEDED`):
     - apiGroups: ["trainer.kubeflow.org"], resources: ["trainjobs"], verbs: ["create", "get", "delete"]
-    - apiGroups: [""], resources: ["pods"], verbs: ["list"]
+    - apiGroups: [""], resources: ["pods"], verbs: ["get", "list"]
     - apiGroups: [""], resources: ["pods/log"], verbs: ["get"]
 """
 
@@ -56,8 +56,9 @@ JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 RUN_ANNOTATION = "cong/run-id"
-# What a TrainJob stage does with the API, as (API group, resource, verbs): manifests/base/role.yaml grants it.
-NEEDED = ((GROUP, PLURAL, ("create", "get", "delete")), ("", "pods", ("list",)), ("", "pods/log", ("get",)))
+# What a TrainJob stage does with the API, as (API group, resource, verbs): manifests/base/role.yaml grants it. It reads
+# its own pod for the run's Workflow, which owns the job it creates.
+NEEDED = ((GROUP, PLURAL, ("create", "get", "delete")), ("", "pods", ("get", "list")), ("", "pods/log", ("get",)))
 RBAC = "; ".join(
     f"apiGroups: {json.dumps([group])}, resources: {json.dumps([resource])}, verbs: {json.dumps(list(verbs))}"
     for group, resource, verbs in NEEDED
@@ -149,10 +150,12 @@ def manifest(
     shm_size: str | None = None,
     pod_labels: dict[str, str] | None = None,
     deadline_s: int | None = None,
+    owner: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The TrainJob object for `runtime` (the ClusterTrainingRuntime `runtime_ref`, by default the runtime's own
     name): the trainer (image, command, nodes, resources, env) and, as a runtime patch, where its pods may run
-    (node selector, affinity, tolerations), what they mount and their labels. `deadline_s` bounds its run."""
+    (node selector, affinity, tolerations), what they mount and their labels. `deadline_s` bounds its run; `owner`
+    (an owner reference: the run's Argo Workflow) makes Kubernetes' garbage collector delete it with its owner."""
     trainer: dict[str, Any] = {
         "image": image,
         "command": command,
@@ -200,9 +203,9 @@ def manifest(
         spec["runtimePatches"] = [
             {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": jobs}}}}
         ]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TrainJob",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
-        "spec": spec,
-    }
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations}
+    if owner:
+        # Not blockOwnerDeletion: setting it takes the right to update the Workflow's finalizers, which a run's
+        # account has no need of otherwise (the API server's OwnerReferencesPermissionEnforcement).
+        metadata["ownerReferences"] = [owner]
+    return {"apiVersion": API_VERSION, "kind": "TrainJob", "metadata": metadata, "spec": spec}

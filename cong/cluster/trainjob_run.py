@@ -4,9 +4,12 @@ that deletes the jobs a run may leave."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,23 +86,41 @@ def run_stage(
             **cfg.scheduling.pod_labels,
         },
         deadline_s=seconds(resources.timeout) if resources.timeout else None,
+        owner=cluster.run_owner(),
     )
     started = time.monotonic()
-    cluster.create_or_adopt(body)
-    try:
-        cluster.wait(name, cfg.trainjob.runtime)
+    with _stopped_by_sigterm():
         try:
-            fetch_dir(output_uri, output_dir, settings=settings)
-        except NotPublished:
-            raise CongError(
-                f"trainjob {cluster.namespace}/{name} completed but published nothing at {output_uri}: the stage's "
-                "entry (python -m cong.stages.launch) must publish its output there."
-            ) from None
-        # A published folder carries its manifest; the artifact is the model alone.
-        (Path(output_dir) / MANIFEST_NAME).unlink()
-    finally:
-        cluster.delete(name)
+            cluster.create_or_adopt(body)
+            cluster.wait(name, cfg.trainjob.runtime)
+            try:
+                fetch_dir(output_uri, output_dir, settings=settings)
+            except NotPublished:
+                raise CongError(
+                    f"trainjob {cluster.namespace}/{name} completed but published nothing at {output_uri}: the "
+                    "stage's entry (python -m cong.stages.launch) must publish its output there."
+                ) from None
+            # A published folder carries its manifest; the artifact is the model alone.
+            (Path(output_dir) / MANIFEST_NAME).unlink()
+        finally:
+            cluster.delete(name)
     return {"nodes": resources.nodes, "procs_per_node": max(resources.gpus, 1), "seconds": time.monotonic() - started}
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM ends the task through its `finally` blocks (which delete the job) with exit status 143. A terminated KFP
+    run stops its pods this way: Argo's executor passes the signal on to the task's process, which then has until the
+    container's grace period ends, at least one API request's time."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def trainjob_keys(cfg: Config) -> list[list[str]]:

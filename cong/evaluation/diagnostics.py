@@ -15,7 +15,7 @@ from cong.config import Config
 from cong.data import read_jsonl
 from cong.evaluation.gates import spearman
 from cong.evaluation.rewards import ImplicitReward, reward_backend
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.storage.handoff import follow
 from cong.storage.lineage import run_outputs
 

@@ -18,8 +18,8 @@ from cong.decoding.sampler import Sampler
 from cong.errors import stage_step
 from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.evaluation.stats import bootstrap_mean
+from cong.inputs.refs import resolve
 from cong.progress import log
-from cong.refs import resolve
 from cong.stages.step import StepResult, aligned_weak, lineage, rewards
 
 STAGE = "alpha_sweep"

@@ -15,7 +15,7 @@ from trl import SFTTrainer
 from cong.config import AuxConfSettings, Config, config_from_dict
 from cong.data import training_rows
 from cong.errors import stage_step
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages.step import StepResult, lineage, train_stage
 from cong.storage.handoff import hand_over, model_dir
 from cong.training.checkpoints import checkpoint_uri

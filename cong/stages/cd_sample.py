@@ -10,8 +10,8 @@ from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.decoding.contrastive import CdParams
 from cong.decoding.sampler import Sampler
 from cong.errors import stage_step
+from cong.inputs.refs import resolve
 from cong.progress import log
-from cong.refs import resolve
 from cong.stages.shards import Shard, response_stats, sample_shard
 from cong.stages.step import StepResult, aligned_weak, sampled_lineage, shard_of
 

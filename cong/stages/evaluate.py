@@ -28,9 +28,9 @@ from cong.evaluation.downstream import correct, lm_eval_scores, task_rows, wsd_c
 from cong.evaluation.judge import PairwiseJudge
 from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.evaluation.stats import bootstrap_mean, length_controlled_win_rate, paired_test, win_rate
+from cong.inputs.refs import resolve
 from cong.models import TRAINING_LOG
 from cong.progress import log
-from cong.refs import resolve
 from cong.stages.step import StepResult, aligned_weak, lineage, rewards
 from cong.storage.handoff import follow
 from cong.vocabulary import METHODS

@@ -22,9 +22,9 @@ from typing import Any
 from cong.config import DecodingSettings, IclRefineSettings, config_from_dict
 from cong.data import RESPONSE_FIELDS, read_jsonl, write_responses
 from cong.errors import CongError, stage_step
+from cong.inputs.refs import resolve
 from cong.models import eos_ids, load_plain_tokenizer
 from cong.progress import Eta, log
-from cong.refs import resolve
 from cong.stages.step import StepResult, lineage
 
 STAGE = "icl_refine"

@@ -23,10 +23,12 @@ def published_at(storage: StorageSettings, run_id: str) -> str:
 
 
 @stage_step
-def step(config: dict, run_id: str, results: str, imports: dict[str, dict[str, Any]], tree: str) -> StepResult:
+def step(config: dict, run_id: str, results: str, described: str, tree: str) -> StepResult:
     """Write the run's lineage.json into the folder `tree` and publish it: every output that evaluate's `results`
-    (a URI) was made from, back to the inputs; `imports` holds each imported input's URI and its description."""
+    (a URI) was made from, back to the inputs, which the file `described` (the fetch task's output) describes."""
     cfg = config_from_dict(config)
+    inputs: dict[str, dict[str, Any]] = json.loads(Path(described).read_text())
+    imports = {field: {"uri": entry["uri"], "metadata": entry} for field, entry in inputs.items()}
     records = read_records([results])
     built = assemble(records, imports, {"id": run_id, "config": cfg.name, "kfp_run_id": run_id})
     folder = Path(tree)

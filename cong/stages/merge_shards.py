@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cong.config import config_from_dict
 from cong.errors import CongError, stage_step
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages.shards import FinishedBatches, merge, progress_location
 from cong.stages.step import StepResult, sampled_lineage
 from cong.vocabulary import SHARDED_STAGES

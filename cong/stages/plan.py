@@ -13,9 +13,8 @@ from typing import Any
 
 from cong.config import Config, config_from_dict
 from cong.errors import stage_step
-from cong.inputs import IMPORT_KEYS, describe, reference
 from cong.stages.step import StepResult, lineage
-from cong.vocabulary import INPUT_FIELDS, MODEL_INPUTS, TRAINED_BRANCHES, WEAK_LABEL_METHODS
+from cong.vocabulary import TRAINED_BRANCHES, WEAK_LABEL_METHODS
 
 
 def method_plan(cfg: Config) -> dict[str, Any]:
@@ -53,20 +52,7 @@ def step(config: dict, decided: str, output_uri: str) -> StepResult:
     probe = cfg.storage.uri("runs", run.run_id, ".cong-write-check") if run else None
     models = not any(r.startswith("s3://") for r in stored)
     check_run(cfg, S3Settings.from_env(), models=models, cluster=in_cluster, probe=probe)
-    switches = {**method_plan(cfg), **shard_items(cfg), **import_items(cfg)}
+    switches = {**method_plan(cfg), **shard_items(cfg)}
     Path(decided).write_text(json.dumps(switches, indent=1, sort_keys=True) + "\n")
     chosen = {"methods": len(cfg.methods), "store": cfg.storage.uri()}
     return {"switches": switches, "metrics": {}, "metadata": {"decided": lineage(cfg, "plan", **chosen)}}
-
-
-def import_items(cfg: Config) -> dict[str, Any]:
-    """What the DAG's importers register for each external input (cong.inputs.describe), as `<field>_<key>` outputs;
-    an input the config leaves out (a weak_aligned it does not supply) has empty ones."""
-    found = {}
-    for _, field in INPUT_FIELDS:
-        described = describe(cfg, field) if reference(cfg, field) is not None else {}
-        for key in IMPORT_KEYS:
-            found[f"{field}_{key}"] = described.get(key, "")
-        if field in MODEL_INPUTS:
-            found[f"{field}_vocab_size"] = described.get("vocab_size", 0)
-    return found

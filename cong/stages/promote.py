@@ -27,9 +27,9 @@ from cong.decoding.sampler import Sampler
 from cong.errors import CongError, stage_step
 from cong.evaluation.rewards import reward_backend
 from cong.evaluation.stats import bootstrap_mean, win_rate
+from cong.inputs.refs import resolve
 from cong.models import is_model_dir
 from cong.progress import log
-from cong.refs import resolve
 from cong.stages.step import StepResult, lineage, rewards
 from cong.storage.folders import MANIFEST_NAME, Manifest, fetch_dir, find_manifest, publish_dir
 from cong.storage.handoff import follow

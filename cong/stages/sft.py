@@ -8,7 +8,7 @@ from typing import Any
 from cong.config import Config, TrainSettings, config_from_dict
 from cong.data import training_rows
 from cong.errors import stage_step
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages.step import StepResult, lineage, train_stage
 from cong.storage.handoff import hand_over, model_dir
 from cong.training.checkpoints import checkpoint_uri

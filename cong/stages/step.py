@@ -16,8 +16,7 @@ from typing import Any
 import cong
 from cong.config import Config, StorageSettings
 from cong.errors import CongError
-from cong.inputs import HUB_SCHEME
-from cong.refs import NOT_IMPORTED, resolve
+from cong.inputs.refs import NOT_IMPORTED, resolve
 from cong.stages.shards import Shard, progress_location, shard_progress
 from cong.storage.handoff import POINTER_FILE, follow
 from cong.storage.runs import run_of
@@ -29,10 +28,10 @@ StepResult = dict[str, Any]
 
 def location(artifact: Any, local_copies: bool = True) -> str:
     """What a task loads for an imported artifact: the launcher's (or the workspace's) copy when there is one here
-    and `local_copies`, else the reference its URI stands for (fetched and cached by the stage, cong.refs)."""
+    and `local_copies`, else its URI in the store (fetched and cached by the stage, cong.inputs.refs)."""
     if local_copies and artifact.path and Path(artifact.path).exists():
         return artifact.path
-    return artifact.uri.removeprefix(HUB_SCHEME)
+    return artifact.uri
 
 
 def for_task(config: dict, stage: str, output: Any, local_copies: bool = True, **artifacts: Any) -> tuple[dict, str]:
@@ -42,7 +41,7 @@ def for_task(config: dict, stage: str, output: Any, local_copies: bool = True, *
     (cong.storage.runs), so no task takes the run's id as a parameter, which would change its cache key every run. In
     the config, `storage` is located (cong.config.StorageSettings.located: the pipeline root's store unless it names a
     bucket); each input in `artifacts` (name -> kfp artifact) is replaced by what it names, and every other input by
-    a marker that `cong.refs.resolve` refuses, naming the stage.
+    a marker that `cong.inputs.refs.resolve` refuses, naming the stage.
 
     `local_copies`: False where the config goes to other pods (a TrainJob's), which cannot read this pod's copies.
     """
@@ -196,14 +195,25 @@ def record(result: StepResult, metrics: Any, inputs: dict[str, Any] | None = Non
 
 
 def source_of(artifact: Any) -> dict[str, str]:
-    """An input artifact as an output records it: its URI, its digest and the run that made it, where it has them
-    (an imported input names no run, a placeholder of a method the run leaves out has neither)."""
+    """An input artifact as an output records it: its URI, its digest and the run that made it, where it has them.
+    An imported input names no run, and its digest is its copy's in the store (its importer's metadata is constant:
+    pipelines.imports); a placeholder of a method the run leaves out has neither."""
     run = run_of(artifact.uri)
+    digest = artifact.metadata.get("digest") or (None if run else _stored_digest(artifact.uri))
     return {
         "uri": artifact.uri,
-        **({"digest": artifact.metadata["digest"]} if artifact.metadata.get("digest") else {}),
+        **({"digest": digest} if digest else {}),
         **({"run_id": run.run_id} if run else {}),
     }
+
+
+def _stored_digest(uri: str) -> str | None:
+    """`sha256:<hex>` of an input's copy in the store, from its manifest; None for a URI of no store."""
+    from cong.inputs.fetch import stored_digest
+
+    if not uri.startswith(("s3://", "minio://")):
+        return None
+    return f"sha256:{stored_digest('s3://' + uri.partition('://')[2])}"
 
 
 def output_digest(path: Path) -> str:

@@ -9,7 +9,7 @@ from cong.config import Config, SamplingSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, write_responses
 from cong.decoding.sampler import Sampler
 from cong.errors import stage_step
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages.shards import Shard, response_stats, sample_shard
 from cong.stages.step import StepResult, sampled_lineage, shard_of
 from cong.storage.handoff import follow

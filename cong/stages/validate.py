@@ -14,7 +14,7 @@ from typing import Any
 from cong.config import Config
 from cong.data import PROMPT_FIELDS, check_jsonl, problem_list
 from cong.errors import CongError
-from cong.hub import hub_problems
+from cong.inputs.hub import hub_problems
 from cong.storage.s3 import S3Settings
 from cong.vocabulary import INPUT_FIELDS, SHARED_VOCAB_METHODS
 
@@ -70,7 +70,7 @@ def prompt_problems(
     lengths leave room for (under `tokenizer`, the strong model's); files whose reference is in `skip` are not
     read."""
     from cong.evaluation.downstream import TASK_FIELDS
-    from cong.refs import resolve
+    from cong.inputs.refs import resolve
 
     files = [("data.train_prompts", cfg.data.train_prompts, PROMPT_FIELDS, _train_limit(cfg, context))]
     files.append(("data.eval_prompts", cfg.data.eval_prompts, PROMPT_FIELDS, _eval_limit(cfg, context)))
@@ -112,7 +112,7 @@ def _context(cfg: Config) -> int | None:
     """The smaller context window of the weak and strong base models (None when neither says)."""
     from transformers import AutoConfig
 
-    from cong.refs import resolve
+    from cong.inputs.refs import resolve
 
     windows = []
     for ref in (cfg.models.weak_base, cfg.models.strong_base):
@@ -150,8 +150,8 @@ def _model(ref: str, cfg: Config) -> tuple[Any, str | None]:
 
     from transformers import AutoConfig
 
+    from cong.inputs.refs import resolve
     from cong.models import is_model_dir, load_plain_tokenizer
-    from cong.refs import resolve
 
     try:
         path = resolve(ref, cfg, weights=False)
@@ -249,7 +249,7 @@ def storage_problems(cfg: Config, settings: S3Settings, probe: str | None = None
 def _vocabulary(ref: str, cfg: Config) -> dict[str, int]:
     from transformers import AutoTokenizer
 
-    from cong.refs import resolve
+    from cong.inputs.refs import resolve
 
     try:
         return AutoTokenizer.from_pretrained(resolve(ref, cfg, weights=False)).get_vocab()

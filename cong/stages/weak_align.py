@@ -18,8 +18,8 @@ from cong.decoding.sampler import Sampler
 from cong.errors import CongError, stage_step
 from cong.evaluation import gates
 from cong.evaluation.rewards import ImplicitReward, reward_backend
+from cong.inputs.refs import resolve
 from cong.progress import log
-from cong.refs import resolve
 from cong.stages.dpo import dpo
 from cong.stages.step import StepResult, lineage, rewards, train_stage
 from cong.storage.handoff import hand_over, model_dir

@@ -8,7 +8,7 @@ from typing import Any
 
 from cong.config import Config, config_from_dict
 from cong.errors import stage_step
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages.step import StepResult, aligned_weak, sampled_lineage, shard_of
 from cong.stages.strong_sample import strong_sample
 

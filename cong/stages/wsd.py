@@ -21,7 +21,7 @@ from cong.config import WsdSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.decoding.wsd import Decodings, respond
 from cong.errors import stage_step
-from cong.refs import resolve
+from cong.inputs.refs import resolve
 from cong.stages.step import StepResult, aligned_weak, lineage
 
 STAGE = "wsd"

@@ -16,8 +16,8 @@ from trl import SFTTrainer
 from cong.config import Config, WspoSettings, config_from_dict
 from cong.data import PROMPT_FIELDS, read_jsonl, training_rows
 from cong.errors import CongError, stage_step
+from cong.inputs.refs import resolve
 from cong.models import load_model, load_tokenizer
-from cong.refs import resolve
 from cong.stages.step import StepResult, aligned_weak, lineage, train_stage
 from cong.storage.handoff import hand_over, model_dir
 from cong.training.checkpoints import checkpoint_uri

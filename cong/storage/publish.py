@@ -1,9 +1,5 @@
-"""A run's inputs and outputs through S3-compatible storage (`cong.storage.folders`).
-
-Before a run, every input that is a local folder or file (the base models, a supplied aligned model, the
-prompt sets) is published under `s3://<bucket>/<prefix>/inputs/<field>-<content digest>/`, and the config the
-pipeline gets names those URIs, so each stage loads its inputs from the store (fetched, verified, cached). An
-input already published with the same content is not uploaded again.
+"""A local run's outputs through S3-compatible storage (`cong.storage.folders`); its inputs went there before the run
+(cong.inputs.publish).
 
 After the run, every model and dataset the run made is published under
 `s3://<bucket>/<prefix>/runs/<run id>/<task>/<output>/`, and its results under `.../results/`.
@@ -14,46 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cong.config import Config, config_from_dict
-from cong.progress import log
-from cong.refs import resolve
-from cong.storage.folders import find_manifest, folder_digest, publish_path
+from cong.config import Config
+from cong.storage.folders import publish_path
 from cong.storage.lineage import run_outputs
-from cong.storage.s3 import S3Settings, ensure_bucket
-from cong.vocabulary import INPUT_FIELDS
+from cong.storage.s3 import S3Settings
 
 RESULTS = "results"
-
-
-def content_digest(path: Path) -> str:
-    """A short sha256 over the relative names and contents of a folder's files (or of one file)."""
-    return folder_digest(path)[:16]
-
-
-def import_inputs(cfg: Config, settings: S3Settings) -> tuple[Config, dict[str, dict[str, str]]]:
-    """Publish the config's local inputs to the store; returns the config naming them by URI, and per input
-    field where it came from and where it is now. Hub ids and inputs already in S3 stay as they are."""
-    storage = cfg.storage.located(cfg.pipeline_root)
-    ensure_bucket(storage.bucket, settings)
-    raw = cfg.model_dump(mode="json")
-    imported = {}
-    for section, field in INPUT_FIELDS:
-        ref = raw[section][field]
-        if ref is None or ref.startswith("s3://"):
-            continue
-        path = Path(resolve(ref, cfg))
-        if not path.exists():  # a Hugging Face id: its library loads it
-            continue
-        uri = storage.uri("inputs", f"{field}-{content_digest(path)}")
-        named = uri if path.is_dir() else f"{uri}/{path.name}"
-        if find_manifest(uri, settings) is None:
-            publish_path(path, uri, settings=settings)
-        else:
-            log("storage", f"{field}: {ref} is already in the store at {uri}")
-        raw[section][field] = named
-        raw["input_origins"][field] = ref
-        imported[field] = {"from": ref, "uri": named}
-    return config_from_dict(raw), imported
 
 
 def publish_run(run_root: Path, cfg: Config, settings: S3Settings, sources: dict[str, str]) -> dict[str, Any]:

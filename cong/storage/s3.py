@@ -12,6 +12,7 @@ pod's IAM role). No credential value is ever printed or put in an error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -101,25 +102,9 @@ class S3Settings:
         return self.endpoint_url or f"AWS S3 ({self.region})"
 
     def client(self, max_pool_connections: int = 10):
-        """A boto3 S3 client with these settings (boto3 is imported here: only storage users pay for it)."""
-        import boto3
-        from botocore.config import Config
-
-        session = boto3.session.Session(
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            aws_session_token=self.session_token,
-            region_name=self.region,
-        )
-        config = Config(
-            s3={"addressing_style": self.addressing_style},
-            signature_version="s3v4",
-            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
-            connect_timeout=self.connect_timeout_s,
-            read_timeout=self.read_timeout_s,
-            max_pool_connections=max_pool_connections,
-        )
-        return session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        """A boto3 S3 client with these settings, made once per settings and pool size: making one takes about a
+        third of a second (botocore loads its service model), and a client is safe to share between threads."""
+        return _client(self, max_pool_connections)
 
     def scrub(self, text: str) -> str:
         """`text` with every credential value replaced by ***: the last guard before a message leaves us."""
@@ -127,6 +112,29 @@ class S3Settings:
             if value:
                 text = text.replace(value, "***")
         return text
+
+
+@functools.lru_cache(maxsize=16)
+def _client(settings: S3Settings, max_pool_connections: int):
+    import boto3
+    from botocore.config import Config
+
+    # boto3 is imported here: only storage users pay for it.
+    session = boto3.session.Session(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        aws_session_token=settings.session_token,
+        region_name=settings.region,
+    )
+    config = Config(
+        s3={"addressing_style": settings.addressing_style},
+        signature_version="s3v4",
+        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        max_pool_connections=max_pool_connections,
+    )
+    return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
 
 
 _CREDENTIAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

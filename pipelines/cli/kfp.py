@@ -16,8 +16,20 @@ from cong.errors import CongError
 from pipelines.cli.common import KFP_EPILOG, config_args, kfp_args, kfp_client, load
 
 
+def pipeline_root_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--pipeline-root", metavar="URI", default=os.environ.get("KFP_PIPELINE_ROOT"), help=help_text)
+
+
 def cluster_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", default="cong", help="the pipeline's name in Kubeflow Pipelines (default: cong)")
+    pipeline_root_arg(
+        parser,
+        "the run's pipeline root (default: $KFP_PIPELINE_ROOT, else the config's pipeline_root, else the namespace's "
+        "kfp-launcher defaultPipelineRoot); inputs that are files of this machine are published under it",
+    )
+    parser.add_argument(
+        "--s3-endpoint", metavar="URL", help="the store's S3 endpoint here, for publishing local inputs (keys: AWS_*)"
+    )
     parser.add_argument(
         "--service-account",
         metavar="NAME",
@@ -96,16 +108,52 @@ def _pipeline_root(cfg) -> str | None:
     return cfg.pipeline_root if cfg.pipeline_root and "://" in cfg.pipeline_root else None
 
 
-def _upload(args: argparse.Namespace, cfg):
-    """Refuse a backend older than the pipeline supports; compile the pipeline for the config, upload it as a
-    version named from its content (none is added when that version exists), and find or create the experiment."""
-    from cong.cluster.kfp_api import check_backend, experiment_id, upload
-    from pipelines.compile import compile_pipeline
+def _for_cluster(args: argparse.Namespace):
+    """The config a cluster run gets: `--pipeline-root` as its pipeline root, and its inputs that are files of this
+    machine (a folder, a GGUF file) published to the run's store first, or a message saying how."""
+    from cong.inputs.fetch import SECTIONS
+    from cong.inputs.publish import import_inputs, local_inputs
+
+    cfg = load(args)
+    if args.pipeline_root:
+        cfg = cfg.model_copy(update={"pipeline_root": args.pipeline_root})
+    local = local_inputs(cfg, testbed=False)
+    if not local:
+        return cfg
+    named = ", ".join(f"{SECTIONS[field]}.{field} {ref!r}" for field, ref in local.items())
+    if cfg.storage.bucket is None and _pipeline_root(cfg) is None:
+        raise CongError(
+            f"{named}: files of this machine, which the cluster's pods cannot read. Fix: pass --pipeline-root (the "
+            "namespace's kfp-launcher defaultPipelineRoot, e.g. minio://mlpipeline/v2/artifacts) and the store's "
+            "endpoint (--s3-endpoint or AWS_ENDPOINT_URL_S3) and key (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), and "
+            "they are published there first; or publish them yourself and give their s3:// URIs."
+        )
+    if args.s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
+    cfg, imported = import_inputs(cfg, testbed=False)
+    for field, entry in imported.items():
+        print(f"{SECTIONS[field]}.{field}: {entry['from']} published to {entry['uri']}")
+    return cfg
+
+
+def _connect(args: argparse.Namespace):
+    """A client of the KFP API at --host, refusing a backend older than the pipeline supports (before anything is
+    published or uploaded)."""
+    from cong.cluster.kfp_api import check_backend
 
     client = kfp_client(args)
     warning = check_backend(client)
     if warning:
         print(f"warning: {warning}")
+    return client
+
+
+def _upload(args: argparse.Namespace, client, cfg):
+    """Compile the pipeline for the config, upload it as a version named from its content (none is added when that
+    version exists), and find or create the experiment."""
+    from cong.cluster.kfp_api import experiment_id, upload
+    from pipelines.compile import compile_pipeline
+
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(cfg, Path(tmp) / "pipeline.yaml")
         version = upload(client, args.pipeline, package, cfg.name, f"config {cfg.name}: {', '.join(cfg.methods)}")
@@ -113,14 +161,15 @@ def _upload(args: argparse.Namespace, cfg):
     print(f"pipeline {args.pipeline}, version {version.name} ({state})")
     experiment = experiment_id(client, args.experiment)
     print(f"experiment {args.experiment}  {client.connection.page(f'experiments/details/{experiment}')}")
-    return client, version, experiment
+    return version, experiment
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from cong.cluster.kfp_api import create_run
 
-    cfg = load(args)
-    client, version, experiment = _upload(args, cfg)
+    client = _connect(args)
+    cfg = _for_cluster(args)
+    version, experiment = _upload(args, client, cfg)
     name = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = create_run(
         client, experiment, version, name, {"config": cfg.as_parameter()}, _pipeline_root(cfg), args.service_account
@@ -135,8 +184,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from cong.cluster.kfp_api import create_schedule
 
     cron = to_kfp_cron(args.cron)
-    cfg = load(args)
-    client, version, experiment = _upload(args, cfg)
+    client = _connect(args)
+    cfg = _for_cluster(args)
+    version, experiment = _upload(args, client, cfg)
     name = args.name or cfg.name
     schedule = create_schedule(
         client,
@@ -158,7 +208,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cong.cluster.kfp_api import experiment_id, get_run, list_runs
+    from cong.cluster.kfp_api import experiment_id, get_run, list_runs, pipeline_spec
     from cong.cluster.kfp_runs import format_run, format_runs
 
     if args.limit < 1:
@@ -167,7 +217,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     if args.run_id:
         run = get_run(client, args.run_id)
-        print(format_run(run, client.connection.page(f"runs/details/{args.run_id}"), now))
+        spec = pipeline_spec(client, run)
+        print(format_run(run, spec, client.connection.page(f"runs/details/{args.run_id}"), now))
         return 0
     experiment = experiment_id(client, args.experiment, create=False)
     if experiment is None:
@@ -252,12 +303,10 @@ def register(sub) -> None:
         "Kubeflow Pipelines (looked up through the KFP API)",
     )
     lin.add_argument("--s3-endpoint", metavar="URL", help="the S3-compatible server (credentials from AWS_*)")
-    lin.add_argument(
-        "--pipeline-root",
-        metavar="URI",
-        default=os.environ.get("KFP_PIPELINE_ROOT"),
-        help="a KFP run's pipeline root, where its results are, when the run names none (the namespace's "
-        "kfp-launcher defaultPipelineRoot; default: $KFP_PIPELINE_ROOT)",
+    pipeline_root_arg(
+        lin,
+        "a KFP run's pipeline root, where its results are, when the run names none (the namespace's kfp-launcher "
+        "defaultPipelineRoot; default: $KFP_PIPELINE_ROOT)",
     )
     kfp_args(lin, experiment=False)
     lin.epilog = KFP_EPILOG

@@ -17,7 +17,7 @@ def cmd_bench_cd(args: argparse.Namespace) -> int:
     from cong.data import PROMPT_FIELDS, read_jsonl
     from cong.decoding.bench import format_bench, random_lora_expert, run_bench, write_json
     from cong.decoding.contrastive import CdParams
-    from cong.refs import resolve
+    from cong.inputs.refs import resolve
 
     cfg = load(args)
     cd = cfg.stages.cd_sample
@@ -50,7 +50,7 @@ def cmd_bench_cd(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from cong.evaluation.serve import ChatModel, make_server
-    from cong.refs import resolve
+    from cong.inputs.refs import resolve
 
     cfg = load(args)
     name = args.name or args.model

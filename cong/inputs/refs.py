@@ -59,13 +59,13 @@ def resolve(ref: str, config: Config, weights: bool = True) -> str:
             raise CongError(f"unknown testbed reference {ref!r}; use one of {', '.join(TESTBED_REFS)}.")
         return str(build_testbed(config.testbed) / TESTBED_REFS[ref])
     if ref.startswith("hf:"):
-        return _hf_prompts(ref)
+        return hf_prompts(ref)
     if ref.startswith("gguf:"):
         return _gguf_model(ref)
-    if ref.startswith("s3://"):
+    if ref.startswith(("s3://", "minio://")):
         from cong.storage.folders import localize
 
-        return localize(ref)
+        return localize("s3://" + ref.partition("://")[2])
     if pinned(ref)[1]:
         return snapshot(ref, weights)
     return ref
@@ -120,25 +120,28 @@ def _gguf_model(ref: str) -> str:
     return str(out)
 
 
-def hf_prompts_file(ref: str) -> Path:
-    """Where the prompts of the dataset reference `ref` (hf:org/name[:split]) are cached once loaded."""
+def hf_prompts_file(ref: str, revision: str | None = None) -> Path:
+    """Where the prompts of the dataset reference `ref` (hf:org/name[:split]) are cached once loaded (at `revision`,
+    a commit of the dataset, when given)."""
     from cong.testbed.build import cache_root
 
-    return cache_root() / "datasets" / (hashlib.sha256(ref.encode()).hexdigest()[:16] + ".jsonl")
+    key = ref if revision is None else f"{ref}@{revision}"
+    return cache_root() / "datasets" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".jsonl")
 
 
-def _hf_prompts(ref: str) -> str:
-    """Prompts of a Hugging Face dataset with a `prompt` column, written once to the local cache."""
+def hf_prompts(ref: str, revision: str | None = None) -> str:
+    """Prompts of a Hugging Face dataset with a `prompt` column (at `revision` when given), written once to the local
+    cache."""
     from datasets import load_dataset
 
     from cong.data import write_jsonl
 
     name, _, split = ref.removeprefix("hf:").partition(":")
     split = split or "train"
-    out = hf_prompts_file(ref)
+    out = hf_prompts_file(ref, revision)
     if not out.is_file():
         try:
-            dataset = load_dataset(name, split=split)
+            dataset = load_dataset(name, split=split, revision=revision)
         except Exception as exc:  # the hub client raises many types; the user needs the reason, not the type
             raise CongError(f"cannot load the dataset {ref!r}: {exc}") from None
         if "prompt" not in dataset.column_names:

@@ -12,7 +12,7 @@ import re
 import threading
 from pathlib import Path
 
-from cong.refs import HUB_ID, hf_prompts_file, pinned
+from cong.inputs.refs import HUB_ID, hf_prompts_file, pinned
 
 # The hub answers a metadata request in well under a second; a machine that cannot reach it learns so in this time.
 PROBE_TIMEOUT_S = 5.0
