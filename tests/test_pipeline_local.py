@@ -296,6 +296,7 @@ def test_malformed_prompt_row_exits_2(tmp_path):
     assert not (tmp_path / "run" / "kfp").exists()
 
 
+@pytest.mark.extended  # a whole local pipeline run: about two minutes
 def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
     """`models.weak_aligned` given: no weak_align task; the stages read the supplied model.
 

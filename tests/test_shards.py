@@ -279,6 +279,7 @@ def random_model(like: str, out: Path, seed: int) -> str:
     return str(out)
 
 
+@pytest.mark.extended  # a whole local pipeline run: about two minutes
 def test_local_run_with_two_shards_gives_the_unsplit_datasets(tmp_path, pair_refs):
     """`cong run --local` with cd_sample and strong_sample in two shards each, greedy: the merged datasets
     equal the stage functions run unsplit in this process, and the shards' kept batches are gone from the run's

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -353,10 +354,23 @@ def test_parse_locations(tmp_path):
 
 def test_store_listens_on_loopback_only(store):
     """Every TCP port the server listens on is bound to 127.0.0.1 (read from /proc: its sockets' inodes)."""
+    # The store answers on S3 before its last component (the admin server) has opened its ports: wait for them.
+    deadline = time.monotonic() + 60
+    while True:
+        listening = _listening(store.pid)
+        if len(listening) >= 10 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(listening) >= 10, "s3, master, volume, filer, admin, each with a gRPC port"
+    assert all(address.startswith("0100007F:") for address in listening), listening
+
+
+def _listening(pid: int) -> list[str]:
+    """The local addresses of the TCP sockets process `pid` listens on (its sockets' inodes in /proc/net)."""
     inodes = {
-        os.readlink(f"/proc/{store.pid}/fd/{fd}")[8:-1]
-        for fd in os.listdir(f"/proc/{store.pid}/fd")
-        if os.readlink(f"/proc/{store.pid}/fd/{fd}").startswith("socket:[")
+        os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+        for fd in os.listdir(f"/proc/{pid}/fd")
+        if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
     }
     listening = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -364,8 +378,7 @@ def test_store_listens_on_loopback_only(store):
             fields = line.split()
             if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                 listening.append(fields[1])
-    assert len(listening) >= 10, "s3, master, volume, filer, admin, each with a gRPC port"
-    assert all(address.startswith("0100007F:") for address in listening), listening
+    return listening
 
 
 def test_missing_weed_binary_says_how_to_install(monkeypatch, tmp_path):

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cong.watchdog import _stat, alive, descendants, end
 from tests.conftest import MICRO
 
@@ -95,6 +97,7 @@ def test_a_reused_pid_is_left_alone():
     assert not alive(sleeper.pid)
 
 
+@pytest.mark.extended  # a whole local pipeline run: about two minutes
 def test_a_killed_local_run_leaves_no_store_and_no_task_and_a_rerun_succeeds(tmp_path, micro_testbed):
     """`cong run --local` killed with SIGKILL while a task runs: its SeaweedFS, its tasks and their children end
     within seconds, and a new run into the same folder finishes."""
