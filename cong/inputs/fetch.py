@@ -211,7 +211,6 @@ def _dataset_revision(name: str) -> str:
 def _built(ref: str, field: str, cfg: Config) -> Fetched:
     """A reference the task builds (the testbed's models and prompts, a GGUF conversion) or a path in its image."""
     from cong.inputs.refs import resolve
-    from cong.storage.folders import folder_digest, sha256_file
 
     path = Path(resolve(ref, cfg))
     if not path.exists():
@@ -220,8 +219,9 @@ def _built(ref: str, field: str, cfg: Config) -> Fetched:
             "the run stays there. `cong submit` publishes such inputs to the store first (give it the pipeline root "
             "and the store's endpoint and key); or give an s3:// URI."
         )
-    digest = sha256_file(path) if path.is_file() else folder_digest(path)
-    return Fetched(publish_input(path, field, cfg.storage), f"sha256:{digest}")
+    # The store's manifest has the digest: publish_input hashed the content once already, to name its folder.
+    uri = publish_input(path, field, cfg.storage)
+    return Fetched(uri, f"sha256:{stored_digest(uri)}")
 
 
 def vocabulary_size(uri: str) -> int:
