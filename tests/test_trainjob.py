@@ -766,7 +766,10 @@ run_stage(cfg, "dpo", run_id=sys.argv[1], image="cong-train:0.1.0", task=TaskSet
 
 
 def test_a_task_stopped_with_sigterm_deletes_its_job(store, tmp_path):
-    """A terminated KFP run stops its pods: Argo's executor passes SIGTERM on to the task's process. The process
+    """A terminated KFP run stops its pods (kubeflow/pipelines 2.17.0, backend/src/apiserver/resource/
+    resource_manager.go TerminateWorkflow sets the Workflow's activeDeadlineSeconds to 0; argo-workflows v4.0.5,
+    workflow/controller/exec_control.go then signals each running pod with `argoexec kill 15 1`, workflow/signal/
+    signal.go, and the emissary passes SIGTERM on to the task's process). There is no cluster here. The process
     (connected through a kubeconfig, as outside a pod) deletes the job it is waiting for and exits 143, in one API
     request, well inside a pod's grace period."""
     ensure_bucket("cong", store.settings())
