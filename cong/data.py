@@ -19,6 +19,8 @@ from cong.errors import CongError
 PROMPT_FIELDS = ("id", "prompt")
 RESPONSE_FIELDS = ("id", "prompt", "response")
 PAIR_FIELDS = ("id", "prompt", "chosen", "rejected")
+# A prompt row's optional preferred response (a preference set's chosen side): what the strong ceiling imitates.
+REFERENCE_FIELD = "reference"
 # A model may answer with nothing; that is a (bad) response, not a malformed row.
 MAY_BE_EMPTY = ("response",)
 # Problems one message lists before it only counts the rest.
@@ -148,3 +150,29 @@ def training_rows(path: str | Path, stage: str) -> list[dict[str, Any]]:
     if not kept:
         raise CongError(f"{path}: every response is empty; there is nothing to train {stage} on.")
     return kept
+
+
+def reference_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The prompt set's preferred responses as (id, prompt, response) rows, for the strong ceiling: each row's own
+    `reference`, else, for a testbed prompt, its correct answer in the aligned style. A prompt with neither stops
+    with a message naming it and the fix."""
+    from cong.testbed.world import reference_response
+
+    rows = read_jsonl(path, PROMPT_FIELDS, limit)
+    out, missing = [], []
+    for row in rows:
+        reference = row.get(REFERENCE_FIELD)
+        if not isinstance(reference, str) or not reference.strip():
+            reference = reference_response(row["id"], row["prompt"])
+        if reference is None:
+            missing.append(row["id"])
+        else:
+            out.append({"id": row["id"], "prompt": row["prompt"], "response": reference})
+    if missing:
+        raise CongError(
+            f"{path}: {len(missing)} of {len(rows)} train prompts have no reference response (e.g. id "
+            f"{missing[0]!r}), which the strong ceiling is trained on. Give each row a non-empty "
+            f"{REFERENCE_FIELD!r} field (a Hugging Face preference set's `chosen` side becomes it), or leave "
+            "strong_ceiling out of `methods`."
+        )
+    return out

@@ -27,16 +27,31 @@ STAGES = (
     "merge_shards",
     "lineage",
 )
-# Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher.
-METHODS = ("base", "weak_aligned", "weak_sft", "auxconf", "wspo", "icl_refine", "wsd", "wsd_sft", "cong_s", "cong")
-# Methods whose row is a trained strong model: the ones a champion/challenger gate can promote.
+# Rows of the comparison table, in the order the report shows them. `weak_aligned` is the weak teacher and
+# `strong_ceiling` the strong model trained on correct aligned responses: the two ends of the gap that a weak-to-strong
+# method recovers (the performance gap recovered, PGR, of every row: cong.evaluation.stats.gap_recovered).
+METHODS = (
+    "base",
+    "weak_aligned",
+    "strong_ceiling",
+    "weak_sft",
+    "auxconf",
+    "wspo",
+    "icl_refine",
+    "wsd",
+    "wsd_sft",
+    "cong_s",
+    "cong",
+)
+# Methods whose row is a strong model trained from the weak models: the ones a champion/challenger gate can promote
+# (the ceiling learns from reference responses, which a weak-to-strong run does not have).
 MODEL_METHODS = ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "cong_s", "cong")
 # The methods whose strong model the sft stage trains.
-SFT_METHODS = ("cong_s", "weak_sft", "icl_refine", "wsd_sft")
+SFT_METHODS = ("cong_s", "weak_sft", "icl_refine", "wsd_sft", "strong_ceiling")
 # Methods whose loss compares weak and strong log-probabilities token by token.
 SHARED_VOCAB_METHODS = ("wspo",)
-# Trained baselines, each a branch of the DAG that runs only when its method is chosen.
-TRAINED_BRANCHES = ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft")
+# Trained rows besides ConG's, each a branch of the DAG that runs only when its method is chosen.
+TRAINED_BRANCHES = ("weak_sft", "auxconf", "wspo", "icl_refine", "wsd_sft", "strong_ceiling")
 # Methods trained on one weak sample per train prompt (the weak labels).
 WEAK_LABEL_METHODS = ("weak_sft", "auxconf", "icl_refine")
 
@@ -106,6 +121,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 METHOD_TITLES = {
     "base": "Base",
     "weak_aligned": "Weak aligned",
+    "strong_ceiling": "Strong ceiling",
     "weak_sft": "WeakSFT",
     "auxconf": "AuxConf",
     "wspo": "WSPO",

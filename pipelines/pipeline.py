@@ -1,6 +1,7 @@
 """The weak-to-strong DAG: every method of the comparison table, branching by the run's `methods`.
 
     plan -> fetch -> import-<input> (the base models, the prompt sets[, a supplied aligned weak model])
+         -> sft (the strong ceiling, on the train prompts' reference responses)
          -> weak_align -> [weak_sample] -> weak_sft | auxconf | wspo | icl_refine -> sft
                        -> wsd (eval rows) | wsd (train) -> sft
                        -> cd_sample -> sft (ConG-S) -> strong_sample -> pair -> dpo (ConG)
@@ -95,6 +96,7 @@ SFT_TITLES = {
     "weak_sft": "WeakSFT: SFT on weak labels",
     "icl_refine": "ICL-Refine: SFT on refined labels",
     "wsd_sft": "WSD-SFT: SFT on WSD responses",
+    "strong_ceiling": "Strong ceiling: SFT on reference responses",
 }
 
 
@@ -292,6 +294,10 @@ def build_pipeline(cfg: Config, shard_threads: int | None = None):
             neither_cong_s = neither_cong_s.outputs["model"]
         models["cong_s"] = dsl.OneOf(cong_s, cong_s_only, neither_cong_s)
         models["cong"] = dsl.OneOf(cong, cong_skipped, neither_cong)
+        # Built last so that the task names of the branches before it stay those of earlier versions.
+        models["strong_ceiling"] = branch(
+            "strong_ceiling", lambda: train_sft(imports["train_prompts"], "strong_ceiling"), "model"
+        )
 
         sweep = branch(
             "alpha_sweep",

@@ -116,6 +116,7 @@ def test_method_plan_switches_shared_stages_once():
         "wspo": True,
         "icl_refine": True,
         "wsd_sft": True,
+        "strong_ceiling": True,
         "wsd": True,
         "weak_samples": True,
         "cong_mode": "cong",
@@ -123,7 +124,7 @@ def test_method_plan_switches_shared_stages_once():
     }
     only = method_plan(load_config(preset="tiny", overrides={"methods": ["base", "cong_s", "wspo"]}))
     assert only["cong_mode"] == "cong_s" and only["wspo"] and not only["weak_samples"]
-    assert not any(only[m] for m in ("weak_sft", "auxconf", "icl_refine", "wsd", "wsd_sft"))
+    assert not any(only[m] for m in ("weak_sft", "auxconf", "icl_refine", "wsd", "wsd_sft", "strong_ceiling"))
     supplied = load_config(preset="tiny", overrides={"methods": ["wspo"], "models": {"weak_aligned": "testbed:weak"}})
     assert method_plan(supplied)["weak_samples"]  # no weak preference pairs: WSPO trains on weak samples
 

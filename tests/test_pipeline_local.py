@@ -66,10 +66,22 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store, kfp):  # noq
             assert row[f"{metric}_ci95_low"] <= row[metric] <= row[f"{metric}_ci95_high"], (method, metric)
         # The alignment tax: every model answers the testbed's held-out rows, and WSD by decoding them.
         assert row["downstream_testbed_n"] == results["methods"]["base"]["downstream_testbed_n"], method
+    # The gap each row recovers between the aligned weak model (0) and the strong ceiling (1), on the reward and on
+    # accuracy, under both decodings: wherever the two ends differ (the micro world's models may tie on accuracy).
+    for prefix in ("", "greedy_"):
+        weak, ceiling = (results["methods"][end] for end in ("weak_aligned", "strong_ceiling"))
+        for metric in ("reward_mean", "accuracy"):
+            pgr = f"{prefix}pgr_{metric.removesuffix('_mean')}"
+            if weak[f"{prefix}{metric}"] == ceiling[f"{prefix}{metric}"]:
+                assert not any(pgr in row for row in results["methods"].values()), "no gap, no PGR"
+                continue
+            assert (weak[pgr], ceiling[pgr]) == (0.0, pytest.approx(1.0))
+            for method, row in results["methods"].items():
+                assert row[f"{pgr}_ci95_low"] <= row[pgr] <= row[f"{pgr}_ci95_high"], (method, pgr)
     assert set(results["paired_tests"]["against"]) == set(METHODS) - {"cong"}
     assert [p["alpha"] for p in results["alpha_sweep"]] == [0.0, 0.5, 1.0]
     curves = json.loads((out / "training_curves.json").read_text())
-    assert {"weak_aligned", *MODEL_METHODS} <= set(curves)
+    assert {"weak_aligned", "strong_ceiling", *MODEL_METHODS} <= set(curves)
     report = (out / "report.html").read_text()
     assert report.count("<img") == 4 and 'id="alpha-sweep"' in report and 'id="paired-tests"' in report
     assert_report_renders(out / "report.html", tmp_path)
@@ -83,9 +95,10 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store, kfp):  # noq
     assert shards == {"weak-sample-shard", "cd-sample-shard", "strong-sample-shard"}
     # Each shard, and each method's branch, ends with the task that tells KFP's backend the group is complete.
     assert len(list(run.glob("for-loop-*/group-done*"))) == 3
-    assert sum(name.startswith("group-done") for name in executed) == 9
+    assert sum(name.startswith("group-done") for name in executed) == 10
     assert not any(name.startswith("not-selected") for name in executed), "every branch was selected"
-    # One CD pass and one weak alignment for the whole run; sft ran for cong_s, weak_sft, icl_refine, wsd_sft.
+    # One CD pass and one weak alignment for the whole run; sft ran for cong_s, weak_sft, icl_refine, wsd_sft and the
+    # strong ceiling.
     assert {"plan", "weak-align", "weak-sample", "cd-sample", "strong-sample", "pair", "dpo"} <= executed
     assert {"auxconf", "wspo", "icl-refine", "alpha-sweep", "evaluate"} <= executed
     assert sum(name.startswith("cd-sample") for name in executed) == 1
@@ -241,7 +254,9 @@ def assert_wiring(lineage: dict) -> None:
         return node["inputs"]
 
     weak_aligned = rows["weak_aligned"]
-    made(weak_aligned, "weak_align")
+    train_prompts = made(weak_aligned, "weak_align")["train_prompts"]
+    ceiling = made(rows["strong_ceiling"], "sft", "strong_ceiling")
+    assert ceiling["data"] == train_prompts and ceiling["strong_base"] == made(rows["cong_s"], "sft")["strong_base"]
     cong = made(rows["cong"], "dpo")
     assert cong["model"] == rows["cong_s"] and artifacts[rows["cong"]]["metadata"]["reference"] == "input model, frozen"
     pairs = made(cong["pairs"], "pair")

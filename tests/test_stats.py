@@ -10,6 +10,7 @@ import pytest
 from cong.evaluation.stats import (
     RESAMPLES,
     bootstrap_mean,
+    gap_recovered,
     holm,
     length_controlled_win_rate,
     nested_bootstrap,
@@ -46,6 +47,31 @@ def test_bootstrap_edges():
     rate = win_rate([1, 2, 3, 4], [0, 2, 5, 1])  # win, tie, loss, win
     assert (rate.value, rate.n) == (0.625, 4) and 0 <= rate.low <= rate.value <= rate.high <= 1
     assert set(rate.fields("w")) == {"w", "w_ci95_low", "w_ci95_high", "w_n"}
+
+
+def test_gap_recovered_is_zero_at_the_teacher_one_at_the_ceiling_and_linear_between():
+    """PGR on paired scores whose means are known: the teacher scores 0.2, the ceiling 0.8 on average."""
+    rng = np.random.default_rng(11)
+    weak = (rng.random(300) < 0.2).astype(float)
+    ceiling = np.clip(weak + (rng.random(300) < 0.75), 0, 1)
+    gap = ceiling.mean() - weak.mean()
+    halfway = np.where(rng.random(300) < 0.5, weak, ceiling)
+    assert gap_recovered(weak.tolist(), weak.tolist(), ceiling.tolist()).value == 0.0
+    assert gap_recovered(ceiling.tolist(), weak.tolist(), ceiling.tolist()).value == pytest.approx(1.0)
+    estimate = gap_recovered(halfway.tolist(), weak.tolist(), ceiling.tolist())
+    assert estimate.value == pytest.approx((halfway.mean() - weak.mean()) / gap) and estimate.n == 300
+    assert estimate.low < estimate.value < estimate.high and 0.3 < estimate.value < 0.7
+    # Below the teacher is negative; the prompts are resampled jointly, so an identical copy has no spread.
+    assert gap_recovered(np.zeros(300).tolist(), weak.tolist(), ceiling.tolist()).value < 0
+    assert gap_recovered(ceiling.tolist(), weak.tolist(), ceiling.tolist()).low == pytest.approx(1.0)
+
+
+def test_gap_recovered_edges():
+    nan = float("nan")
+    assert gap_recovered([0.5, nan, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]).n == 2, "a prompt any of them lacks"
+    assert gap_recovered([0.5, 1.0], [0.0, 0.0], [1.0, 1.0]).value == 0.75
+    assert gap_recovered([1.0, 0.0], [0.5, 0.5], [0.5, 0.5]).fields("pgr") == {}, "no gap: no PGR"
+    assert gap_recovered([nan], [0.0], [1.0]).n == 0
 
 
 def test_paired_test_tells_a_shift_from_noise():

@@ -41,8 +41,11 @@ def fake_run(folder: Path, world: int, seed: int, prompts: int = 60) -> None:
         reward["auxconf"] = reward["cong"] + 0.3
         rows.append({"id": i, "prompt": i, "reward": reward})
     sweep = {f"{a:g}": [0.5 + (0.2 if a == 0.4 else 0.0) + rng.gauss(0, 0.05) for _ in ids] for a in ALPHAS}
+    methods = {m: {"reward_mean": sum(r["reward"][m] for r in rows) / prompts} for m in METHODS}
+    for m in METHODS:  # a gap recovered of its own per run
+        methods[m] |= {"pgr_reward": 0.1 * seed + len(m) / 10, "pgr_reward_ci95_low": 0.0, "pgr_reward_ci95_high": 2.0}
     results = {
-        "methods": {m: {"reward_mean": sum(r["reward"][m] for r in rows) / prompts} for m in METHODS},
+        "methods": methods,
         "testbed": {
             "sha256": f"{world:064x}",
             "gates": [{"name": "capability", "value": 0.4, "threshold": 0.25, "passed": True}],
@@ -174,4 +177,7 @@ def test_a_study_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
     assert (run_folder(out, 0, 0) / RUN_DONE).stat().st_mtime_ns == finished
     summary = json.loads((out / "study.json").read_text())
     assert len(summary["runs"]) == 4 and len(summary["hypotheses"]) == 4
-    assert (out / "study.html").read_text().count("<tr>") >= 5
+    page = (out / "study.html").read_text()
+    assert page.count("<tr>") >= 5 and "Performance gap recovered" in page
+    assert summary["runs"][1]["methods"]["cong"]["pgr_reward"] == pytest.approx(0.1 + 0.4), "each run's own PGR"
+    assert f"<td>{0.1 + 0.4:.3f}</td>" in page

@@ -11,6 +11,7 @@ def evaluate(
     strong_base: Input[Model],
     eval_prompts: Input[Dataset],
     weak_aligned: Input[Model],
+    strong_ceiling: Input[Model],
     weak_sft: Input[Model],
     auxconf: Input[Model],
     wspo: Input[Model],
@@ -32,6 +33,7 @@ def evaluate(
 
     Args:
         config: the run's configuration; `methods` picks the rows, `stages.evaluate` the sampling and reward.
+        strong_ceiling: the strong base fine-tuned on the train prompts' reference responses (the gap's top).
         weak_sft: the WeakSFT model.
         auxconf: the AuxConf model.
         wspo: the WSPO model.
@@ -58,7 +60,7 @@ def evaluate(
     config, run_id = for_task(config, "evaluate", metrics, **given)
 
     models = {"weak_sft": weak_sft, "auxconf": auxconf, "wspo": wspo, "icl_refine": icl_refine}
-    models.update({"wsd_sft": wsd_sft, "cong_s": cong_s, "cong": cong})
+    models.update({"wsd_sft": wsd_sft, "cong_s": cong_s, "cong": cong, "strong_ceiling": strong_ceiling})
     result = evaluate.step(
         config,
         weak_aligned=location(weak_aligned),

@@ -20,6 +20,7 @@ def plan(
         ("icl_refine", bool),
         ("wsd", bool),
         ("wsd_sft", bool),
+        ("strong_ceiling", bool),
         ("cong_mode", str),
         ("alpha_sweep", bool),
         ("weak_sample_shards", list),

@@ -20,18 +20,21 @@ def sft(
 
     Args:
         config: the run's configuration; the method's `train` block holds the trainer settings.
-        data: (prompt, response) rows to imitate.
+        data: (prompt, response) rows to imitate; for strong_ceiling, the train prompts (their reference responses).
         model: the fine-tuned strong model (Hugging Face folder).
         metrics: training loss and steps.
-        method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
+        method: which method this model is (cong_s, weak_sft, icl_refine, wsd_sft or strong_ceiling).
         strong_base: the strong base model (imported: `models.strong_base`).
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.
     """
     from cong.stages import sft
-    from cong.stages.step import for_task, record
+    from cong.stages.step import for_task, location, record
 
     given = {"strong_base": strong_base}
     config, run_id = for_task(config, "sft", metrics, **given)
 
-    result = sft.step(config, data=data.path, model=model.path, method=method, model_store=model_store, run_id=run_id)
+    # The strong ceiling's data is an imported artifact, which kfp.local does not copy to data.path.
+    result = sft.step(
+        config, data=location(data), model=model.path, method=method, model_store=model_store, run_id=run_id
+    )
     record(result, metrics, inputs={**given, "data": data}, model=model)

@@ -32,11 +32,11 @@ def sft_trainjob(
 
     Args:
         config: the run's configuration; `resources.sft.nodes` nodes, each with the task's resources.
-        data: (prompt, response) rows to imitate.
+        data: (prompt, response) rows to imitate; for strong_ceiling, the train prompts (their reference responses).
         model: the fine-tuned strong model (Hugging Face folder).
         metrics: nodes, processes per node and the TrainJob's duration.
         task_config: the task's resources, environment, scheduling and volumes, forwarded to the TrainJob.
-        method: which method this model is (cong_s, weak_sft, icl_refine or wsd_sft).
+        method: which method this model is (cong_s, weak_sft, icl_refine, wsd_sft or strong_ceiling).
         strong_base: the strong base model (imported: `models.strong_base`).
         image: the training nodes' image.
         model_store: the KFP workspace or claim holding the run's models (`artifacts.store`); empty: they are artifacts.

@@ -291,9 +291,11 @@ class StageSettings(Strict):
     evaluate: EvaluateSettings = EvaluateSettings()
 
     def sft_train(self, method: str) -> TrainSettings:
-        """The trainer settings of the sft stage for one method (ConG-S, WeakSFT, ICL refinement, WSD-SFT)."""
+        """The trainer settings of the sft stage for one method (ConG-S, WeakSFT, ICL refinement, WSD-SFT, and the
+        strong ceiling, which trains by ConG-S's SFT recipe)."""
         settings = {
             "cong_s": self.sft.train,
+            "strong_ceiling": self.sft.train,
             "weak_sft": self.weak_sft.train,
             "icl_refine": self.icl_refine.train,
             "wsd_sft": self.wsd.train,
@@ -313,7 +315,8 @@ class ModelSettings(Strict):
 
 
 class DataSettings(Strict):
-    """Prompt sets: a JSONL file with `{"id": ..., "prompt": ...}` rows, or `testbed:train` / `testbed:eval`."""
+    """Prompt sets: a JSONL file with `{"id": ..., "prompt": ...}` rows, `hf:<dataset>[:<split>]`, or `testbed:train` /
+    `testbed:eval`. A train row's optional `reference` (its preferred response) is what the strong ceiling imitates."""
 
     train_prompts: str = Field(min_length=1)
     eval_prompts: str = Field(min_length=1)

@@ -19,6 +19,8 @@ from cong.errors import CongError
 COLUMNS = (
     "reward_mean",
     "win_rate_vs_base",
+    "pgr_reward",
+    "pgr_accuracy",
     "judge_win_rate_vs_base",
     "lc_win_rate_vs_base",
     "downstream_accuracy",
@@ -29,7 +31,7 @@ COLUMNS = (
 )
 SWEEP_COLUMNS = ("alpha", "reward_mean", "implicit_reward", "accuracy", "style", "length_words")
 # Columns printed with their 95% interval.
-INTERVALS = ("reward_mean", "win_rate_vs_base", "judge_win_rate_vs_base")
+INTERVALS = ("reward_mean", "win_rate_vs_base", "pgr_reward", "pgr_accuracy", "judge_win_rate_vs_base")
 CURVES_FILE = "training_curves.json"
 BLUE, ORANGE = "#4C72B0", "#DD8452"
 
@@ -59,10 +61,10 @@ def format_table(results: dict, prefix: str = "") -> str:
     methods = results["methods"]
     columns = _columns(methods, prefix)
     width = {c: max(24 if c.removeprefix(GREEDY) in INTERVALS else 14, len(c)) + 2 for c in columns}
-    header = f"{'method':<14}" + "".join(f"{c:>{width[c]}}" for c in columns)
+    header = f"{'method':<16}" + "".join(f"{c:>{width[c]}}" for c in columns)
     lines = [header, "-" * len(header)]
     for method, row in methods.items():
-        lines.append(f"{method:<14}" + "".join(f"{cell(row, c):>{width[c]}}" for c in columns))
+        lines.append(f"{method:<16}" + "".join(f"{cell(row, c):>{width[c]}}" for c in columns))
     return "\n".join(lines)
 
 
@@ -331,22 +333,31 @@ def write_study_html(summary: dict, path: Path) -> Path:
         ],
     )
     methods = sorted({m for run in summary["runs"] for m in run["methods"]})
-    runs = _table(
-        "runs",
-        ["world seed", "training seed", "world sha256", "failed gates", *methods],
-        [
-            [str(r["world_seed"]), str(r["training_seed"]), r["world_sha256"][:16]]
-            + [", ".join(g["name"] for g in r["failed_gates"]) or "none"]
-            + [f"{r['methods'][m]['reward_mean']:.3f}" if m in r["methods"] else "" for m in methods]
-            for r in summary["runs"]
-        ],
-    )
+
+    def per_run(figure: str) -> str:
+        def value(row: dict) -> str:
+            return "" if row.get(figure) is None else f"{row[figure]:.3f}"
+
+        return _table(
+            f"runs-{figure}",
+            ["world seed", "training seed", "world sha256", "failed gates", *methods],
+            [
+                [str(r["world_seed"]), str(r["training_seed"]), r["world_sha256"][:16]]
+                + [", ".join(g["name"] for g in r["failed_gates"]) or "none"]
+                + [value(r["methods"][m]) if m in r["methods"] else "" for m in methods]
+                for r in summary["runs"]
+            ],
+        )
+
     sections = [
         f"<p>Metric: {html.escape(summary['metric'])}; significance {summary['significance']} after Holm's "
         "correction. Hypotheses were written in the study config before its first run.</p>",
         f"<h2>Verdicts</h2>{verdicts}{_img('forest plot of the effects', _forest_png(hypotheses))}",
-        f"<h2>Runs (reward_mean, primary decoding)</h2>{runs}<p>A run that failed a gate is left out of every "
-        "test.</p>",
+        f"<h2>Runs (reward_mean, primary decoding)</h2>{per_run('reward_mean')}<p>A run that failed a gate is left "
+        "out of every test.</p>",
+        "<h2>Performance gap recovered (PGR, primary decoding)</h2><p>Per run, (method - weak_aligned) / "
+        "(strong_ceiling - weak_aligned): 0 at the aligned weak model, 1 at the strong ceiling.</p>"
+        f"<h3>on the reward</h3>{per_run('pgr_reward')}<h3>on accuracy</h3>{per_run('pgr_accuracy')}",
     ]
     path.write_text(_page(f"ConG study {summary['study']}", sections))
     return path

@@ -45,6 +45,27 @@ def bootstrap_mean(values: list[float], resamples: int = RESAMPLES, seed: int = 
     return Estimate(float(x.mean()), float(low), float(high), int(x.size))
 
 
+def gap_recovered(
+    method: list[float], weak: list[float], ceiling: list[float], resamples: int = RESAMPLES, seed: int = SEED
+) -> Estimate:
+    """The performance gap recovered (PGR) of weak-to-strong studies: (mean(method) - mean(weak)) / (mean(ceiling) -
+    mean(weak)), 0 at the weak teacher, 1 at the strong ceiling; below 0 worse than the teacher, above 1 better than
+    the ceiling. The three are scored on the same prompts, so each bootstrap draw resamples prompts jointly for all
+    three (a percentile interval of the ratio); a draw with no gap is left out. Prompts where any of the three has
+    no score (NaN) are left out; with no gap to recover at all there is no PGR (an estimate of 0 prompts)."""
+    x = np.asarray([method, weak, ceiling], dtype=float)
+    x = x[:, ~np.isnan(x).any(axis=0)]
+    n = x.shape[1]
+    means = x.mean(axis=1) if n else np.zeros(3)
+    if n == 0 or means[2] == means[1]:
+        return NOT_APPLICABLE
+    draws = x[:, np.random.default_rng(seed).integers(0, n, (resamples, n))].mean(axis=2)
+    gaps = draws[2] - draws[1]
+    ratios = (draws[0] - draws[1])[gaps != 0] / gaps[gaps != 0]
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return Estimate(float((means[0] - means[1]) / (means[2] - means[1])), float(low), float(high), n)
+
+
 def wins(scores: list[float], against: list[float]) -> list[float]:
     """Per prompt: 1 where `scores` beats `against`, 0.5 on a tie, 0 otherwise."""
     return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, against, strict=True)]

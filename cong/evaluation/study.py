@@ -148,6 +148,15 @@ def run_study(
     return summary
 
 
+# What study.json keeps of each run's rows: the reward under both decodings, and the gap recovered between the aligned
+# weak model and the strong ceiling (PGR) on the reward and on accuracy, with the run's own intervals.
+RUN_FIGURES = (
+    "reward_mean",
+    "greedy_reward_mean",
+    *(f"{pgr}{end}" for pgr in ("pgr_reward", "pgr_accuracy") for end in ("", "_ci95_low", "_ci95_high")),
+)
+
+
 def run_folder(out: Path, world_seed: int, training_seed: int) -> Path:
     return out / "runs" / f"w{world_seed}-t{training_seed}"
 
@@ -164,9 +173,7 @@ def load_run(folder: Path) -> dict:
         "world": results["testbed"]["sha256"],
         "gates": results["testbed"]["gates"],
         "failed_gates": results.get("failed_gates", []),
-        "methods": {
-            m: {k: row.get(k) for k in ("reward_mean", "greedy_reward_mean")} for m, row in results["methods"].items()
-        },
+        "methods": {m: {k: row.get(k) for k in RUN_FIGURES} for m, row in results["methods"].items()},
         "diagnostics": results.get("diagnostics", {}),
         "seconds": results["run"]["seconds"],
     }

@@ -15,6 +15,7 @@ import hashlib
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from cong.config import Config
 from cong.errors import CongError
@@ -126,15 +127,18 @@ def hf_prompts_file(ref: str, revision: str | None = None) -> Path:
     from cong.testbed.build import cache_root
 
     key = ref if revision is None else f"{ref}@{revision}"
+    # The version of the file's rows: 2 keeps a preference set's chosen response as each row's `reference`.
+    key += "#rows-2"
     return cache_root() / "datasets" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".jsonl")
 
 
 def hf_prompts(ref: str, revision: str | None = None) -> str:
     """Prompts of a Hugging Face dataset with a `prompt` column (at `revision` when given), written once to the local
-    cache."""
+    cache; a preference set's `chosen` response (a string, or a chat whose last assistant turn it is) becomes each
+    row's `reference`, which the strong ceiling imitates."""
     from datasets import load_dataset
 
-    from cong.data import write_jsonl
+    from cong.data import REFERENCE_FIELD, write_jsonl
 
     name, _, split = ref.removeprefix("hf:").partition(":")
     split = split or "train"
@@ -148,9 +152,24 @@ def hf_prompts(ref: str, revision: str | None = None) -> str:
             raise CongError(f"the dataset {ref!r} has no 'prompt' column (columns: {dataset.column_names}).")
         write_jsonl(
             out,
-            ({"id": row.get("prompt_id") or f"{split}-{i}", "prompt": row["prompt"]} for i, row in enumerate(dataset)),
+            (
+                {"id": row.get("prompt_id") or f"{split}-{i}", "prompt": row["prompt"]}
+                | ({REFERENCE_FIELD: chosen} if (chosen := chosen_response(row.get("chosen"))) else {})
+                for i, row in enumerate(dataset)
+            ),
         )
     return str(out)
+
+
+def chosen_response(chosen: Any) -> str | None:
+    """A preference row's chosen response: the text itself, or the last assistant turn of a chat."""
+    if isinstance(chosen, str):
+        return chosen
+    if isinstance(chosen, list):
+        turns = [m.get("content") for m in chosen if isinstance(m, dict) and m.get("role") == "assistant"]
+        if turns and isinstance(turns[-1], str):
+            return turns[-1]
+    return None
 
 
 def refuse(ref: str) -> None:

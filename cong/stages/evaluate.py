@@ -3,15 +3,16 @@
 Every row is decoded the same two ways: by `stages.evaluate.sampling` (the primary figures, `<metric>`: the
 paper's sampled setting) and greedily (`greedy_<metric>`). A method row comes from a model (decoded here) or from
 responses a decode-time method already wrote for these prompts under both decodings (WSD: `response` and
-`greedy_response`). Metrics per method and decoding: reward_mean (reward
-backend), win_rate_vs_base (share of prompts where the method's response out-scores the base strong
-model's; ties count one half), the reward backend's parts (testbed: accuracy and style), implicit_reward
-(length-normalised, under the weak pair: (log pi_r(y|x) - log pi_ref(y|x)) / |y|), and length in words;
-with a judge configured, the judge's win rate and the length-controlled one on the primary responses
-(cong.evaluation.judge); with downstream tasks, each model's exact-match accuracy on them, answered greedily, and its
-change from the base's (cong.evaluation.downstream). Each comes with a 95% bootstrap interval and its number of
-prompts (cong.evaluation.stats.Estimate.fields); `paired_tests` compares ConG's primary rewards with every other
-row's, prompt by prompt.
+`greedy_response`). Metrics per method and decoding: reward_mean (reward backend), win_rate_vs_base (share of
+prompts where the method's response out-scores the base strong model's; ties count one half), the reward backend's
+parts (testbed: accuracy and style), implicit_reward (length-normalised, under the weak pair: (log pi_r(y|x) -
+log pi_ref(y|x)) / |y|), and length in words; the performance gap recovered on the reward and on accuracy (PGR: 0
+at the aligned weak model, 1 at the strong ceiling, when the run has both); with a judge configured, the judge's
+win rate and the length-controlled one on the primary responses (cong.evaluation.judge); with downstream tasks,
+each model's exact-match accuracy on them, answered greedily, and its change from the base's
+(cong.evaluation.downstream). Each comes with a 95% bootstrap interval and its number of prompts
+(cong.evaluation.stats.Estimate.fields); `paired_tests` compares ConG's primary rewards with every other row's,
+prompt by prompt.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cong.errors import CongError, stage_step
 from cong.evaluation.downstream import correct, lm_eval_scores, task_rows, wsd_correct
 from cong.evaluation.judge import PairwiseJudge
 from cong.evaluation.rewards import ImplicitReward, reward_backend
-from cong.evaluation.stats import bootstrap_mean, length_controlled_win_rate, paired_test, win_rate
+from cong.evaluation.stats import bootstrap_mean, gap_recovered, length_controlled_win_rate, paired_test, win_rate
 from cong.inputs.refs import resolve
 from cong.models import TRAINING_LOG
 from cong.progress import log
@@ -38,6 +39,9 @@ from cong.vocabulary import METHODS
 STAGE = "evaluate"
 # The figures of a method's row that its Metrics artifact shows in the Kubeflow UI.
 HEADLINE = ("reward_mean", "win_rate_vs_base")
+# The scores whose gap between the aligned weak model and the strong ceiling each row's PGR measures: the reward, and
+# the backend's accuracy where it has one (the testbed's).
+PGR_METRICS = ("reward", "accuracy")
 
 
 def _joined_responses(path: str, rows: list[dict], method: str, field: str) -> list[str]:
@@ -54,15 +58,24 @@ def _joined_responses(path: str, rows: list[dict], method: str, field: str) -> l
 
 def _scored(prompts: list[str], responses: dict[str, list[str]], rewards: dict, backend, implicit) -> dict[str, dict]:
     """Each method's figures under one decoding: reward, win rate against the base's responses under the same
-    decoding, the backend's parts, implicit reward and length, each with its interval."""
+    decoding, the backend's parts, implicit reward and length, each with its interval; and, when the run has both
+    ends of the gap (the aligned weak model and the strong ceiling), the gap each row recovers on the reward and on
+    the backend's accuracy (`pgr_reward`, `pgr_accuracy`)."""
     base = rewards.get("base")
+    scores = {m: {"reward": rewards[m], **backend.parts(prompts, ys)} for m, ys in responses.items()}
+    ends = "weak_aligned" in scores and "strong_ceiling" in scores
     table = {}
     for method, ys in responses.items():
         row = bootstrap_mean(rewards[method]).fields("reward_mean")
         if base is not None:
             row |= win_rate(rewards[method], base).fields("win_rate_vs_base")
-        for name, values in backend.parts(prompts, ys).items():
-            row |= bootstrap_mean(values).fields(name)
+        for name, values in scores[method].items():
+            if name != "reward":
+                row |= bootstrap_mean(values).fields(name)
+        for name in PGR_METRICS if ends else ():
+            if name in scores[method]:
+                of = [scores[m][name] for m in (method, "weak_aligned", "strong_ceiling")]
+                row |= gap_recovered(*of).fields(f"pgr_{name}")
         row |= bootstrap_mean(implicit.score(prompts, ys)).fields("implicit_reward")
         table[method] = row | bootstrap_mean([len(y.split()) for y in ys]).fields("length_words")
     return table

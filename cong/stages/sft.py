@@ -1,12 +1,18 @@
-"""sft: supervised fine-tuning on (prompt, response) rows, loss on response tokens only (trl SFTTrainer)."""
+"""sft: supervised fine-tuning on (prompt, response) rows, loss on response tokens only (trl SFTTrainer).
+
+The strong ceiling trains here too, by ConG-S's recipe, on the train prompts' reference responses
+(cong.data.reference_rows): the strong model as good as correct aligned labels make it, the top of the gap that a
+weak-to-strong method recovers.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from cong.config import Config, TrainSettings, config_from_dict
-from cong.data import training_rows
+from cong.data import reference_rows, training_rows, write_jsonl
 from cong.errors import stage_step
 from cong.inputs.refs import resolve
 from cong.stages.step import StepResult, lineage, train_stage
@@ -36,9 +42,16 @@ def sft(
 def train(
     cfg: Config, inputs: dict[str, str], output: Path, method: str, deepspeed: dict | None, checkpoints: str | None
 ) -> dict[str, float]:
-    """The training entry (cong.stages.step.run_training): SFT of the strong base with `method`'s settings."""
+    """The training entry (cong.stages.step.run_training): SFT of the strong base with `method`'s settings; the
+    strong ceiling's `data` is the train prompts, whose reference responses it imitates."""
     settings = cfg.training_stages().sft_train(method)
-    return sft(resolve(cfg.models.strong_base, cfg), inputs["data"], output, settings, "sft", checkpoints, deepspeed)
+    strong = resolve(cfg.models.strong_base, cfg)
+    if method != "strong_ceiling":
+        return sft(strong, inputs["data"], output, settings, "sft", checkpoints, deepspeed)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "references.jsonl"
+        write_jsonl(data, reference_rows(inputs["data"], cfg.data.max_train_prompts))
+        return sft(strong, str(data), output, settings, "sft", checkpoints, deepspeed)
 
 
 @stage_step

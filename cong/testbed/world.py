@@ -147,6 +147,15 @@ def respond(rng: random.Random, style: str, answer: str) -> str:
     return rng.choice(_TEMPLATES[style]).format(a=answer)
 
 
+def reference_response(prompt_id: str, prompt: str) -> str | None:
+    """The correct answer to a testbed prompt in the aligned style, the template drawn by the prompt's id (so a
+    prompt set's references are the same in every run); None for a prompt that is not the testbed's."""
+    solved = solve(prompt)
+    if solved is None:
+        return None
+    return respond(random.Random(prompt_id), ALIGNED_STYLE, solved[1])
+
+
 def _contains_word(text: str, phrase: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(phrase)}(?![\w])", text) is not None
 
