@@ -85,6 +85,11 @@ def test_cong_run_local_all_methods(tmp_path, micro_testbed, store, kfp):  # noq
     report = (out / "report.html").read_text()
     assert report.count("<img") == 4 and 'id="alpha-sweep"' in report and 'id="paired-tests"' in report
     assert_report_renders(out / "report.html", tmp_path)
+    # The alignment tax per prompt, which a study's paired tests read: the rows' means are the table's.
+    downstream = [json.loads(line) for line in (out / "downstream.jsonl").read_text().splitlines()]
+    for method, row in results["methods"].items():
+        mean = sum(d["correct"][method] for d in downstream) / len(downstream)
+        assert mean == pytest.approx(row["downstream_accuracy"]) and row["downstream_accuracy_n"] == len(downstream)
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     assert set(METHODS) <= set(responses[0])
 

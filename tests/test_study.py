@@ -25,12 +25,22 @@ HYPOTHESES = [
     {"id": "H2", "statement": "ConG beats ConG-S", "method": "cong", "against": ["cong_s"]},
     {"id": "H3", "statement": "ConG beats the rest", "method": "cong", "against": ["weak_sft", "auxconf", "wspo"]},
     {"id": "H4", "statement": "The best alpha is inside", "kind": "interior_alpha"},
+    {"id": "H5", "statement": "The best of 0.2, 0.4 beats both ends", "kind": "moderate_alpha", "alphas": [0.2, 0.4]},
+    {
+        "id": "H6",
+        "statement": "ConG keeps the base's downstream accuracy within 0.02",
+        "method": "cong",
+        "against": ["base"],
+        "metric": "downstream",
+        "margin": 0.02,
+    },
 ]
 
 
-def fake_run(folder: Path, world: int, seed: int, prompts: int = 60) -> None:
+def fake_run(folder: Path, world: int, seed: int, prompts: int = 60, tax: float = 0.0) -> None:
     """A finished run's files: ConG-S 0.2 above WeakSFT, ConG level with ConG-S up to noise, AuxConf 0.3 above
-    ConG, and a sweep whose alpha 0.4 is 0.2 above the rest."""
+    ConG, a sweep whose alpha 0.4 is 0.2 above the rest, and downstream answers where ConG loses `tax` of the base's
+    200 right ones."""
     rng = random.Random(world * 100 + seed)
     ids = [f"eval-{i:05d}" for i in range(prompts)]
     rows = []
@@ -56,6 +66,12 @@ def fake_run(folder: Path, world: int, seed: int, prompts: int = 60) -> None:
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lost = round(200 * tax)
+    downstream = [
+        {"task": "t", "id": f"d{i}", "correct": {m: 0.0 if m == "cong" and i < lost else 1.0 for m in METHODS}}
+        for i in range(200)
+    ] + [{"task": "t", "id": f"w{i}", "correct": dict.fromkeys(METHODS, 0.0)} for i in range(100)]
+    (folder / "downstream.jsonl").write_text("".join(json.dumps(r) + "\n" for r in downstream))
     (folder / "results.json").write_text(json.dumps(results))
 
 
@@ -81,9 +97,44 @@ def test_the_verdicts_on_runs_whose_answers_are_known(tmp_path):
     assert verdicts["H4"]["verdict"] == "supported" and verdicts["H4"]["best_inside"] == 0.4
     assert verdicts["H4"]["effect"] == pytest.approx(0.2, abs=0.02)
     assert verdicts["H4"]["selection_prompts"] == verdicts["H4"]["test_prompts"] == 30
+    # H5: 0.4, chosen on the even prompts, beats alpha 0 and alpha 1 each on the odd ones.
+    assert verdicts["H5"]["verdict"] == "supported" and verdicts["H5"]["best_inside"] == 0.4
+    assert [c["against"] for c in verdicts["H5"]["comparisons"]] == ["alpha 0", "alpha 1"]
+    # H6: ConG answers every downstream prompt as the base does: no loss, within any margin.
+    assert verdicts["H6"]["verdict"] == "supported" and verdicts["H6"]["effect"] == 0.0
     for h in summary["hypotheses"]:
         assert h["p_holm"] >= h["p_value"] and set(h) >= {"id", "statement", "effect", "ci95_low", "ci95_high"}
     assert len(summary["runs"]) == 6 and set(summary["worlds"]) == {"0", "1", "2"}
+
+
+@pytest.mark.parametrize(("tax", "verdict"), [(0.005, "supported"), (0.05, "contradicted")])
+def test_non_inferiority_within_a_margin(tmp_path, tax, verdict):
+    """H6 on runs where ConG loses a known share of the base's right downstream answers: 0.5% of 300 prompts' worth is
+    within the 0.02 margin; 5% is beyond it, though ConG loses only a little."""
+    settings = study(hypotheses=[h for h in HYPOTHESES if h["id"] == "H6"])
+    cells = [(w, t) for w in settings.world_seeds for t in settings.training_seeds]
+    for w, t in cells:
+        fake_run(run_folder(tmp_path, w, t), w, t, tax=tax)
+    (h6,) = analyse(settings, {cell: load_run(run_folder(tmp_path, *cell)) for cell in cells})["hypotheses"]
+    assert h6["verdict"] == verdict and h6["effect"] == pytest.approx(-round(200 * tax) / 300)
+    assert h6["ci95_low"] <= h6["effect"] <= h6["ci95_high"]
+
+
+def test_the_moderate_alpha_must_beat_both_ends(tmp_path):
+    """H5 where alpha 1 scores as high as the best moderate alpha: beating alpha 0 alone does not support it."""
+    settings = study(hypotheses=[h for h in HYPOTHESES if h["id"] == "H5"])
+    cells = [(w, t) for w in settings.world_seeds for t in settings.training_seeds]
+    runs = {}
+    for w, t in cells:
+        fake_run(run_folder(tmp_path, w, t), w, t)
+        runs[(w, t)] = load_run(run_folder(tmp_path, w, t))
+        runs[(w, t)]["sweep"]["1"] = {i: v + 0.25 for i, v in runs[(w, t)]["sweep"]["1"].items()}
+    (h5,) = analyse(settings, runs)["hypotheses"]
+    assert h5["verdict"] != "supported" and h5["effect"] < 0
+    weakest = min(h5["comparisons"], key=lambda c: c["effect"])
+    assert weakest["against"] == "alpha 1" and h5["p_value"] == weakest["p_value"]
+    with pytest.raises(ValueError, match="strictly inside"):
+        study(hypotheses=[{"id": "H", "statement": "s", "kind": "moderate_alpha", "alphas": [0.0, 0.5]}])
 
 
 def test_a_run_that_failed_a_gate_is_left_out_of_every_test(tmp_path):
@@ -109,9 +160,13 @@ def test_a_run_that_failed_a_gate_is_left_out_of_every_test(tmp_path):
         analyse(settings, runs)
 
 
-def test_the_shipped_study_states_the_four_hypotheses():
+def test_the_shipped_study_states_the_papers_hypotheses():
     shipped = load_study()
-    assert [h.id for h in shipped.hypotheses] == ["H1", "H2", "H3", "H4"]
+    assert [h.id for h in shipped.hypotheses] == ["H1", "H2", "H3", "H4", "H5", "H6"]
+    assert shipped.hypotheses[4].alphas == [0.3, 0.4, 0.5]
+    assert (shipped.hypotheses[5].metric, shipped.hypotheses[5].margin) == ("downstream", 0.02)
+    # The smallest p a test can give, after Holm's correction over every hypothesis, is below 0.001.
+    assert 2 / (1 + shipped.resamples) * len(shipped.hypotheses) < 0.001
     assert len(shipped.world_seeds) == len(shipped.training_seeds) == 3 and shipped.min_eval_prompts >= 1000
     assert shipped.hypotheses[2].against == ["weak_sft", "auxconf", "wspo"]
 
@@ -176,7 +231,7 @@ def test_a_study_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
     assert "run 1/4 (world seed 0, training seed 0) finished before" in resumed.stdout
     assert (run_folder(out, 0, 0) / RUN_DONE).stat().st_mtime_ns == finished
     summary = json.loads((out / "study.json").read_text())
-    assert len(summary["runs"]) == 4 and len(summary["hypotheses"]) == 4
+    assert len(summary["runs"]) == 4 and len(summary["hypotheses"]) == 6
     page = (out / "study.html").read_text()
     assert page.count("<tr>") >= 5 and "Performance gap recovered" in page
     assert summary["runs"][1]["methods"]["cong"]["pgr_reward"] == pytest.approx(0.1 + 0.4), "each run's own PGR"

@@ -16,6 +16,9 @@ from cong.progress import log
 
 STAGE = "evaluate"
 TASK_FIELDS = ("id", "prompt", "answer")
+# A run's per-prompt record of the alignment tax: every model's greedy correctness on every downstream row, one line
+# per (task, prompt), which a study's paired tests read.
+DOWNSTREAM_FILE = "downstream.jsonl"
 
 
 def normalise(text: str) -> str:

@@ -19,9 +19,17 @@ so, but it is left out of every hypothesis's test: a world that cannot test a me
 the runs left out and their failed gates; the rule is the gates', fixed before any method's score is seen.
 
 "Beats several methods" is an intersection-union test: its p is the largest of the comparisons' p, and its effect and
-interval those of the comparison with the smallest effect. "The best alpha lies strictly inside (0, 1)" picks the best
-interior alpha and the better end on the even-numbered sweep prompts (pooled over every run) and tests their
-difference on the odd-numbered ones, so that choosing the maximum does not bias the test.
+interval those of the comparison with the smallest effect. A `beats` hypothesis may compare the downstream tasks'
+greedy correctness instead of the reward (`metric: downstream`, per prompt from the runs' downstream.jsonl), and may
+allow a margin: non-inferiority, tested as difference + margin > 0, its effect and interval the difference itself.
+"The best alpha lies strictly inside (0, 1)" (`interior_alpha`) picks the best interior alpha and the better end on the
+even-numbered sweep prompts (pooled over every run) and tests their difference on the odd-numbered ones, so that
+choosing the maximum does not bias the test; `moderate_alpha` picks the best of its `alphas` the same way and must beat
+alpha 0 and alpha 1 each (intersection-union). Each test's p is at least 2 / (1 + resamples) before Holm's correction.
+
+How far the effects generalise beyond the study's worlds is limited by how few they are: the nested bootstrap
+resamples the worlds themselves, and three worlds give only ten distinct draws of them, so the world-level spread in
+an interval is a rough estimate, and a world unlike the three is not represented at all.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from cong.config import Config, StageSettings, Strict, TrainSettings, load_config, read_text
 from cong.errors import CongError
+from cong.evaluation.downstream import DOWNSTREAM_FILE
 from cong.evaluation.stats import holm, nested_bootstrap
 
 STUDIES = Path(__file__).parent.parent / "studies"
@@ -49,14 +58,28 @@ Progress = Callable[[str], None]
 class Hypothesis(Strict):
     id: str = Field(min_length=1)
     statement: str = Field(min_length=1)
-    kind: Literal["beats", "interior_alpha"] = "beats"
+    kind: Literal["beats", "interior_alpha", "moderate_alpha"] = "beats"
     method: str | None = Field(None, description="beats: the method that must score higher")
     against: list[str] = Field([], description="beats: the methods it must beat, each")
+    metric: Literal["reward", "downstream"] = Field(
+        "reward",
+        description="beats: the explicit reward on the held-out prompts, or the downstream tasks' greedy correctness",
+    )
+    margin: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="beats: how far below each of `against` the method may score and still count (a non-inferiority "
+        "margin; 0: it must score higher)",
+    )
+    alphas: list[float] = Field([], description="moderate_alpha: the alphas whose best must beat both ends")
 
     @model_validator(mode="after")
     def _complete(self) -> Hypothesis:
         if self.kind == "beats" and (self.method is None or not self.against):
             raise ValueError(f"{self.id}: a `beats` hypothesis names `method` and the methods `against` it")
+        if self.kind == "moderate_alpha" and not all(0 < a < 1 for a in self.alphas or [0.0]):
+            raise ValueError(f"{self.id}: a `moderate_alpha` hypothesis names `alphas`, each strictly inside (0, 1)")
         return self
 
 
@@ -68,7 +91,11 @@ class StudySettings(Strict):
     min_eval_prompts: int = Field(1000, ge=1, description="refuse worlds with fewer held-out prompts")
     alpha_sweep_prompts: int = Field(200, ge=2, description="held-out prompts of each run's alpha sweep")
     significance: float = Field(0.05, gt=0, lt=1)
-    resamples: int = Field(2000, ge=100)
+    resamples: int = Field(
+        20000,
+        ge=100,
+        description="bootstrap draws of each test: its p is at least 2 / (1 + resamples), before Holm's correction",
+    )
     hypotheses: list[Hypothesis] = Field(min_length=1)
 
 
@@ -167,8 +194,15 @@ def load_run(folder: Path) -> dict:
     results = json.loads((folder / "results.json").read_text())
     rows = [json.loads(line) for line in (folder / "responses.jsonl").read_text().splitlines() if line.strip()]
     sweep = results.get("alpha_sweep_rewards", {"ids": [], "by_alpha": {}})
+    downstream: dict[str, dict[str, float]] = {}
+    if (folder / DOWNSTREAM_FILE).is_file():
+        for line in (folder / DOWNSTREAM_FILE).read_text().splitlines():
+            row = json.loads(line)
+            for method, value in row["correct"].items():
+                downstream.setdefault(method, {})[f"{row['task']}/{row['id']}"] = value
     return {
         "rewards": {m: {row["id"]: row["reward"][m] for row in rows} for m in results["methods"]},
+        "downstream": downstream,
         "sweep": {alpha: dict(zip(sweep["ids"], values, strict=True)) for alpha, values in sweep["by_alpha"].items()},
         "world": results["testbed"]["sha256"],
         "gates": results["testbed"]["gates"],
@@ -193,7 +227,7 @@ def analyse(study: StudySettings, runs: dict[tuple[int, int], dict]) -> dict:
         significant = p < study.significance
         verdict = "inconclusive"
         if significant:
-            verdict = "supported" if t["effect"] > 0 else "contradicted"
+            verdict = "supported" if t["effect"] + h.margin > 0 else "contradicted"
         hypotheses.append({"id": h.id, "statement": h.statement, **t, "p_holm": p, "verdict": verdict})
     return {
         "study": study.name,
@@ -223,7 +257,8 @@ def analyse(study: StudySettings, runs: dict[tuple[int, int], dict]) -> dict:
             for w in sorted({w for w, _ in everything})
         },
         "hypotheses": hypotheses,
-        "metric": "reward (explicit, primary decoding), paired by prompt",
+        "metric": "reward (explicit, primary decoding), paired by prompt; a hypothesis on `downstream` pairs the "
+        "downstream tasks' greedy correctness by prompt",
         "significance": study.significance,
     }
 
@@ -245,31 +280,42 @@ def _differences(runs: dict, worlds: list[int], a: Callable[[dict], dict], b: Ca
     return nested
 
 
-def _comparison(runs: dict, worlds: list[int], method: str, against: str, study: StudySettings) -> dict:
+def _comparison(runs: dict, worlds: list[int], h: Hypothesis, against: str, study: StudySettings) -> dict:
+    """`h.method` against one method on `h.metric`, paired by prompt. With a margin, the test is of the difference
+    plus the margin (non-inferiority: above 0 unless the method falls short by the margin or more); the effect and its
+    interval are the difference itself."""
+    scores = "rewards" if h.metric == "reward" else "downstream"
     for cell, run in runs.items():
-        missing = {method, against} - set(run["rewards"])
+        missing = {h.method, against} - set(run[scores])
         if missing:
             raise CongError(
-                f"run {cell} has no rows for {', '.join(sorted(missing))}: the study compares every method."
+                f"run {cell} has no {h.metric} scores for {', '.join(sorted(missing))}: the study compares every "
+                "method" + ("" if h.metric == "reward" else " (and needs stages.evaluate.downstream)") + "."
             )
-    nested = _differences(runs, worlds, lambda r: r["rewards"][method], lambda r: r["rewards"][against])
-    estimate = nested_bootstrap(nested, study.resamples)
+    nested = _differences(runs, worlds, lambda r: r[scores][h.method], lambda r: r[scores][against])
+    shifted = [[[d + h.margin for d in run] for run in world] for world in nested]
+    estimate = nested_bootstrap(shifted, study.resamples)
     return {
         "against": against,
-        "effect": estimate.value,
-        "ci95_low": estimate.low,
-        "ci95_high": estimate.high,
+        "effect": estimate.value - h.margin,
+        "ci95_low": estimate.low - h.margin,
+        "ci95_high": estimate.high - h.margin,
         "p_value": estimate.p_value,
     }
 
 
 def _test(h: Hypothesis, runs: dict, worlds: list[int], study: StudySettings) -> dict:
     if h.kind == "interior_alpha":
-        return _interior_alpha(runs, worlds, study)
-    parts = [_comparison(runs, worlds, h.method, other, study) for other in h.against]
+        return _alpha_test(runs, worlds, study, chosen_from=None, against_both_ends=False)
+    if h.kind == "moderate_alpha":
+        return _alpha_test(runs, worlds, study, chosen_from=h.alphas, against_both_ends=True)
+    return _every_one([_comparison(runs, worlds, h, other, study) for other in h.against])
+
+
+def _every_one(parts: list[dict]) -> dict:
+    """Beating each of several: supported only when every comparison is, so the p is the largest of theirs while
+    every effect is positive; against a negative effect, that comparison's own p (an intersection-union test)."""
     weakest = min(parts, key=lambda part: part["effect"])
-    # Beating each of several: supported only when every comparison is, so the p is the largest of theirs while
-    # every effect is positive; against a negative effect, that comparison's own p.
     p = max(part["p_value"] for part in parts) if weakest["effect"] > 0 else weakest["p_value"]
     return {
         "effect": weakest["effect"],
@@ -280,12 +326,18 @@ def _test(h: Hypothesis, runs: dict, worlds: list[int], study: StudySettings) ->
     }
 
 
-def _interior_alpha(runs: dict, worlds: list[int], study: StudySettings) -> dict:
+def _alpha_test(
+    runs: dict, worlds: list[int], study: StudySettings, chosen_from: list[float] | None, against_both_ends: bool
+) -> dict:
+    """The best alpha among `chosen_from` (None: every alpha strictly inside (0, 1)) against the better end (or,
+    `against_both_ends`, against alpha 0 and alpha 1 each), chosen on the even-numbered sweep prompts pooled over every
+    run and tested on the odd-numbered ones, so that choosing the maximum does not bias the test."""
     alphas = sorted({float(a) for run in runs.values() for a in run["sweep"]})
     ends = [a for a in alphas if a in (0.0, 1.0)]
-    inside = [a for a in alphas if 0.0 < a < 1.0]
-    if len(ends) != 2 or not inside:
-        raise CongError("the alpha hypothesis needs a sweep with alpha 0, alpha 1 and at least one alpha between.")
+    inside = [a for a in alphas if 0.0 < a < 1.0 and (chosen_from is None or a in chosen_from)]
+    if len(ends) != 2 or not inside or (chosen_from is not None and len(inside) != len(chosen_from)):
+        wanted = "the alphas " + ", ".join(f"{a:g}" for a in chosen_from) if chosen_from else "one alpha between"
+        raise CongError(f"the alpha hypothesis needs a sweep with alpha 0, alpha 1 and {wanted}.")
     ids = sorted(set.intersection(*(set(run["sweep"][f"{alphas[0]:g}"]) for run in runs.values())))
     select, test = set(ids[0::2]), set(ids[1::2])
 
@@ -294,18 +346,24 @@ def _interior_alpha(runs: dict, worlds: list[int], study: StudySettings) -> dict
         return sum(values) / len(values)
 
     best_inside = max(inside, key=pooled)
-    best_end = max(ends, key=pooled)
-    nested = _differences(
-        runs, worlds, lambda r: r["sweep"][f"{best_inside:g}"], lambda r: r["sweep"][f"{best_end:g}"], test
-    )
-    estimate = nested_bootstrap(nested, study.resamples)
-    return {
-        "effect": estimate.value,
-        "ci95_low": estimate.low,
-        "ci95_high": estimate.high,
-        "p_value": estimate.p_value,
-        "best_inside": best_inside,
-        "best_end": best_end,
-        "selection_prompts": len(select),
-        "test_prompts": len(test),
-    }
+    opponents = ends if against_both_ends else [max(ends, key=pooled)]
+    parts = []
+    for end in opponents:
+        nested = _differences(
+            runs, worlds, lambda r: r["sweep"][f"{best_inside:g}"], lambda r, end=end: r["sweep"][f"{end:g}"], test
+        )
+        estimate = nested_bootstrap(nested, study.resamples)
+        parts.append(
+            {
+                "against": f"alpha {end:g}",
+                "effect": estimate.value,
+                "ci95_low": estimate.low,
+                "ci95_high": estimate.high,
+                "p_value": estimate.p_value,
+            }
+        )
+    chosen = {"best_inside": best_inside, "selection_prompts": len(select), "test_prompts": len(test)}
+    if against_both_ends:
+        return _every_one(parts) | chosen
+    (part,) = parts
+    return {k: part[k] for k in ("effect", "ci95_low", "ci95_high", "p_value")} | chosen | {"best_end": opponents[0]}

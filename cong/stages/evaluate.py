@@ -25,7 +25,7 @@ from cong.config import DownstreamTask, EvaluateSettings, WsdSettings, config_fr
 from cong.data import PROMPT_FIELDS, read_jsonl, write_jsonl
 from cong.decoding.sampler import Sampler
 from cong.errors import CongError, stage_step
-from cong.evaluation.downstream import correct, lm_eval_scores, task_rows, wsd_correct
+from cong.evaluation.downstream import DOWNSTREAM_FILE, correct, lm_eval_scores, task_rows, wsd_correct
 from cong.evaluation.judge import PairwiseJudge
 from cong.evaluation.rewards import ImplicitReward, reward_backend
 from cong.evaluation.stats import bootstrap_mean, gap_recovered, length_controlled_win_rate, paired_test, win_rate
@@ -217,6 +217,16 @@ def evaluate(
             for i, r in enumerate(rows)
         ),
     )
+    if tasks:
+        # Per prompt, for paired tests of the alignment tax across runs (a study's non-inferiority hypothesis).
+        write_jsonl(
+            out_dir / DOWNSTREAM_FILE,
+            (
+                {"task": task.name, "id": r["id"], "correct": {m: solved[m][task.name][i] for m in solved}}
+                for task, data in tasks
+                for i, r in enumerate(data)
+            ),
+        )
     curves = {
         m: json.loads((Path(ref) / TRAINING_LOG).read_text())
         for m, ref in models.items()
