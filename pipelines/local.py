@@ -14,11 +14,14 @@ from pathlib import Path
 
 from cong.config import Config
 from cong.errors import CongError
+from cong.evaluation.downstream import DOWNSTREAM_FILE
 from cong.progress import log
 from cong.vocabulary import STAGES
 from pipelines.container import ContainerRun, container_tasks
 
 RESULT_FILES = ("results.json", "report.html", "responses.jsonl", "training_curves.json")
+# Result files of some runs only: the per-prompt downstream answers of a run with downstream tasks.
+OPTIONAL_RESULT_FILES = (DOWNSTREAM_FILE,)
 # What a person watching a run needs: our stages' progress lines and kfp's task status lines.
 PROGRESS = re.compile(
     rf"^\s*\[({'|'.join(('testbed', 'models', 'storage', *STAGES))})\] |Executing task|finished with status"
@@ -185,8 +188,10 @@ def _run_local(
     with object_store(out_dir / "objectstore", s3_endpoint) as settings:
         run_cfg, inputs = import_inputs(cfg)
         run_root = _run_pipeline(run_cfg, out_dir, verbose, containers)
-        for name in RESULT_FILES:
-            shutil.copyfile(run_root / "evaluate" / "results" / name, out_dir / name)
+        made = run_root / "evaluate" / "results"
+        written = (*RESULT_FILES, *(name for name in OPTIONAL_RESULT_FILES if (made / name).is_file()))
+        for name in written:
+            shutil.copyfile(made / name, out_dir / name)
         results = json.loads((out_dir / "results.json").read_text())
         decision = run_root / "promote" / "decision"
         if decision.is_file():
@@ -210,7 +215,7 @@ def _run_local(
         built = json.loads((run_root / "lineage" / "lineage" / LINEAGE_FILE).read_text())  # the lineage task's
         lineage = published_view(built, artifacts["outputs"], run)
         (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
-        publish_results(out_dir, (*RESULT_FILES, LINEAGE_FILE), artifacts, settings)
+        publish_results(out_dir, (*written, LINEAGE_FILE), artifacts, settings)
     log("storage", f"published to {artifacts['run']}")
     return results
 

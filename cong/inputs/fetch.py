@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cong.config import Config, StorageSettings
 from cong.errors import CongError
+from cong.storage.s3 import as_s3
 from cong.vocabulary import INPUT_FIELDS
 
 # References a task builds for itself, from the code and data its image holds.
@@ -101,8 +102,9 @@ def fetch_input(ref: str, field: str, cfg: Config) -> Fetched:
     from cong.storage.folders import HubId, parse_location
 
     store = cfg.storage
-    if ref.startswith(("s3://", "minio://")):
-        return _from_store("s3://" + ref.partition("://")[2], field, store)
+    stored = as_s3(ref)
+    if stored is not None:
+        return _from_store(stored, field, store)
     if ref.startswith("hf:"):
         return _hub_dataset(ref, store)
     if not ref.startswith(SELF_BUILT) and isinstance(parse_location(ref), HubId):

@@ -19,6 +19,7 @@ from typing import Any
 
 from cong.config import Config
 from cong.errors import CongError
+from cong.storage.s3 import as_s3
 
 # What an input of the config becomes inside a task that was not given it (cong.stages.step.imported).
 NOT_IMPORTED = "not-imported:"
@@ -51,6 +52,7 @@ def snapshot(ref: str, weights: bool = True) -> str:
 def resolve(ref: str, config: Config, weights: bool = True) -> str:
     """A local path for `ref`, or a hub id that transformers loads as it is. `weights=False`: a caller that reads only
     a model's config and tokenizer (a pinned hub model then downloads only those files)."""
+
     if ref.startswith(NOT_IMPORTED):
         refuse(ref)
     if ref.startswith("testbed:"):
@@ -63,10 +65,10 @@ def resolve(ref: str, config: Config, weights: bool = True) -> str:
         return hf_prompts(ref)
     if ref.startswith("gguf:"):
         return _gguf_model(ref)
-    if ref.startswith(("s3://", "minio://")):
+    if (stored := as_s3(ref)) is not None:
         from cong.storage.folders import localize
 
-        return localize("s3://" + ref.partition("://")[2])
+        return localize(stored)
     if pinned(ref)[1]:
         return snapshot(ref, weights)
     return ref

@@ -210,10 +210,10 @@ def source_of(artifact: Any) -> dict[str, str]:
 def _stored_digest(uri: str) -> str | None:
     """`sha256:<hex>` of an input's copy in the store, from its manifest; None for a URI of no store."""
     from cong.inputs.fetch import stored_digest
+    from cong.storage.s3 import as_s3
 
-    if not uri.startswith(("s3://", "minio://")):
-        return None
-    return f"sha256:{stored_digest('s3://' + uri.partition('://')[2])}"
+    stored = as_s3(uri)
+    return None if stored is None else f"sha256:{stored_digest(stored)}"
 
 
 def output_digest(path: Path) -> str:

@@ -39,6 +39,15 @@ class S3Uri:
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+def as_s3(uri: str) -> str | None:
+    """A store URI in the `s3://` form this store's client reads (KFP's `minio://` names a bucket behind the same S3
+    API), or None for a URI of no store."""
+    for scheme in ("s3://", "minio://"):
+        if uri.startswith(scheme):
+            return "s3://" + uri.removeprefix(scheme)
+    return None
+
+
 def parse_s3_uri(uri: str) -> S3Uri:
     """`s3://bucket/prefix`, or `minio://bucket/prefix` (how KFP's launcher names a bucket of its default store, which
     speaks the same S3 API)."""
