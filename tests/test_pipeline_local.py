@@ -350,7 +350,7 @@ def test_supplied_aligned_weak_model_skips_weak_align(tmp_path, micro_testbed):
         for d in executed
         if d.startswith("not-selected")
     }
-    assert skipped == {"weak_sft", "auxconf", "icl_refine", "wsd", "wsd_sft", "cong", "alpha_sweep"}
+    assert skipped == {"weak_sft", "auxconf", "icl_refine", "wsd", "wsd_sft", "strong_ceiling", "cong", "alpha_sweep"}
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == ["base", "weak_aligned", "wspo", "cong_s"]
     # The supplied model reached the stages through the store, and its row names the store's copy.
