@@ -33,7 +33,8 @@ def sft(
     given = {"strong_base": strong_base}
     config, run_id = for_task(config, "sft", metrics, **given)
 
-    # The strong ceiling's data is an imported artifact, which kfp.local does not copy to data.path.
+    # The strong ceiling's data is an imported artifact: KFP's launcher downloads it to data.path (2.17.0,
+    # backend/src/v2/component/launcher_v2.go, downloadArtifacts), kfp.local does not, so read it where it is.
     result = sft.step(
         config, data=location(data), model=model.path, method=method, model_store=model_store, run_id=run_id
     )

@@ -56,14 +56,14 @@ def gap_recovered(
     x = np.asarray([method, weak, ceiling], dtype=float)
     x = x[:, ~np.isnan(x).any(axis=0)]
     n = x.shape[1]
-    means = x.mean(axis=1) if n else np.zeros(3)
-    if n == 0 or means[2] == means[1]:
+    if n == 0 or x[2].mean() == x[1].mean():
         return NOT_APPLICABLE
     draws = x[:, np.random.default_rng(seed).integers(0, n, (resamples, n))].mean(axis=2)
     gaps = draws[2] - draws[1]
     ratios = (draws[0] - draws[1])[gaps != 0] / gaps[gaps != 0]
     low, high = np.percentile(ratios, [2.5, 97.5])
-    return Estimate(float((means[0] - means[1]) / (means[2] - means[1])), float(low), float(high), n)
+    value = (x[0].mean() - x[1].mean()) / (x[2].mean() - x[1].mean())
+    return Estimate(float(value), float(low), float(high), n)
 
 
 def wins(scores: list[float], against: list[float]) -> list[float]:

@@ -362,8 +362,6 @@ def _alpha_test(
                 "p_value": estimate.p_value,
             }
         )
+    # One opponent (the better end) is an intersection-union test of one comparison: that comparison itself.
     chosen = {"best_inside": best_inside, "selection_prompts": len(select), "test_prompts": len(test)}
-    if against_both_ends:
-        return _every_one(parts) | chosen
-    (part,) = parts
-    return {k: part[k] for k in ("effect", "ci95_low", "ci95_high", "p_value")} | chosen | {"best_end": opponents[0]}
+    return _every_one(parts) | chosen | ({} if against_both_ends else {"best_end": opponents[0]})

@@ -52,7 +52,6 @@ def snapshot(ref: str, weights: bool = True) -> str:
 def resolve(ref: str, config: Config, weights: bool = True) -> str:
     """A local path for `ref`, or a hub id that transformers loads as it is. `weights=False`: a caller that reads only
     a model's config and tokenizer (a pinned hub model then downloads only those files)."""
-
     if ref.startswith(NOT_IMPORTED):
         refuse(ref)
     if ref.startswith("testbed:"):
